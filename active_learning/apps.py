@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class ActiveLearningConfig(AppConfig):
+    name = "active_learning"

@@ -1,0 +1,201 @@
+"""Projects, label schemas, members, scans, assignments, immutable revisions and the audit trail."""
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+
+class ImmutableModel(models.Model):
+    """A row that is written once: updates and deletes are refused (history is append-only)."""
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not self._state.adding:
+            raise RuntimeError(f"{type(self).__name__} rows are immutable; create a new one instead.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise RuntimeError(f"{type(self).__name__} rows are immutable and are never deleted.")
+
+
+class Role(models.TextChoices):
+    ANNOTATOR = "annotator", "Annotator"
+    LEAD = "lead", "Lead"
+    ADMIN = "admin", "Admin"
+
+
+class ALStrategy(models.TextChoices):
+    RANDOM = "random", "Random"
+    ENTROPY = "entropy", "MC-dropout entropy"
+    BALD = "bald", "BALD"
+    ENTROPY_DISAGREEMENT = "entropy_disagreement", "Entropy weighed with rater disagreement"
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    raters_per_scan = models.PositiveSmallIntegerField(
+        default=3, validators=[MinValueValidator(1), MaxValueValidator(20)]
+    )
+    ambiguity_threshold = models.FloatField(
+        default=0.05,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Scans whose consensus ambiguity exceeds this are flagged for adjudication.",
+    )
+    al_strategy = models.CharField(max_length=32, choices=ALStrategy.choices, default=ALStrategy.ENTROPY)
+    is_simulated = models.BooleanField(
+        default=False, help_text="The scans are simulated (for example the demo cohort from MNI152)."
+    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class LabelClass(models.Model):
+    """One entry of a project's label schema. Value 0 is background and is never listed."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="label_classes")
+    value = models.PositiveSmallIntegerField(validators=[MinValueValidator(1), MaxValueValidator(255)])
+    name = models.CharField(max_length=100)
+    color = models.CharField(
+        max_length=7, validators=[RegexValidator(r"^#[0-9a-fA-F]{6}$", "Use a colour like #ff8800.")]
+    )
+
+    class Meta:
+        ordering = ["project", "value"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "value"], name="label_value_unique_in_project"),
+            models.UniqueConstraint(fields=["project", "name"], name="label_name_unique_in_project"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.value}: {self.name}"
+
+
+class Membership(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "user"]
+        constraints = [models.UniqueConstraint(fields=["project", "user"], name="one_membership_per_user")]
+
+
+class Split(models.TextChoices):
+    TRAIN = "train", "Train"
+    VALIDATION = "validation", "Validation"
+    TEST = "test", "Test"
+    UNASSIGNED = "unassigned", "Unassigned"
+
+
+class ScanStatus(models.TextChoices):
+    NEW = "new", "New"
+    IN_PROGRESS = "in_progress", "Being labelled"
+    SUBMITTED = "submitted", "All raters submitted"
+    CONSENSUS = "consensus", "Consensus ready"
+    FLAGGED = "flagged", "Flagged for adjudication"
+    GROUND_TRUTH = "ground_truth", "Ground truth"
+
+
+class Scan(models.Model):
+    """A NIfTI image, reoriented to RAS+ and stored once by content hash."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="scans")
+    sha256 = models.CharField(max_length=64, help_text="sha256 of the bytes as uploaded")
+    image = models.FileField(max_length=255)
+    original_filename = models.CharField(max_length=255, blank=True)
+    shape = models.JSONField(help_text="[X, Y, Z] voxels, canonical (RAS+) order")
+    spacing = models.JSONField(help_text="[x, y, z] voxel size in mm")
+    affine = models.JSONField(help_text="4x4 voxel-to-world (RAS+) matrix of the stored image")
+    orientation = models.CharField(max_length=3, help_text="axis codes of the file as uploaded, e.g. LPS")
+    subject_id = models.CharField(max_length=64, blank=True)
+    session_id = models.CharField(max_length=64, blank=True)
+    split = models.CharField(max_length=16, choices=Split.choices, default=Split.UNASSIGNED)
+    status = models.CharField(max_length=16, choices=ScanStatus.choices, default=ScanStatus.NEW)
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["project", "sha256"], name="scan_once_per_project")]
+
+    def __str__(self) -> str:
+        return f"scan {self.pk} ({self.subject_id or self.sha256[:12]})"
+
+
+class AssignmentStatus(models.TextChoices):
+    TODO = "todo", "To do"
+    IN_PROGRESS = "in_progress", "In progress"
+    SUBMITTED = "submitted", "Submitted"
+
+
+class Assignment(models.Model):
+    scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    status = models.CharField(max_length=16, choices=AssignmentStatus.choices, default=AssignmentStatus.TODO)
+    priority = models.FloatField(default=0.0, help_text="Worklist order: higher first.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-priority", "id"]
+        constraints = [models.UniqueConstraint(fields=["scan", "annotator"], name="one_assignment_per_rater")]
+
+
+class RevisionSource(models.TextChoices):
+    MANUAL = "manual", "Drawn in the viewer"
+    UPLOAD = "upload", "Uploaded file"
+    PRELABEL = "prelabel", "Started from a model pre-label"
+    SIMULATED = "simulated", "Simulated rater (demo)"
+
+
+def revision_path(scan_id: int, uid: uuid.UUID) -> str:
+    return f"annotations/{scan_id}/{uid}.nii.gz"
+
+
+class AnnotationRevision(ImmutableModel):
+    """One save of an assignment's label volume. Never updated, never deleted."""
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    assignment = models.ForeignKey(Assignment, on_delete=models.PROTECT, related_name="revisions")
+    number = models.PositiveIntegerField(help_text="1, 2, ... within the assignment")
+    base = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    file = models.FileField(max_length=255)
+    sha256 = models.CharField(max_length=64, help_text="sha256 of the stored label volume")
+    label_counts = models.JSONField(default=dict, help_text="voxels per label value")
+    source = models.CharField(max_length=16, choices=RevisionSource.choices, default=RevisionSource.MANUAL)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["assignment", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["assignment", "number"], name="revision_number_unique"),
+        ]
+
+
+class AuditEvent(ImmutableModel):
+    """Append-only record of who did what to which object, and when."""
+
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    project = models.ForeignKey(Project, null=True, on_delete=models.SET_NULL, related_name="audit_events")
+    action = models.CharField(max_length=64)
+    target_type = models.CharField(max_length=64)
+    target_id = models.CharField(max_length=64)
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]

@@ -1,0 +1,7 @@
+"""Signals other apps listen to. labeling knows nothing of them (dependencies point inwards)."""
+from django.dispatch import Signal
+
+#: Sent inside the transaction that brings a scan to its project's raters_per_scan submitted
+#: raters. Arguments: ``scan`` (Scan), ``actor`` (the user who submitted last).
+#: Receivers that queue work must do so on commit (``task.delay_on_commit``).
+scan_fully_submitted = Signal()

@@ -1,0 +1,74 @@
+"""Shared fixtures: users and projects, tiny NIfTI volumes, a real Redis and Celery worker."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests import factories
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path):
+    """Every test writes files into its own folder, so 'nothing was stored' can be checked."""
+    media = tmp_path / "media"
+    media.mkdir()
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(media)}},
+    }
+    settings.MEDIA_ROOT = str(media)
+    return media
+
+
+@pytest.fixture
+def stored_files(_media_root):
+    """A function listing every file under the test's storage folder (relative paths)."""
+    return lambda: sorted(str(p.relative_to(_media_root)) for p in _media_root.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def world(db):
+    """A project with a lead, three annotators, an outsider and a site admin; see factories.World."""
+    return factories.make_world()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    from mriannot.localredis import start_redis
+
+    server = start_redis()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def celery_session_app(redis_server):
+    from mriannot.celery import app
+
+    app.conf.update(
+        broker_url=redis_server.url,
+        result_backend=redis_server.url,
+        task_always_eager=False,
+        broker_connection_retry_on_startup=True,
+    )
+    return app
+
+
+@pytest.fixture
+def celery_worker(celery_session_app, transactional_db):
+    """A real Celery worker (in this process, solo pool) on a real Redis, listening on every queue."""
+    from celery.contrib.testing.worker import start_worker
+
+    with start_worker(
+        celery_session_app,
+        pool="solo",
+        perform_ping_check=False,
+        queues=["default", "consensus", "training", "export"],
+        shutdown_timeout=30,
+    ) as worker:
+        yield worker
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20261122)
