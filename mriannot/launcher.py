@@ -39,13 +39,13 @@ def main() -> int:
     os.environ.update(env)
     Path(env.get("MRIANNOT_DATA_DIR", ROOT / "var")).mkdir(parents=True, exist_ok=True)
 
-    print("mriannot: migrating the database ...", flush=True)
-    manage("migrate", "--noinput", "-v", "0", env=env)
-    manage("demo_project", "--if-empty", env=env)
-
     redis = start_redis(env=env)
     env["REDIS_URL"] = redis.url
     print(f"mriannot: Redis at {redis.url} ({redis.source})", flush=True)
+
+    print("mriannot: migrating the database ...", flush=True)
+    manage("migrate", "--noinput", "-v", "0", env=env)
+    manage("demo_project", "--if-empty", env=env)
 
     port = int(env.get("MRIANNOT_PORT", "8000"))
     if not port_is_free(port):

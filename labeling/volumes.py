@@ -1,0 +1,878 @@
+"""The single door to NIfTI: load, validate, reorient and write volumes.
+
+Every NIfTI byte that enters or leaves mriannot passes through this module. It is
+pure (numpy, nibabel and the standard library only): it never touches Django, a
+path, the database or a request. Limits such as the largest accepted decompressed
+size come in as arguments from the Django shell.
+
+Conventions
+-----------
+* Arrays are in voxel order ``(X, Y, Z)`` as nibabel stores them: axis 0 is the
+  fastest-varying axis on disk (NIfTI ``i``), axis 2 the slowest of the three.
+* Uploaded scans and label maps are reoriented to the closest canonical
+  orientation, RAS+ (exactly what :func:`nibabel.as_closest_canonical` does): the
+  voxel grid is only flipped and permuted, never resampled, so every voxel keeps
+  its intensity and its world position.
+* World coordinates are millimetres. A header that declares metres or microns in
+  ``xyzt_units`` is converted to millimetres on load; every file we write says mm.
+* Untrusted input (anything a user uploads) goes through :func:`load_image` or
+  :func:`load_label_map`; the only exception they raise for malformed input is
+  :class:`VolumeError`. :func:`read_array` reads bytes that this module wrote.
+* Every writer returns gzip-compressed NIfTI-1 bytes that depend only on its
+  arguments (gzip mtime 0, no file name, fixed OS byte), so equal content gives an
+  equal content hash.
+
+References
+----------
+.. [1] NIfTI-1 data format, https://nifti.nimh.nih.gov/nifti-1
+.. [2] NIfTI-2 data format, https://nifti.nimh.nih.gov/nifti-2
+.. [3] RFC 1952, GZIP file format specification version 4.3.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+from nibabel import orientations
+
+__all__ = [
+    "ImageVolume",
+    "VolumeError",
+    "image_to_bytes",
+    "label_map_to_bytes",
+    "load_image",
+    "load_label_map",
+    "probability_map_to_bytes",
+    "read_array",
+]
+
+# --------------------------------------------------------------------------- errors
+
+
+class VolumeError(ValueError):
+    """A refused volume, with a stable machine code and a human message.
+
+    Parameters
+    ----------
+    code : str
+        Stable machine-readable reason, one of :data:`ERROR_CODES`.
+    message : str
+        What is wrong with the file and how to fix it, fit to show to the uploader.
+
+    Examples
+    --------
+    >>> err = VolumeError("empty", "The file is empty (0 bytes); upload a .nii or .nii.gz file.")
+    >>> err.code, str(err).startswith("The file is empty")
+    ('empty', True)
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"VolumeError({self.code!r}, {self.message!r})"
+
+
+#: Every code a :class:`VolumeError` may carry.
+ERROR_CODES: frozenset[str] = frozenset(
+    {
+        "empty",
+        "not_nifti",
+        "truncated",
+        "corrupt",
+        "too_large",
+        "bad_dimensions",
+        "bad_dtype",
+        "non_finite",
+        "bad_affine",
+        "shape_mismatch",
+        "affine_mismatch",
+        "labels_outside_schema",
+        "non_integer_labels",
+    }
+)
+
+# ------------------------------------------------------------------------ constants
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_NIFTI1_MAGICS = (b"n+1\x00", b"ni1\x00")
+_NIFTI2_MAGIC = b"n+2\x00\r\n\x1a\n"
+_NIFTI1_HEADER_SIZE = 348
+_NIFTI2_HEADER_SIZE = 540
+_CHUNK = 1 << 20  # inflate at most 1 MiB per step
+_GZIP_LEVEL = 6
+_XFORM_SCANNER = 1  # NIFTI_XFORM_SCANNER_ANAT
+_AFFINE_ATOL_MM = 1e-3
+_MAX_LISTED = 10
+_UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3, "unknown": 1.0}
+
+_PLEASE = "upload a single 3-D brain MRI volume as a .nii or .nii.gz file"
+
+
+# ----------------------------------------------------------------------- dataclass
+
+
+@dataclass(frozen=True)
+class ImageVolume:
+    """A validated scan in the canonical RAS+ voxel grid.
+
+    Attributes
+    ----------
+    data : ndarray of shape (X, Y, Z), read-only
+        Voxel values in the canonical (RAS+) order. Integer images keep their
+        integer dtype (native byte order); floating images, and images whose
+        header applies a ``scl_slope``/``scl_inter`` scaling, are float32.
+        ``read_array(nifti_bytes)[0]`` equals ``data`` exactly.
+    affine : ndarray of shape (4, 4), float64, read-only
+        Voxel ``(i, j, k, 1)`` to world RAS+ millimetres, for ``data``.
+    spacing : tuple of 3 float
+        Voxel size in millimetres along ``(X, Y, Z)`` of ``data`` (the column
+        norms of ``affine``, i.e. the canonical header zooms).
+    orientation : str
+        Axis codes of the ORIGINAL file, e.g. ``"LPS"``; ``data`` is always RAS.
+    shape : tuple of 3 int
+        ``data.shape``.
+    nifti_bytes : bytes
+        The canonical image as deterministic ``.nii.gz`` bytes, ready to store.
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    spacing: tuple[float, float, float]
+    orientation: str
+    shape: tuple[int, int, int]
+    nifti_bytes: bytes
+
+
+# ---------------------------------------------------------------- byte-level input
+
+
+def _check_limit(max_decompressed_bytes: int | None) -> None:
+    if max_decompressed_bytes is None:
+        return
+    if isinstance(max_decompressed_bytes, bool) or not isinstance(
+        max_decompressed_bytes, int
+    ):
+        raise TypeError(
+            f"max_decompressed_bytes: expected an int, got {type(max_decompressed_bytes).__name__}"
+        )
+    if max_decompressed_bytes <= 0:
+        raise ValueError(
+            f"max_decompressed_bytes: must be positive, got {max_decompressed_bytes}"
+        )
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def _too_large(size: int, limit: int, *, declared: bool) -> VolumeError:
+    what = (
+        "The image header declares"
+        if declared
+        else "The file decompresses to more than"
+    )
+    return VolumeError(
+        "too_large",
+        f"{what} {size} bytes ({_mib(size)}), over the limit of {limit} bytes "
+        f"({_mib(limit)}); upload a smaller volume (crop or downsample it) or ask an "
+        "administrator to raise the upload limit.",
+    )
+
+
+def _inflate(
+    raw: bytes, *, limit: int | None, inspect: Callable[[bytes], None]
+) -> bytes:
+    """Decompress a gzip stream (one or more members) with a hard output cap.
+
+    ``inspect`` is called once with the first ``_NIFTI2_HEADER_SIZE`` bytes (or
+    everything, if shorter) as soon as they are out, so that a non-NIfTI payload or
+    an oversized declared data block is refused before the rest is inflated.
+    """
+    out = bytearray()
+    inspected = False
+    pending = raw
+    while True:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        buf = pending
+        while True:
+            room = _CHUNK if inspected else _NIFTI2_HEADER_SIZE - len(out)
+            if limit is not None:
+                room = min(room, limit - len(out) + 1)
+            try:
+                chunk = inflater.decompress(buf, room)
+            except zlib.error as exc:
+                raise VolumeError(
+                    "corrupt",
+                    f"The gzip compression of the file is damaged ({exc}); export the "
+                    "volume again, or upload it uncompressed as .nii.",
+                ) from None
+            out += chunk
+            if not inspected and len(out) >= _NIFTI2_HEADER_SIZE:
+                inspected = True
+                inspect(bytes(out[:_NIFTI2_HEADER_SIZE]))
+            if limit is not None and len(out) > limit:
+                raise _too_large(len(out), limit, declared=False)
+            if inflater.eof:
+                break
+            buf = inflater.unconsumed_tail
+            if not buf and not chunk:
+                if not inspected:
+                    inspect(bytes(out))
+                raise VolumeError(
+                    "truncated",
+                    f"The gzip stream ends early after {len(raw)} compressed bytes (the "
+                    "upload or the export was cut off); upload the complete .nii.gz file.",
+                )
+        pending = inflater.unused_data
+        if pending[:2] == _GZIP_MAGIC:
+            continue  # another gzip member follows (RFC 1952 allows concatenation)
+        if pending.strip(b"\x00"):
+            raise VolumeError(
+                "corrupt",
+                f"The file has {len(pending)} bytes of unexpected data after the end of "
+                "the gzip stream; export the volume again as a plain .nii or .nii.gz file.",
+            )
+        break
+    if not inspected:
+        inspect(bytes(out))
+    return bytes(out)
+
+
+def _sniff(prefix: bytes) -> str:
+    """Return ``"1"`` or ``"2"`` for a NIfTI-1/NIfTI-2 single file, else refuse."""
+    if len(prefix) >= 4:
+        sizes = {struct.unpack("<i", prefix[:4])[0], struct.unpack(">i", prefix[:4])[0]}
+    else:
+        sizes = set()
+    if _NIFTI2_HEADER_SIZE in sizes:
+        if len(prefix) < _NIFTI2_HEADER_SIZE:
+            raise _short_header(len(prefix), _NIFTI2_HEADER_SIZE)
+        if prefix[4:12] == _NIFTI2_MAGIC:
+            return "2"
+    if _NIFTI1_HEADER_SIZE in sizes:
+        if len(prefix) < _NIFTI1_HEADER_SIZE:
+            raise _short_header(len(prefix), _NIFTI1_HEADER_SIZE)
+        magic = prefix[344:348]
+        if magic == _NIFTI1_MAGICS[0]:
+            return "1"
+        if magic == _NIFTI1_MAGICS[1]:
+            raise VolumeError(
+                "not_nifti",
+                "The file is the header half of a .hdr/.img NIfTI pair (magic 'ni1'), "
+                "so its voxels are in another file; convert the pair to a single-file "
+                ".nii or .nii.gz (for example with fslchfiletype or nibabel) and upload that.",
+            )
+    raise VolumeError(
+        "not_nifti",
+        "The file is not a NIfTI-1/NIfTI-2 image (bad magic bytes); " + _PLEASE + ".",
+    )
+
+
+def _short_header(have: int, need: int) -> VolumeError:
+    return VolumeError(
+        "truncated",
+        f"The file ends after {have} bytes, inside the {need}-byte NIfTI header; "
+        "upload the complete file.",
+    )
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What the header says about the voxel block, checked before any inflation."""
+
+    version: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    data_end: int
+
+
+def _layout(prefix: bytes, *, limit: int | None, allow_4d: bool) -> _Layout:
+    version = _sniff(prefix)
+    header_class = nib.Nifti2Header if version == "2" else nib.Nifti1Header
+    try:
+        header = header_class.from_fileobj(io.BytesIO(prefix), check=True)
+        dim = [int(d) for d in header["dim"]]
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types on bad headers
+        raise VolumeError(
+            "corrupt",
+            f"The NIfTI header is damaged ({type(exc).__name__}: {exc}); export the "
+            "volume again from the scanner software or converter.",
+        ) from None
+
+    ndim = dim[0]
+    if not 1 <= ndim <= 7:
+        raise VolumeError(
+            "bad_dimensions",
+            f"The header's dim[0] is {ndim}, but a NIfTI image has 1 to 7 dimensions "
+            "(the header is damaged); export the volume again.",
+        )
+    shape = tuple(dim[1 : ndim + 1])
+    if any(n < 1 for n in shape):
+        raise VolumeError(
+            "bad_dimensions",
+            f"The header declares an image of shape {shape}, with an axis of length "
+            "below 1; " + _PLEASE + ".",
+        )
+    if ndim < 3:
+        raise VolumeError(
+            "bad_dimensions",
+            f"The image is {ndim}-D with shape {shape}, but a 3-D volume is needed; "
+            "upload the whole volume, not a single slice or a 2-D picture.",
+        )
+    if not allow_4d and any(n != 1 for n in shape[3:]):
+        extra = int(np.prod(shape[3:]))
+        raise VolumeError(
+            "bad_dimensions",
+            f"The image has shape {shape}: {extra} volumes (a {ndim}-D series such as "
+            "fMRI, DWI or a multi-echo scan), but exactly one 3-D volume is needed; "
+            "extract the volume to label (for example with fslroi) and upload it alone.",
+        )
+
+    try:
+        dtype = header.get_data_dtype()
+    except Exception:  # noqa: BLE001
+        dtype = None
+    if dtype is None or dtype.kind not in "iuf" or dtype.itemsize > 8:
+        code = int(header["datatype"])
+        described = f"NIfTI datatype code {code}" + (
+            f" ({dtype})" if dtype is not None else ""
+        )
+        raise VolumeError(
+            "bad_dtype",
+            f"The voxels are stored as {described}, which is not a plain integer or "
+            "real type (complex, RGB, bit-packed and 128-bit float are not supported); "
+            "convert the volume to integer or float32 voxels and upload it again.",
+        )
+
+    try:
+        offset = int(header.get_data_offset())
+    except (ValueError, OverflowError):
+        raise VolumeError(
+            "corrupt",
+            f"The NIfTI header's vox_offset ({header['vox_offset']}) is not a byte "
+            "position (the header is damaged); export the volume again.",
+        ) from None
+    data_end = offset + int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if limit is not None and data_end > limit:
+        raise _too_large(data_end, limit, declared=True)
+    return _Layout(version=version, shape=shape, dtype=dtype, data_end=data_end)
+
+
+def _decode(
+    raw: bytes, *, limit: int | None, allow_4d: bool
+) -> tuple[nib.Nifti1Image, _Layout]:
+    """Bytes -> (nibabel image whose data is in memory, checked layout)."""
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise TypeError(f"raw: expected bytes, got {type(raw).__name__}")
+    raw = bytes(raw)
+    if not raw:
+        raise VolumeError("empty", "The file is empty (0 bytes); " + _PLEASE + ".")
+
+    found: list[_Layout] = []
+
+    def inspect(prefix: bytes) -> None:
+        found.append(_layout(prefix, limit=limit, allow_4d=allow_4d))
+
+    if raw[:2] == _GZIP_MAGIC:
+        payload = _inflate(raw, limit=limit, inspect=inspect)
+    else:
+        if limit is not None and len(raw) > limit:
+            raise _too_large(len(raw), limit, declared=False)
+        inspect(raw[:_NIFTI2_HEADER_SIZE])
+        payload = raw
+    layout = found[0]
+
+    if len(payload) < layout.data_end:
+        raise VolumeError(
+            "truncated",
+            f"The header declares {layout.data_end} bytes (shape {layout.shape}, "
+            f"{layout.dtype.name}) but the file holds only {len(payload)}: the voxel data "
+            "is cut short; upload the complete file.",
+        )
+    image_class = nib.Nifti2Image if layout.version == "2" else nib.Nifti1Image
+    try:
+        img = image_class.from_bytes(payload)
+    except Exception as exc:  # noqa: BLE001
+        raise VolumeError(
+            "corrupt",
+            f"nibabel could not read the image ({type(exc).__name__}: {exc}); export the "
+            "volume again from the scanner software or converter.",
+        ) from None
+    return img, layout
+
+
+def _voxels(img: nib.Nifti1Image, *, shape: tuple[int, ...]) -> np.ndarray:
+    """Voxel values, scaled if the header says so, native byte order, own memory."""
+    try:
+        proxy = img.dataobj
+        slope, inter = float(proxy.slope), float(proxy.inter)
+        raw = np.asarray(proxy.get_unscaled())
+    except Exception as exc:  # noqa: BLE001
+        raise VolumeError(
+            "corrupt",
+            f"The voxel data could not be read ({type(exc).__name__}: {exc}); export the "
+            "volume again.",
+        ) from None
+    if slope != 1.0 or inter != 0.0:
+        with np.errstate(over="ignore", invalid="ignore"):
+            data = (raw.astype(np.float64) * slope + inter).astype(np.float32)
+    elif raw.dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            data = raw.astype(np.float32)
+    else:
+        data = raw.astype(raw.dtype.newbyteorder("="))
+    return data
+
+
+def _world_affine(img: nib.Nifti1Image) -> np.ndarray:
+    """The header's best affine in millimetres, or a ``bad_affine`` refusal."""
+    try:
+        affine = np.array(img.header.get_best_affine(), dtype=np.float64)
+        unit = img.header.get_xyzt_units()[0]
+    except Exception as exc:  # noqa: BLE001
+        raise VolumeError(
+            "bad_affine",
+            f"The header's orientation (qform/sform) cannot be read ({exc}); fix the "
+            "orientation in the header (for example with fslorient) or export the "
+            "volume again.",
+        ) from None
+    scale = _UNIT_TO_MM.get(unit, 1.0)
+    if scale != 1.0:
+        affine[:3, :] *= scale
+    _check_affine(affine)
+    return affine
+
+
+def _check_affine(affine: np.ndarray) -> None:
+    linear = affine[:3, :3]
+    if not np.all(np.isfinite(affine)):
+        problem = "contains NaN or infinite entries"
+    else:
+        singular = np.linalg.svd(linear, compute_uv=False)
+        if singular[0] > 0 and singular[-1] > 1e-6 * singular[0]:
+            return
+        problem = "is not invertible (a zero voxel size or collapsed axes)"
+    raise VolumeError(
+        "bad_affine",
+        f"The voxel-to-world matrix (qform/sform) {problem}: "
+        f"{np.array2string(affine, precision=4, suppress_small=True)}; fix the voxel "
+        "sizes and orientation in the header (for example with fslorient) or export "
+        "the volume again.",
+    )
+
+
+def _canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flip/permute to the closest RAS+ grid, as :func:`nibabel.as_closest_canonical`."""
+    ornt = orientations.io_orientation(affine)
+    shape3 = data.shape[:3]
+    if np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
+        return np.ascontiguousarray(data), affine.copy()
+    out = np.ascontiguousarray(orientations.apply_orientation(data, ornt))
+    return out, affine @ orientations.inv_ornt_aff(ornt, shape3)
+
+
+def _orientation_code(affine: np.ndarray) -> str:
+    return "".join(str(c) for c in nib.aff2axcodes(affine))
+
+
+def _squeeze3(data: np.ndarray) -> np.ndarray:
+    return data.reshape(data.shape[:3]) if data.ndim > 3 else data
+
+
+def _list_values(values: np.ndarray) -> str:
+    shown = ", ".join(
+        f"{v:g}" if isinstance(v, float) else str(v)
+        for v in values[:_MAX_LISTED].tolist()
+    )
+    more = f" and {values.size - _MAX_LISTED} more" if values.size > _MAX_LISTED else ""
+    return shown + more
+
+
+# ---------------------------------------------------------------------- public API
+
+
+def load_image(raw: bytes, *, max_decompressed_bytes: int) -> ImageVolume:
+    """Validate an uploaded scan and reorient it to the canonical RAS+ grid.
+
+    Parameters
+    ----------
+    raw : bytes
+        The uploaded file: single-file NIfTI-1 or NIfTI-2, plain (``.nii``) or gzip
+        (``.nii.gz``, detected by the magic bytes ``1f 8b``, not by the name).
+    max_decompressed_bytes : int
+        Largest accepted size of the decompressed file (header + voxels). Checked
+        against the header's declared size before inflating, and enforced while
+        inflating in 1 MiB steps, so a gzip bomb never fills memory.
+
+    Returns
+    -------
+    ImageVolume
+        Canonical data (X, Y, Z), affine, spacing in mm, the original orientation
+        code and the canonical ``.nii.gz`` bytes.
+
+    Raises
+    ------
+    VolumeError
+        ``empty``, ``not_nifti``, ``truncated``, ``corrupt``, ``too_large``,
+        ``bad_dimensions`` (not 3-D; 4-D with one volume is squeezed),
+        ``bad_dtype``, ``non_finite`` (NaN or infinity) or ``bad_affine``.
+
+    Examples
+    --------
+    >>> lps = np.diag([-1.0, -1.0, 2.0, 1.0])
+    >>> vol = load_image(image_to_bytes(np.arange(24, dtype=np.int16).reshape(2, 3, 4), lps),
+    ...                  max_decompressed_bytes=1 << 20)
+    >>> vol.orientation, vol.shape, vol.spacing, int(vol.data[0, 0, 0])
+    ('LPS', (2, 3, 4), (1.0, 1.0, 2.0), 20)
+    """
+    _check_limit(max_decompressed_bytes)
+    img, layout = _decode(raw, limit=max_decompressed_bytes, allow_4d=False)
+    affine = _world_affine(img)
+    data = _squeeze3(_voxels(img, shape=layout.shape))
+    if data.dtype.kind == "f":
+        finite = np.isfinite(data)
+        if not finite.all():
+            bad = int(data.size - np.count_nonzero(finite))
+            raise VolumeError(
+                "non_finite",
+                f"The image has {bad} voxels that are NaN or infinite (out of {data.size}); "
+                "replace them with a finite value (for example 0, with fslmaths -nan) "
+                "and upload it again.",
+            )
+    canonical, canonical_affine = _canonical(data, affine)
+    canonical.setflags(write=False)
+    canonical_affine.setflags(write=False)
+    spacing = tuple(float(z) for z in np.linalg.norm(canonical_affine[:3, :3], axis=0))
+    return ImageVolume(
+        data=canonical,
+        affine=canonical_affine,
+        spacing=spacing,  # type: ignore[arg-type]
+        orientation=_orientation_code(affine),
+        shape=tuple(int(n) for n in canonical.shape),  # type: ignore[arg-type]
+        nifti_bytes=image_to_bytes(canonical, canonical_affine),
+    )
+
+
+def load_label_map(
+    raw: bytes,
+    *,
+    reference_shape: tuple[int, int, int],
+    reference_affine: np.ndarray,
+    allowed_values: Collection[int],
+    max_decompressed_bytes: int,
+) -> np.ndarray:
+    """Validate an uploaded label map against its scan and the project's schema.
+
+    The label map may be stored in any orientation (for example the original,
+    non-canonical orientation of the scan, as a viewer saves it): it is reoriented
+    to canonical RAS+ first and must then land exactly on the scan's canonical grid.
+
+    Parameters
+    ----------
+    raw : bytes
+        Single-file NIfTI-1/NIfTI-2, plain or gzip. Any integer dtype, or a float
+        dtype holding whole numbers only; a ``scl_slope``/``scl_inter`` is applied.
+    reference_shape : tuple of 3 int
+        The scan's canonical shape, :attr:`ImageVolume.shape`.
+    reference_affine : ndarray of shape (4, 4)
+        The scan's canonical affine in mm, :attr:`ImageVolume.affine`.
+    allowed_values : collection of int
+        Every accepted label value, each in 0..255. Background is not implied:
+        include 0 if unlabelled voxels are allowed (they nearly always are).
+    max_decompressed_bytes : int
+        As for :func:`load_image`.
+
+    Returns
+    -------
+    ndarray of shape reference_shape, uint8
+        The labels in the canonical (X, Y, Z) grid of the scan (a new, writable array).
+
+    Raises
+    ------
+    VolumeError
+        Every code of :func:`load_image` except ``non_finite`` for NaN (which is
+        ``non_integer_labels`` here), plus ``shape_mismatch``, ``affine_mismatch``,
+        ``non_integer_labels`` and ``labels_outside_schema`` (negative values included).
+
+    Examples
+    --------
+    >>> labels = np.zeros((2, 3, 4), np.uint8); labels[1, 2, 3] = 2
+    >>> out = load_label_map(label_map_to_bytes(labels, np.eye(4)), reference_shape=(2, 3, 4),
+    ...                      reference_affine=np.eye(4), allowed_values={0, 1, 2},
+    ...                      max_decompressed_bytes=1 << 20)
+    >>> out.dtype.name, int(out.sum())
+    ('uint8', 2)
+    """
+    _check_limit(max_decompressed_bytes)
+    reference_shape = tuple(int(n) for n in reference_shape)  # type: ignore[assignment]
+    if len(reference_shape) != 3:
+        raise ValueError(f"reference_shape: expected 3 axes, got {reference_shape}")
+    reference_affine = np.asarray(reference_affine, dtype=np.float64)
+    if reference_affine.shape != (4, 4):
+        raise ValueError(
+            f"reference_affine: expected shape (4, 4), got {reference_affine.shape}"
+        )
+    allowed = np.array(sorted({int(v) for v in allowed_values}), dtype=np.int64)
+    if allowed.size == 0 or allowed[0] < 0 or allowed[-1] > 255:
+        raise ValueError(
+            f"allowed_values: expected label values in 0..255, got {allowed.tolist()}"
+        )
+
+    img, layout = _decode(raw, limit=max_decompressed_bytes, allow_4d=False)
+    affine = _world_affine(img)
+    data = _squeeze3(_voxels(img, shape=layout.shape))
+
+    if data.dtype.kind == "f":
+        finite = np.isfinite(data)
+        whole = finite & (data == np.round(data))
+        if not whole.all():
+            wrong = np.unique(data[~whole])
+            raise VolumeError(
+                "non_integer_labels",
+                f"The label map holds {int(data.size - np.count_nonzero(whole))} voxels "
+                f"that are not whole numbers (values: {_list_values(wrong)}); save the "
+                "segmentation as an integer label map (uint8), not as probabilities or "
+                "an interpolated/resampled image.",
+            )
+    wanted = np.isin(data, allowed)
+    if not wanted.all():
+        found = np.unique(data[~wanted])
+        if found.dtype.kind == "f":
+            found = found.astype(np.int64)
+        allowed_text = ", ".join(str(v) for v in allowed.tolist())
+        raise VolumeError(
+            "labels_outside_schema",
+            f"The label map uses values that are not in the project's label schema: "
+            f"{_list_values(found)} (allowed: {allowed_text}); relabel those voxels with a "
+            "schema value, or ask a project lead to add the label to the schema.",
+        )
+    labels, labels_affine = _canonical(data.astype(np.uint8), affine)
+
+    if labels.shape != reference_shape:
+        raise VolumeError(
+            "shape_mismatch",
+            f"The label map has shape {labels.shape} (after reorientation to RAS), but "
+            f"the scan has shape {reference_shape}; draw the labels on this scan, or save "
+            "them on the scan's own voxel grid without cropping or resampling.",
+        )
+    if not np.allclose(labels_affine, reference_affine, rtol=0.0, atol=_AFFINE_ATOL_MM):
+        fmt = {"precision": 3, "suppress_small": True, "max_line_width": 200}
+        raise VolumeError(
+            "affine_mismatch",
+            "The label map lies at a different position or voxel size than the scan "
+            f"(voxel-to-world matrices differ by more than {_AFFINE_ATOL_MM} mm after "
+            f"reorientation to RAS): label map {np.array2string(labels_affine, **fmt)} vs "
+            f"scan {np.array2string(reference_affine, **fmt)}; save the label map with "
+            "the scan's header (same qform/sform), without resampling.",
+        )
+    return labels
+
+
+# ------------------------------------------------------------------------- writers
+
+
+def _gzip(payload: bytes) -> bytes:
+    """Gzip with a fixed header (mtime 0, no name, OS 255): same input, same bytes."""
+    compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = compressor.compress(payload) + compressor.flush()
+    header = _GZIP_MAGIC + b"\x08\x00" + b"\x00\x00\x00\x00" + b"\x00\xff"
+    trailer = struct.pack(
+        "<II", zlib.crc32(payload) & 0xFFFFFFFF, len(payload) & 0xFFFFFFFF
+    )
+    return header + body + trailer
+
+
+def _checked_affine_arg(affine: np.ndarray) -> np.ndarray:
+    affine = np.array(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise ValueError(f"affine: expected shape (4, 4), got {affine.shape}")
+    try:
+        _check_affine(affine)
+    except VolumeError as exc:
+        raise ValueError(f"affine: {exc.message.split(';')[0]}") from None
+    return affine
+
+
+def _write(data: np.ndarray, affine: np.ndarray, *, intent: str | None = None) -> bytes:
+    header = nib.Nifti1Header()
+    header.set_data_dtype(data.dtype)
+    img = nib.Nifti1Image(data, affine, header=header)
+    img.set_qform(affine, code=_XFORM_SCANNER)
+    img.set_sform(affine, code=_XFORM_SCANNER)
+    img.header.set_xyzt_units(xyz="mm", t="sec")
+    img.header.set_slope_inter(1.0, 0.0)
+    if intent is not None:
+        img.header.set_intent(intent)
+    return _gzip(img.to_bytes())
+
+
+def label_map_to_bytes(labels: np.ndarray, affine: np.ndarray) -> bytes:
+    """Write a label map as deterministic uint8 ``.nii.gz`` bytes.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (X, Y, Z), integer or bool
+        Label values in 0..255, voxel order as in the file.
+    affine : ndarray of shape (4, 4)
+        Voxel to world RAS+ mm. Stored as both qform and sform, code 1 (scanner).
+
+    Returns
+    -------
+    bytes
+        gzip NIfTI-1, datatype uint8, intent ``label``; ``read_array`` gives back
+        ``labels`` (as uint8) and ``affine`` (to float32 precision).
+
+    Raises
+    ------
+    ValueError
+        (not VolumeError: a caller bug) wrong shape or dtype, or values out of 0..255.
+
+    Examples
+    --------
+    >>> labels = np.zeros((2, 2, 2), np.uint8); labels[0, 1, 1] = 3
+    >>> back, aff = read_array(label_map_to_bytes(labels, np.eye(4)))
+    >>> bool((back == labels).all()), back.dtype.name
+    (True, 'uint8')
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"labels: expected 3 axes (X, Y, Z), got shape {labels.shape}")
+    if labels.dtype.kind not in "biu":
+        raise ValueError(
+            f"labels: expected an integer or bool array, got {labels.dtype}"
+        )
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) > 255):
+        raise ValueError(
+            f"labels: values must be in 0..255, got {int(labels.min())}..{int(labels.max())}"
+        )
+    return _write(labels.astype(np.uint8), _checked_affine_arg(affine), intent="label")
+
+
+def image_to_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:
+    """Write an image as deterministic ``.nii.gz`` bytes.
+
+    Parameters
+    ----------
+    data : ndarray of shape (X, Y, Z) or (X, Y, Z, T)
+        Integer arrays keep their dtype (native byte order, bool becomes uint8);
+        floating arrays are stored as float32.
+    affine : ndarray of shape (4, 4)
+        Voxel to world RAS+ mm, stored as qform and sform with code 1.
+
+    Returns
+    -------
+    bytes
+        gzip NIfTI-1 with no intensity scaling (``scl_slope`` 1, ``scl_inter`` 0).
+
+    Raises
+    ------
+    ValueError
+        Wrong number of axes, or an unsupported dtype (complex, object, ...).
+
+    Examples
+    --------
+    >>> data = np.linspace(0, 1, 8, dtype=np.float64).reshape(2, 2, 2)
+    >>> back, _ = read_array(image_to_bytes(data, np.eye(4)))
+    >>> back.dtype.name, bool(np.allclose(back, data))
+    ('float32', True)
+    """
+    data = np.asarray(data)
+    if data.ndim not in (3, 4):
+        raise ValueError(f"data: expected 3 or 4 axes, got shape {data.shape}")
+    if data.dtype.kind == "b":
+        data = data.astype(np.uint8)
+    elif data.dtype.kind == "f":
+        data = data.astype(np.float32)
+    elif data.dtype.kind in "iu" and data.dtype.itemsize <= 8:
+        data = data.astype(data.dtype.newbyteorder("="))
+    else:
+        raise ValueError(
+            f"data: expected an integer, bool or float array, got {data.dtype}"
+        )
+    return _write(data, _checked_affine_arg(affine))
+
+
+def probability_map_to_bytes(prob: np.ndarray, affine: np.ndarray) -> bytes:
+    """Write probabilities as deterministic float32 ``.nii.gz`` bytes.
+
+    Parameters
+    ----------
+    prob : ndarray of shape (X, Y, Z) or (X, Y, Z, L), floating
+        One probability per voxel, or one per voxel and label with the label axis
+        LAST (as NIfTI stores 4-D: the file's ``dim[4]`` is L). An array with the
+        label axis first needs ``np.moveaxis(prob, 0, -1)``.
+    affine : ndarray of shape (4, 4)
+        Voxel to world RAS+ mm.
+
+    Returns
+    -------
+    bytes
+        gzip NIfTI-1, float32.
+
+    Raises
+    ------
+    ValueError
+        Wrong number of axes, a non-float dtype, or NaN/infinite values.
+
+    Examples
+    --------
+    >>> prob = np.full((2, 2, 2, 3), 1 / 3)
+    >>> back, _ = read_array(probability_map_to_bytes(prob, np.eye(4)))
+    >>> back.shape, back.dtype.name
+    ((2, 2, 2, 3), 'float32')
+    """
+    prob = np.asarray(prob)
+    if prob.ndim not in (3, 4):
+        raise ValueError(
+            f"prob: expected shape (X, Y, Z) or (X, Y, Z, L), got {prob.shape}"
+        )
+    if prob.dtype.kind != "f":
+        raise ValueError(f"prob: expected a floating array, got {prob.dtype}")
+    prob = prob.astype(np.float32)
+    if not np.all(np.isfinite(prob)):
+        raise ValueError("prob: contains NaN or infinite values")
+    return _write(prob, _checked_affine_arg(affine))
+
+
+def read_array(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Read NIfTI bytes that this module wrote, as stored (no reorientation).
+
+    Parameters
+    ----------
+    raw : bytes
+        Output of one of the ``*_to_bytes`` writers (or of ``ImageVolume.nifti_bytes``).
+
+    Returns
+    -------
+    data : ndarray of shape (X, Y, Z) or (X, Y, Z, L)
+        Stored dtype (native byte order; float32 when the header scales), writable.
+    affine : ndarray of shape (4, 4), float64
+        The stored affine (sform), in mm.
+
+    Raises
+    ------
+    VolumeError
+        Should the stored bytes be damaged: the same codes as :func:`load_image`,
+        without a size limit and without the finiteness check.
+
+    Examples
+    --------
+    >>> data, affine = read_array(label_map_to_bytes(np.ones((2, 2, 2), np.uint8), np.eye(4)))
+    >>> data.shape, affine.dtype.name
+    ((2, 2, 2), 'float64')
+    """
+    img, layout = _decode(raw, limit=None, allow_4d=True)
+    affine = _world_affine(img)
+    data = _voxels(img, shape=layout.shape)
+    if not data.flags.writeable or not data.flags.owndata:
+        data = data.copy()
+    return data, affine
