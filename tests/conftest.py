@@ -4,12 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests import factories
-
 
 @pytest.fixture(autouse=True)
-def _media_root(settings, tmp_path):
+def _media_root(request, tmp_path):
     """Every test writes files into its own folder, so 'nothing was stored' can be checked."""
+    if not request.config.pluginmanager.hasplugin("django"):
+        return None  # pure kernel tests run with -p no:django
+    settings = request.getfixturevalue("settings")
     media = tmp_path / "media"
     media.mkdir()
     settings.STORAGES = {
@@ -29,6 +30,8 @@ def stored_files(_media_root):
 @pytest.fixture
 def world(db):
     """A project with a lead, three annotators, an outsider and a site admin; see factories.World."""
+    from tests import factories  # imported here so pure kernel tests can run without Django
+
     return factories.make_world()
 
 
@@ -45,12 +48,8 @@ def redis_server():
 def celery_session_app(redis_server):
     from mriannot.celery import app
 
-    app.conf.update(
-        broker_url=redis_server.url,
-        result_backend=redis_server.url,
-        task_always_eager=False,
-        broker_connection_retry_on_startup=True,
-    )
+    # The app reads Django settings with the CELERY_ namespace, so its keys carry the prefix.
+    app.conf.update(CELERY_BROKER_URL=redis_server.url, CELERY_RESULT_BACKEND=redis_server.url)
     return app
 
 

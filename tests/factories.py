@@ -95,3 +95,27 @@ def make_world(*, raters_per_scan: int = 2, n_annotators: int = 3) -> World:
 def add_scan(world: World, *, seed: int = 0, shape=(12, 10, 8), affine=None, subject_id: str = ""):
     raw = nifti_bytes(image_array(shape, seed), AFFINE if affine is None else affine)
     return services.scan_create(project=world.project, actor=world.lead, raw=raw, subject_id=subject_id or f"s{seed}")
+
+
+def sphere_truth(shape=(24, 20, 16)) -> np.ndarray:
+    """A hand-made two-label phantom: label 2 (a ball) inside label 1 (a larger ball)."""
+    idx = np.indices(shape).astype(np.float32)
+    centre = np.array(shape, np.float32)[:, None, None, None] / 2
+    r = np.sqrt(((idx - centre) ** 2).sum(axis=0))
+    truth = np.zeros(shape, np.uint8)
+    truth[r < min(shape) * 0.42] = 1
+    truth[r < min(shape) * 0.22] = 2
+    return truth
+
+
+def submit_panel(world: World, scan, label_maps) -> list:
+    """Every assigned rater of ``scan`` saves one label map (in assignment order) and submits."""
+    revisions = []
+    for assignment, labels in zip(scan.assignments.order_by("id"), label_maps):
+        raw = nifti_bytes(np.asarray(labels, np.uint8), np.asarray(scan.affine, dtype=float))
+        revision, _ = services.revision_create(
+            assignment=assignment, actor=assignment.annotator, raw=raw, base_revision_id=None
+        )
+        services.assignment_submit(assignment=assignment, actor=assignment.annotator)
+        revisions.append(revision)
+    return revisions

@@ -1,0 +1,78 @@
+"""Consensus runs: which revisions were fused, how, with what result and what rater performance."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from labeling.models import AnnotationRevision, Scan
+
+
+class Method(models.TextChoices):
+    STAPLE = "staple", "Multi-label STAPLE"
+    MAJORITY_VOTE = "majority_vote", "Majority vote"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+def run_file_path(scan_id: int, run_id: int, name: str) -> str:
+    return f"consensus/{scan_id}/{run_id}/{name}"
+
+
+class ConsensusRun(models.Model):
+    """One fusion of a scan's submitted revisions. Same inputs and options: the same run."""
+
+    scan = models.ForeignKey(Scan, on_delete=models.PROTECT, related_name="consensus_runs")
+    method = models.CharField(max_length=32, choices=Method.choices)
+    options = models.JSONField(default=dict, help_text="every option the kernel ran with, defaults included")
+    kernel_report = models.JSONField(default=dict, help_text="what the kernel reports about its run (e.g. ties)")
+    revision_ids = models.JSONField(help_text="input revisions, in rater order")
+    input_key = models.CharField(max_length=64, help_text="sha256 of method, options and revision ids")
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    progress = models.FloatField(default=0.0)
+    message = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    code_version = models.CharField(max_length=64, blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    timings = models.JSONField(default=dict, help_text="seconds per step")
+    labels_file = models.FileField(max_length=255, blank=True)
+    posterior_file = models.FileField(max_length=255, blank=True)
+    label_values = models.JSONField(default=list, help_text="label value of each posterior channel")
+    iterations = models.PositiveIntegerField(null=True, blank=True)
+    converged = models.BooleanField(null=True)
+    ambiguity = models.FloatField(null=True, blank=True)
+    ambiguity_details = models.JSONField(default=dict)
+    flagged = models.BooleanField(default=False)
+    agreement = models.JSONField(null=True, blank=True, help_text="inter-rater agreement report")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["scan", "input_key"], name="one_run_per_input")]
+
+    def __str__(self) -> str:
+        return f"consensus run {self.pk} of scan {self.scan_id} ({self.method}, {self.status})"
+
+
+class RaterPerformance(models.Model):
+    """A rater's estimated performance in one run (STAPLE's confusion matrix, per-label summaries)."""
+
+    run = models.ForeignKey(ConsensusRun, on_delete=models.CASCADE, related_name="performances")
+    rater_index = models.PositiveSmallIntegerField()
+    revision = models.ForeignKey(AnnotationRevision, on_delete=models.PROTECT, related_name="+")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    sensitivity = models.JSONField(help_text="label value -> P(rater says l | truth l)")
+    specificity = models.JSONField(help_text="label value -> P(rater says not l | truth not l)")
+    dice = models.JSONField(help_text="label value -> Dice of the rater's labels against the consensus")
+    confusion = models.JSONField(null=True, help_text="[rater label][true label] probabilities (STAPLE)")
+
+    class Meta:
+        ordering = ["run", "rater_index"]
+        constraints = [models.UniqueConstraint(fields=["run", "rater_index"], name="one_performance_per_rater")]

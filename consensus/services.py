@@ -1,0 +1,377 @@
+"""Consensus runs: request (idempotent), execute (retry-safe), and what they store.
+
+A run is identified by its inputs: the scan, the method, every option (defaults included)
+and the ids of the input revisions. Requesting the same thing twice gives the same run;
+executing a run twice leaves one result: files are written under the run's own id and
+rows are replaced per (run, rater), inside one transaction.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from labeling import volumes
+from labeling.models import AnnotationRevision, AssignmentStatus, Scan, ScanStatus
+from labeling.selectors import assignment_head, label_values
+from labeling.services import audit_log
+from mriannot.errors import Conflict, ValidationFailed
+from mriannot.version import code_version
+
+from . import agreement, staple, voting
+from .models import ConsensusRun, Method, RaterPerformance, RunStatus, run_file_path
+
+#: A voxel is uncertain when its consensus posterior maximum is below this.
+UNCERTAIN_BELOW = 0.9
+
+KERNELS = {Method.STAPLE: staple.staple_multilabel, Method.MAJORITY_VOTE: voting.majority_vote}
+_NOT_OPTIONS = {"segmentations", "labels"}
+
+
+def method_defaults(method: str) -> dict:
+    """The kernel's keyword options and their defaults: what the app runs when nothing is asked."""
+    signature = inspect.signature(KERNELS[method])
+    return {
+        name: param.default
+        for name, param in signature.parameters.items()
+        if name not in _NOT_OPTIONS and param.default is not inspect.Parameter.empty
+    }
+
+
+def resolve_options(*, method: str, options: dict | None) -> dict:
+    """Merge ``options`` into the method's defaults; refuse unknown names and wrong types."""
+    if method not in KERNELS:
+        raise ValidationFailed(f"Unknown method {method!r}; use one of {sorted(KERNELS)}.", code="unknown_method")
+    defaults = method_defaults(method)
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ValidationFailed(
+            f"Unknown options for {method}: {unknown}; valid options are {sorted(defaults)}.", code="unknown_option"
+        )
+    resolved = {**defaults, **options}
+    for name, value in resolved.items():
+        default = defaults[name]
+        if isinstance(default, bool) != isinstance(value, bool) or (
+            isinstance(default, (int, float)) and not isinstance(value, (int, float))
+        ) or (isinstance(default, str) and not isinstance(value, str)):
+            raise ValidationFailed(
+                f"Option {name!r} must be like {default!r}, not {value!r}.", code="invalid_option"
+            )
+    return resolved
+
+
+def submitted_revisions(*, scan: Scan) -> list[AnnotationRevision]:
+    """The head revision of every submitted assignment of the scan, in assignment order."""
+    revisions = []
+    for assignment in scan.assignments.filter(status=AssignmentStatus.SUBMITTED).order_by("id"):
+        head = assignment_head(assignment=assignment)
+        if head is not None:
+            revisions.append(head)
+    return revisions
+
+
+def _input_key(method: str, options: dict, revision_ids: list[int]) -> str:
+    payload = json.dumps({"method": method, "options": options, "revisions": revision_ids}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def consensus_run_request(*, scan: Scan, actor, method: str = Method.STAPLE, options: dict | None = None) -> tuple[ConsensusRun, bool]:
+    """Queue a consensus run of the scan's submitted revisions, or return the same run.
+
+    Returns ``(run, queued)``: ``queued`` is False when an identical run already exists and is
+    queued, running or done. A failed identical run is queued again (same row).
+    """
+    from .tasks import consensus_run_execute_task
+
+    resolved = resolve_options(method=method, options=options)
+    revisions = submitted_revisions(scan=scan)
+    if len(revisions) < 2:
+        raise Conflict(
+            f"Consensus needs at least 2 submitted raters; scan {scan.pk} has {len(revisions)}.",
+            code="not_enough_raters",
+        )
+    revision_ids = [r.pk for r in revisions]
+    key = _input_key(method, resolved, revision_ids)
+    with transaction.atomic():
+        run, created = ConsensusRun.objects.get_or_create(
+            scan=scan,
+            input_key=key,
+            defaults={"method": method, "options": resolved, "revision_ids": revision_ids, "requested_by": actor},
+        )
+        if not created and run.status != RunStatus.FAILED:
+            return run, False
+        if not created:
+            ConsensusRun.objects.filter(pk=run.pk).update(status=RunStatus.QUEUED, progress=0.0, error="", message="")
+            run.refresh_from_db()
+        audit_log(
+            actor=actor,
+            project=scan.project,
+            action="consensus.queue",
+            target=run,
+            data={"method": method, "options": resolved, "revisions": revision_ids},
+        )
+        consensus_run_execute_task.delay_on_commit(run.pk)
+    return run, True
+
+
+def _progress(run_id: int, fraction: float, message: str) -> None:
+    ConsensusRun.objects.filter(pk=run_id).update(progress=fraction, message=message)
+
+
+def _write(name: str, data: bytes) -> str:
+    """Write a run's file at exactly ``name``; a leftover from a crashed attempt is replaced."""
+    if default_storage.exists(name):
+        default_storage.delete(name)
+    saved = default_storage.save(name, ContentFile(data))
+    if saved != name:  # pragma: no cover - a concurrent writer of the same run
+        default_storage.delete(saved)
+        raise RuntimeError(f"could not write {name}: the storage chose {saved}")
+    return saved
+
+
+@dataclass(frozen=True)
+class Fusion:
+    labels: np.ndarray  # (X, Y, Z) consensus labels
+    posterior: np.ndarray  # (L, X, Y, Z) float32
+    label_values: list[int]
+    confusion: np.ndarray | None  # (R, L, L) rater label x true label, or None
+    prior: np.ndarray | None
+    iterations: int | None
+    converged: bool | None
+    options: dict
+
+
+def fuse(segmentations: np.ndarray, *, method: str, options: dict, values: list[int]) -> Fusion:
+    """Run the method's kernel; for majority vote the 'posterior' is the vote fraction."""
+    if method == Method.STAPLE:
+        result = staple.staple_multilabel(segmentations, labels=values, **options)
+        return Fusion(
+            labels=result.labels,
+            posterior=result.posterior,
+            label_values=[int(v) for v in result.label_values],
+            confusion=result.confusion,
+            prior=result.prior,
+            iterations=result.iterations,
+            converged=result.converged,
+            options=result.options,
+        )
+    result = voting.majority_vote(segmentations, labels=values, **options)
+    label_values = [int(v) for v in result.label_values]
+    fractions = np.stack([(segmentations == v).mean(axis=0, dtype=np.float32) for v in label_values])
+    return Fusion(
+        labels=result.labels,
+        posterior=fractions,
+        label_values=label_values,
+        confusion=None,
+        prior=None,
+        iterations=None,
+        converged=None,
+        options={**options, "ties": int(result.ties)},
+    )
+
+
+def rater_performance(segmentations: np.ndarray, fusion: Fusion) -> list[dict]:
+    """Per rater and label: sensitivity, specificity (from STAPLE's confusion matrix when there is
+    one, else measured against the consensus) and Dice against the consensus."""
+    values = fusion.label_values
+    n = len(values)
+    index = np.zeros(max(values) + 1, np.intp)
+    index[values] = np.arange(n)
+    truth = index[fusion.labels.ravel()]
+    rows = []
+    for r in range(segmentations.shape[0]):
+        said = index[segmentations[r].ravel()]
+        counts = np.bincount(said * n + truth, minlength=n * n).reshape(n, n).astype(np.float64)  # [said][truth]
+        sens, spec, dice = {}, {}, {}
+        for i, value in enumerate(values):
+            tp = counts[i, i]
+            fn = counts[:, i].sum() - tp
+            fp = counts[i, :].sum() - tp
+            tn = counts.sum() - tp - fn - fp
+            dice[str(value)] = _finite(2 * tp / (2 * tp + fp + fn)) if (2 * tp + fp + fn) else None
+            if fusion.confusion is not None:
+                theta = fusion.confusion[r]
+                others = [c for c in range(n) if c != i]
+                weight = fusion.prior[others] if fusion.prior is not None else np.ones(len(others))
+                sens[str(value)] = _finite(theta[i, i])
+                spec[str(value)] = _finite(
+                    np.nansum(weight * (1.0 - theta[i, others])) / weight.sum() if weight.sum() else np.nan
+                )
+            else:
+                sens[str(value)] = _finite(tp / (tp + fn)) if (tp + fn) else None
+                spec[str(value)] = _finite(tn / (tn + fp)) if (tn + fp) else None
+        rows.append(
+            {
+                "sensitivity": sens,
+                "specificity": spec,
+                "dice": dice,
+                "confusion": None if fusion.confusion is None else _jsonable(fusion.confusion[r]),
+            }
+        )
+    return rows
+
+
+def _finite(x) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def _jsonable(array: np.ndarray) -> list:
+    return [[_finite(v) for v in row] for row in np.asarray(array, dtype=np.float64)]
+
+
+def ambiguity(segmentations: np.ndarray, fusion: Fusion, report: dict | None) -> tuple[float, dict]:
+    """How unsure the consensus is: the fraction of labelled voxels whose posterior maximum is
+    below :data:`UNCERTAIN_BELOW` (the score), plus the lowest pairwise rater Dice."""
+    labelled = (segmentations != 0).any(axis=0) | (fusion.labels != 0)
+    n = int(labelled.sum())
+    pmax = fusion.posterior.max(axis=0)
+    uncertain = int((pmax[labelled] < UNCERTAIN_BELOW).sum()) if n else 0
+    score = uncertain / n if n else 0.0
+    details = {
+        "uncertain_fraction": score,
+        "uncertain_voxels": uncertain,
+        "labelled_voxels": n,
+        "uncertain_below": UNCERTAIN_BELOW,
+    }
+    if report and report.get("pairs"):
+        per_pair: dict[tuple, list] = {}
+        for pair in report["pairs"]:
+            if pair.get("dice") is not None:
+                per_pair.setdefault((pair["rater_a"], pair["rater_b"]), []).append(pair["dice"])
+        if per_pair:
+            means = {k: float(np.mean(v)) for k, v in per_pair.items()}
+            worst = min(means, key=means.get)
+            details["min_pair_mean_dice"] = means[worst]
+            details["min_pair"] = list(worst)
+    return score, details
+
+
+def consensus_run_execute(*, run_id: int) -> ConsensusRun:
+    """Execute a run. Safe to call twice: a finished run is returned as it is."""
+    with transaction.atomic():
+        run = ConsensusRun.objects.select_for_update().select_related("scan", "scan__project").get(pk=run_id)
+        if run.status == RunStatus.DONE:
+            return run
+        run.status = RunStatus.RUNNING
+        run.started_at = timezone.now()
+        run.attempts += 1
+        run.error = ""
+        run.save(update_fields=["status", "started_at", "attempts", "error"])
+    try:
+        return _execute(run)
+    except Exception as exc:
+        ConsensusRun.objects.filter(pk=run.pk).update(
+            status=RunStatus.FAILED,
+            error=f"{type(exc).__name__}: {exc}",
+            finished_at=timezone.now(),
+            message="failed",
+        )
+        raise
+
+
+def _load_revisions(run: ConsensusRun) -> tuple[np.ndarray, list[AnnotationRevision]]:
+    by_id = AnnotationRevision.objects.select_related("assignment").in_bulk(run.revision_ids)
+    revisions = [by_id[i] for i in run.revision_ids]
+    arrays = []
+    for revision in revisions:
+        with default_storage.open(revision.file.name, "rb") as handle:
+            data, _ = volumes.read_array(handle.read())
+        arrays.append(np.asarray(data, dtype=np.uint8))
+    return np.stack(arrays), revisions
+
+
+def _execute(run: ConsensusRun) -> ConsensusRun:
+    scan, timings = run.scan, {}
+    t0 = time.perf_counter()
+    _progress(run.pk, 0.05, "loading the raters' label maps")
+    segmentations, revisions = _load_revisions(run)
+    timings["load"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    _progress(run.pk, 0.2, f"fusing {len(revisions)} raters ({run.method})")
+    fusion = fuse(segmentations, method=run.method, options=run.options, values=label_values(project=scan.project))
+    timings["fuse"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    _progress(run.pk, 0.6, "measuring inter-rater agreement")
+    spacing = tuple(float(s) for s in scan.spacing)
+    report = agreement.agreement_report(segmentations, spacing=spacing).to_dict()
+    performances = rater_performance(segmentations, fusion)
+    score, details = ambiguity(segmentations, fusion, report)
+    timings["agreement"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    _progress(run.pk, 0.8, "writing the consensus and posterior maps")
+    affine = np.asarray(scan.affine, dtype=np.float64)
+    labels_name = _write(
+        run_file_path(scan.pk, run.pk, "labels.nii.gz"), volumes.label_map_to_bytes(fusion.labels.astype(np.uint8), affine)
+    )
+    posterior_name = _write(
+        run_file_path(scan.pk, run.pk, "posterior.nii.gz"),
+        volumes.probability_map_to_bytes(np.moveaxis(fusion.posterior, 0, -1), affine),
+    )
+    timings["write"] = time.perf_counter() - t0
+
+    with transaction.atomic():
+        run = ConsensusRun.objects.select_for_update().select_related("scan__project").get(pk=run.pk)
+        if run.status == RunStatus.DONE:  # another execution finished first; its files are the same
+            return run
+        RaterPerformance.objects.filter(run=run).delete()
+        RaterPerformance.objects.bulk_create(
+            RaterPerformance(run=run, rater_index=i, revision=revision, annotator_id=revision.created_by_id, **perf)
+            for i, (revision, perf) in enumerate(zip(revisions, performances))
+        )
+        run.labels_file.name = labels_name
+        run.posterior_file.name = posterior_name
+        run.label_values = fusion.label_values
+        run.kernel_report = fusion.options
+        run.iterations = fusion.iterations
+        run.converged = fusion.converged
+        run.agreement = report
+        run.ambiguity = score
+        run.ambiguity_details = details
+        run.flagged = score > scan.project.ambiguity_threshold
+        run.timings = timings
+        run.code_version = code_version()
+        run.status = RunStatus.DONE
+        run.progress = 1.0
+        run.message = "flagged for adjudication" if run.flagged else "done"
+        run.finished_at = timezone.now()
+        run.save()
+        # The newest finished run decides the scan's state, unless a lead already set a ground truth.
+        Scan.objects.filter(
+            pk=scan.pk, status__in=[ScanStatus.SUBMITTED, ScanStatus.CONSENSUS, ScanStatus.FLAGGED]
+        ).update(status=ScanStatus.FLAGGED if run.flagged else ScanStatus.CONSENSUS)
+        audit_log(
+            actor=None,
+            project=scan.project,
+            action="consensus.done",
+            target=run,
+            data={"ambiguity": score, "flagged": run.flagged, "iterations": run.iterations},
+        )
+    return run
+
+
+def consensus_runs_requeue_stale(*, older_than_s: float = 3600.0) -> list[int]:
+    """Queue again the runs left queued or running by a broker or worker that went away."""
+    from .tasks import consensus_run_execute_task
+
+    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_s)
+    ids = list(
+        ConsensusRun.objects.filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING], created_at__lt=cutoff).values_list(
+            "pk", flat=True
+        )
+    )
+    for run_id in ids:
+        consensus_run_execute_task.delay(run_id)
+    return ids

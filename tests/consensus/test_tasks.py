@@ -1,0 +1,56 @@
+"""Consensus through a real Celery worker on a real Redis: submit -> queued on commit -> done."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from scipy import ndimage
+
+from consensus.models import ConsensusRun, RaterPerformance, RunStatus
+from consensus.tasks import consensus_run_execute_task
+from labeling.models import Scan, ScanStatus
+from tests import factories
+
+pytestmark = [pytest.mark.celery, pytest.mark.django_db(transaction=True)]
+
+
+def wait_for(predicate, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting for the worker")
+
+
+def _panel(shape=(24, 20, 16)):
+    truth = factories.sphere_truth(shape)
+    generous = truth.copy()
+    generous[ndimage.binary_dilation(truth > 0) & (truth == 0)] = 1
+    return [truth, generous, truth]
+
+
+def test_last_submission_runs_consensus_in_the_worker(celery_worker, stored_files):
+    world = factories.make_world(raters_per_scan=3, n_annotators=3)
+    scan = factories.add_scan(world, shape=(24, 20, 16))
+    factories.submit_panel(world, scan, _panel())
+    run = wait_for(lambda: ConsensusRun.objects.filter(scan=scan, status=RunStatus.DONE).first())
+    assert run.attempts == 1 and run.timings["fuse"] >= 0
+    assert RaterPerformance.objects.filter(run=run).count() == 3
+    assert Scan.objects.get(pk=scan.pk).status in (ScanStatus.CONSENSUS, ScanStatus.FLAGGED)
+    assert f"consensus/{scan.pk}/{run.pk}/labels.nii.gz" in stored_files()
+
+
+def test_the_same_task_delivered_twice_leaves_one_result(celery_worker, stored_files):
+    world = factories.make_world(raters_per_scan=3, n_annotators=3)
+    scan = factories.add_scan(world, shape=(24, 20, 16))
+    factories.submit_panel(world, scan, _panel())
+    run = wait_for(lambda: ConsensusRun.objects.filter(scan=scan, status=RunStatus.DONE).first())
+    files = stored_files()
+    result = consensus_run_execute_task.delay(run.pk)  # a duplicate delivery
+    result.get(timeout=60)
+    assert ConsensusRun.objects.filter(scan=scan).count() == 1
+    assert RaterPerformance.objects.filter(run=run).count() == 3
+    assert stored_files() == files
+    assert ConsensusRun.objects.get(pk=run.pk).attempts == 1  # the finished run was not executed again
