@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from labeling.apis import ScanOutput, get_visible_project, nifti_response, require_manager
 from labeling.selectors import scan_list
 from mriannot.errors import NotFound
+from mriannot.schema import name_nested_serializers
 
 from . import selectors, services
 from .models import ConsensusRun, Method, RaterPerformance
@@ -97,3 +98,6 @@ class FlaggedScanListApi(APIView):
             rows.append({**ScanOutput(scan).data, "run": run.pk if run else None, "ambiguity": run.ambiguity if run else None})
         rows.sort(key=lambda row: -(row["ambiguity"] or 0))
         return Response(rows)
+
+
+name_nested_serializers(globals())

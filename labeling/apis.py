@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from mriannot.errors import NotAllowed, ValidationFailed
+from mriannot.schema import name_nested_serializers
 
 from . import selectors, services
 from .models import (
@@ -591,3 +592,6 @@ class AuditListApi(APIView):
         project = get_visible_project(request, project_id)
         require_manager(request, project)
         return Response(AuditEventOutput(selectors.audit_list(project=project)[:500], many=True).data)
+
+
+name_nested_serializers(globals())

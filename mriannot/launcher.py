@@ -42,19 +42,9 @@ def main() -> int:
     redis = start_redis(env=env)
     env["REDIS_URL"] = redis.url
     print(f"mriannot: Redis at {redis.url} ({redis.source})", flush=True)
-
-    print("mriannot: migrating the database ...", flush=True)
-    manage("migrate", "--noinput", "-v", "0", env=env)
-    manage("demo_project", "--if-empty", env=env)
-
-    port = int(env.get("MRIANNOT_PORT", "8000"))
-    if not port_is_free(port):
-        taken, port = port, free_port()
-        print(f"mriannot: port {taken} is taken (another instance?); using {port}", flush=True)
-
     children: list[subprocess.Popen] = []
 
-    def stop(*_args) -> None:
+    def stop() -> None:
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
@@ -65,8 +55,21 @@ def main() -> int:
                 child.kill()
         redis.stop()
 
-    signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+    def interrupt(*_args):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
     try:
+        print("mriannot: migrating the database ...", flush=True)
+        manage("migrate", "--noinput", "-v", "0", env=env)
+        # A private Redis starts empty: runs queued before it was restarted are sent again.
+        manage("consensus_requeue", "--older-than", "0" if redis.process else "3600", env=env)
+        manage("demo_project", "--if-empty", env=env)
+
+        port = int(env.get("MRIANNOT_PORT", "8000"))
+        if not port_is_free(port):
+            taken, port = port, free_port()
+            print(f"mriannot: port {taken} is taken (another instance?); using {port}", flush=True)
         children.append(
             subprocess.Popen(
                 [PYTHON, "-m", "celery", "-A", "mriannot", "worker", "--pool=threads", "--concurrency=2",
@@ -91,15 +94,13 @@ def main() -> int:
         )
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
-        failed = [child.args[2] if len(child.args) > 2 else child.args for child in children if child.poll()]
-        if failed:
-            print(f"mriannot: a process stopped unexpectedly: {failed}", flush=True)
-            return 1
+        print("mriannot: a process stopped unexpectedly; stopping the others.", flush=True)
+        return 1
     except KeyboardInterrupt:
         print("\nmriannot: stopping ...", flush=True)
+        return 0
     finally:
         stop()
-    return 0
 
 
 if __name__ == "__main__":
