@@ -2,16 +2,20 @@
 flagged scans. Only leads and admins of the project (and site admins) see any of it."""
 from __future__ import annotations
 
+import csv
+import io
+
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from labeling.apis import ScanOutput, get_visible_project, nifti_response, require_manager
 from labeling.selectors import scan_list
-from mriannot.errors import NotFound
+from mriannot.errors import NotFound, ValidationFailed
 from mriannot.schema import name_nested_serializers
 
 from . import selectors, services
@@ -98,6 +102,46 @@ class FlaggedScanListApi(APIView):
             rows.append({**ScanOutput(scan).data, "run": run.pk if run else None, "ambiguity": run.ambiguity if run else None})
         rows.sort(key=lambda row: -(row["ambiguity"] or 0))
         return Response(rows)
+
+
+AGREEMENT_TABLES = ("scans", "pairs", "per_label", "per_rater", "rater_matrix", "over_time")
+
+
+class ProjectAgreementApi(APIView):
+    """Inter-rater agreement of a project (leads and admins). ``?table=<name>`` gives one table as CSV."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("table", str, required=False, enum=list(AGREEMENT_TABLES), description="download as CSV"),
+        ],
+        responses={200: OpenApiTypes.OBJECT, (200, "text/csv"): OpenApiTypes.STR},
+    )
+    def get(self, request, project_id: int):
+        project = get_visible_project(request, project_id)
+        require_manager(request, project)
+        data = selectors.project_agreement(project=project)
+        table = request.query_params.get("table")
+        if table is not None:
+            if table not in AGREEMENT_TABLES:
+                raise ValidationFailed(
+                    f"Unknown table {table!r}; download one of: {', '.join(AGREEMENT_TABLES)} (?table=<name>).",
+                    code="unknown_table",
+                )
+            return csv_response(data[table], f"project-{project.pk}-{table}.csv")
+        return Response(data)
+
+
+def csv_response(rows: list[dict], filename: str) -> HttpResponse:
+    buffer = io.StringIO()
+    fields: list[str] = []
+    for row in rows:
+        fields.extend(k for k in row if k not in fields)
+    writer = csv.DictWriter(buffer, fieldnames=fields or ["empty"])
+    writer.writeheader()
+    writer.writerows(rows)
+    response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
 
 
 name_nested_serializers(globals())

@@ -305,7 +305,8 @@ def _execute(run: ConsensusRun) -> ConsensusRun:
     t0 = time.perf_counter()
     _progress(run.pk, 0.6, "measuring inter-rater agreement")
     spacing = tuple(float(s) for s in scan.spacing)
-    report = agreement.agreement_report(segmentations, spacing=spacing).to_dict()
+    schema_labels = [v for v in fusion.label_values if v != 0]
+    report = agreement.agreement_report(segmentations, spacing=spacing, labels=schema_labels).to_dict()
     performances = rater_performance(segmentations, fusion)
     score, details = ambiguity(segmentations, fusion, report)
     timings["agreement"] = time.perf_counter() - t0
