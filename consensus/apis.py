@@ -13,13 +13,14 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling.apis import ScanOutput, get_visible_project, nifti_response, require_manager
+from labeling.apis import LabelClassOutput, ScanOutput, int_param, get_visible_project, nifti_response, require_manager
+from labeling.parsers import NIFTI_PARSERS
 from labeling.selectors import scan_list
 from mriannot.errors import NotFound, ValidationFailed
 from mriannot.schema import name_nested_serializers
 
 from . import selectors, services
-from .models import ConsensusRun, Method, RaterPerformance
+from .models import ConsensusRun, GroundTruth, Method, RaterPerformance
 
 
 class PerformanceOutput(serializers.ModelSerializer):
@@ -142,6 +143,97 @@ def csv_response(rows: list[dict], filename: str) -> HttpResponse:
     response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+class GroundTruthOutput(serializers.ModelSerializer):
+    created_by = serializers.CharField(source="created_by.username", default=None)
+
+    class Meta:
+        model = GroundTruth
+        fields = ["id", "scan", "run", "source", "supersedes", "sha256", "label_counts", "note", "created_by", "created_at"]
+
+
+class GroundTruthListApi(APIView):
+    """A scan's ground truths, newest (current) first; POST accepts a finished consensus run."""
+
+    class InputSerializer(serializers.Serializer):
+        run = serializers.IntegerField()
+        note = serializers.CharField(required=False, allow_blank=True, default="")
+
+    @extend_schema(responses=GroundTruthOutput(many=True))
+    def get(self, request, scan_id: int):
+        scan = _managed_scan(request, scan_id)
+        return Response(GroundTruthOutput(scan.ground_truths.order_by("-id"), many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: GroundTruthOutput})
+    def post(self, request, scan_id: int):
+        scan = _managed_scan(request, scan_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        run = get_object_or_404(ConsensusRun, pk=data.validated_data["run"], scan=scan)
+        truth = services.ground_truth_accept(run=run, actor=request.user, note=data.validated_data["note"])
+        return Response(GroundTruthOutput(truth).data, status=status.HTTP_201_CREATED)
+
+
+class GroundTruthEditApi(APIView):
+    """Save a lead's edited label map (NIfTI bytes as the body) as the scan's ground truth."""
+
+    parser_classes = NIFTI_PARSERS
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("run", int, required=False, description="the consensus run the edit started from"),
+            OpenApiParameter("note", str, required=False),
+        ],
+        request={"application/octet-stream": OpenApiTypes.BINARY},
+        responses={201: GroundTruthOutput},
+    )
+    def post(self, request, scan_id: int):
+        scan = _managed_scan(request, scan_id)
+        run = None
+        if request.query_params.get("run"):
+            run = get_object_or_404(ConsensusRun, pk=int_param(request, "run"), scan=scan)
+        raw = request.data if isinstance(request.data, bytes) else b""
+        truth = services.ground_truth_edit(
+            scan=scan, actor=request.user, raw=raw, run=run, note=request.query_params.get("note", "")
+        )
+        return Response(GroundTruthOutput(truth).data, status=status.HTTP_201_CREATED)
+
+
+class GroundTruthLabelsApi(APIView):
+    @extend_schema(responses={(200, "application/gzip"): OpenApiTypes.BINARY})
+    def get(self, request, truth_id: int):
+        truth = get_object_or_404(
+            GroundTruth.objects.filter(scan__in=scan_list(user=request.user)).select_related("scan__project"), pk=truth_id
+        )
+        require_manager(request, truth.scan.project)
+        return nifti_response(truth.file, f"ground-truth-{truth.pk}.nii.gz")
+
+
+class ScanReviewApi(APIView):
+    """Everything a lead needs to review a scan: runs, the latest run's performance and
+    agreement, each rater's submitted revision, and the current ground truth."""
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request, scan_id: int):
+        scan = _managed_scan(request, scan_id)
+        latest = selectors.latest_done_run(scan=scan)
+        truth = services.current_ground_truth(scan=scan)
+        raters = [
+            {"rater_index": i, "revision": revision.pk, "annotator": revision.created_by.username}
+            for i, revision in enumerate(services.submitted_revisions(scan=scan))
+        ]
+        return Response(
+            {
+                "scan": ScanOutput(scan).data,
+                "labels": LabelClassOutput(scan.project.label_classes.all(), many=True).data,
+                "runs": RunOutput(scan.consensus_runs.all(), many=True).data,
+                "latest_run": RunDetailOutput(latest).data if latest else None,
+                "raters": raters,
+                "ground_truth": GroundTruthOutput(truth).data if truth else None,
+                "flagged_scans": [s.pk for s in selectors.flagged_scans(project=scan.project)],
+            }
+        )
 
 
 name_nested_serializers(globals())

@@ -1,10 +1,12 @@
 """Consensus runs: which revisions were fused, how, with what result and what rater performance."""
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 
-from labeling.models import AnnotationRevision, Scan
+from labeling.models import AnnotationRevision, ImmutableModel, Scan
 
 
 class Method(models.TextChoices):
@@ -76,3 +78,32 @@ class RaterPerformance(models.Model):
     class Meta:
         ordering = ["run", "rater_index"]
         constraints = [models.UniqueConstraint(fields=["run", "rater_index"], name="one_performance_per_rater")]
+
+
+class GroundTruthSource(models.TextChoices):
+    CONSENSUS = "consensus", "Consensus accepted automatically (not ambiguous)"
+    ACCEPTED = "accepted", "Consensus accepted by a lead"
+    EDITED = "edited", "Edited by a lead"
+
+
+def ground_truth_path(scan_id: int, uid) -> str:
+    return f"groundtruth/{scan_id}/{uid}.nii.gz"
+
+
+class GroundTruth(ImmutableModel):
+    """A scan's ground truth: immutable; a newer one supersedes it, nothing overwrites it."""
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    scan = models.ForeignKey(Scan, on_delete=models.PROTECT, related_name="ground_truths")
+    run = models.ForeignKey(ConsensusRun, null=True, blank=True, on_delete=models.PROTECT, related_name="ground_truths")
+    source = models.CharField(max_length=16, choices=GroundTruthSource.choices)
+    supersedes = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    file = models.FileField(max_length=255)
+    sha256 = models.CharField(max_length=64)
+    label_counts = models.JSONField(default=dict)
+    note = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["scan", "-id"]

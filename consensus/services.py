@@ -11,9 +11,11 @@ import hashlib
 import inspect
 import json
 import time
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
@@ -22,12 +24,21 @@ from django.utils import timezone
 from labeling import volumes
 from labeling.models import AnnotationRevision, AssignmentStatus, Scan, ScanStatus
 from labeling.selectors import assignment_head, label_values
-from labeling.services import audit_log
+from labeling.services import audit_log, label_counts, sha256_hex, stored_file
 from mriannot.errors import Conflict, ValidationFailed
 from mriannot.version import code_version
 
 from . import agreement, staple, voting
-from .models import ConsensusRun, Method, RaterPerformance, RunStatus, run_file_path
+from .models import (
+    ConsensusRun,
+    GroundTruth,
+    GroundTruthSource,
+    Method,
+    RaterPerformance,
+    RunStatus,
+    ground_truth_path,
+    run_file_path,
+)
 
 #: A voxel is uncertain when its consensus posterior maximum is below this.
 UNCERTAIN_BELOW = 0.9
@@ -314,9 +325,8 @@ def _execute(run: ConsensusRun) -> ConsensusRun:
     t0 = time.perf_counter()
     _progress(run.pk, 0.8, "writing the consensus and posterior maps")
     affine = np.asarray(scan.affine, dtype=np.float64)
-    labels_name = _write(
-        run_file_path(scan.pk, run.pk, "labels.nii.gz"), volumes.label_map_to_bytes(fusion.labels.astype(np.uint8), affine)
-    )
+    labels_bytes = volumes.label_map_to_bytes(fusion.labels.astype(np.uint8), affine)
+    labels_name = _write(run_file_path(scan.pk, run.pk, "labels.nii.gz"), labels_bytes)
     posterior_name = _write(
         run_file_path(scan.pk, run.pk, "posterior.nii.gz"),
         volumes.probability_map_to_bytes(np.moveaxis(fusion.posterior, 0, -1), affine),
@@ -353,6 +363,18 @@ def _execute(run: ConsensusRun) -> ConsensusRun:
         Scan.objects.filter(
             pk=scan.pk, status__in=[ScanStatus.SUBMITTED, ScanStatus.CONSENSUS, ScanStatus.FLAGGED]
         ).update(status=ScanStatus.FLAGGED if run.flagged else ScanStatus.CONSENSUS)
+        if not run.flagged and current_ground_truth(scan=scan) is None:
+            # Not ambiguous and nothing adjudicated yet: the consensus is the ground truth.
+            _ground_truth_create(
+                scan=scan,
+                actor=None,
+                source=GroundTruthSource.CONSENSUS,
+                run=run,
+                file_name=labels_name,
+                sha=sha256_hex(labels_bytes),
+                counts=label_counts(fusion.labels),
+                note=f"ambiguity {score:.4f} <= threshold {scan.project.ambiguity_threshold}",
+            )
         audit_log(
             actor=None,
             project=scan.project,
@@ -376,3 +398,90 @@ def consensus_runs_requeue_stale(*, older_than_s: float = 3600.0) -> list[int]:
     for run_id in ids:
         consensus_run_execute_task.delay(run_id)
     return ids
+
+
+# --- ground truth: accept, edit, supersede ------------------------------------------------------
+
+
+def current_ground_truth(*, scan: Scan) -> GroundTruth | None:
+    return scan.ground_truths.order_by("-id").first()
+
+
+def _ground_truth_create(*, scan: Scan, actor, source: str, run: ConsensusRun | None, file_name: str, sha: str,
+                         counts: dict, note: str) -> GroundTruth:
+    previous = current_ground_truth(scan=scan)
+    truth = GroundTruth(
+        scan=scan,
+        run=run,
+        source=source,
+        supersedes=previous,
+        sha256=sha,
+        label_counts=counts,
+        note=note,
+        created_by=actor if actor is not None and actor.is_authenticated else None,
+    )
+    truth.file.name = file_name
+    truth.save()
+    Scan.objects.filter(pk=scan.pk).update(status=ScanStatus.GROUND_TRUTH)
+    audit_log(
+        actor=actor,
+        project=scan.project,
+        action=f"ground_truth.{source}",
+        target=truth,
+        data={"run": run.pk if run else None, "supersedes": previous.pk if previous else None, "note": note},
+    )
+    return truth
+
+
+def ground_truth_accept(*, run: ConsensusRun, actor, note: str = "") -> GroundTruth:
+    """A lead accepts a finished consensus run as the scan's ground truth (superseding any earlier one)."""
+    with transaction.atomic():
+        scan = Scan.objects.select_for_update().get(pk=run.scan_id)
+        run.refresh_from_db()
+        if run.status != RunStatus.DONE:
+            raise Conflict(f"Run {run.pk} is {run.status}; only a finished run can be accepted.", code="run_not_done")
+        current = current_ground_truth(scan=scan)
+        if current is not None and current.run_id == run.pk and current.source != GroundTruthSource.EDITED:
+            return current  # accepting the same run again changes nothing
+        with run.labels_file.open("rb") as handle:
+            data = handle.read()
+        labels, _ = volumes.read_array(data)
+        return _ground_truth_create(
+            scan=scan,
+            actor=actor,
+            source=GroundTruthSource.ACCEPTED,
+            run=run,
+            file_name=run.labels_file.name,  # immutable already: referenced, not copied
+            sha=sha256_hex(data),
+            counts=label_counts(labels),
+            note=note,
+        )
+
+
+def ground_truth_edit(*, scan: Scan, actor, raw: bytes, run: ConsensusRun | None = None, note: str = "") -> GroundTruth:
+    """A lead saves an edited label map (validated like any label upload) as the ground truth."""
+    if run is not None and run.scan_id != scan.pk:
+        raise ValidationFailed(f"Run {run.pk} belongs to another scan.", code="wrong_run")
+    labels = volumes.load_label_map(
+        raw,
+        reference_shape=tuple(scan.shape),
+        reference_affine=scan.affine,
+        allowed_values=label_values(project=scan.project),
+        max_decompressed_bytes=settings.MRIANNOT_MAX_DECOMPRESSED_BYTES,
+    )
+    data = volumes.label_map_to_bytes(labels, np.asarray(scan.affine, dtype=np.float64))
+    uid = uuid.uuid4()
+    with transaction.atomic():
+        scan = Scan.objects.select_for_update().get(pk=scan.pk)
+        with stored_file(ground_truth_path(scan.pk, uid), data) as name:
+            truth = _ground_truth_create(
+                scan=scan,
+                actor=actor,
+                source=GroundTruthSource.EDITED,
+                run=run,
+                file_name=name,
+                sha=sha256_hex(data),
+                counts=label_counts(labels),
+                note=note,
+            )
+    return truth

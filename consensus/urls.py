@@ -7,6 +7,10 @@ urlpatterns = [
     path("consensus-runs/<int:run_id>/", apis.RunDetailApi.as_view(), name="consensus-run-detail"),
     path("consensus-runs/<int:run_id>/labels/", apis.RunFileApi.as_view(kind="labels"), name="consensus-run-labels"),
     path("consensus-runs/<int:run_id>/posterior/", apis.RunFileApi.as_view(kind="posterior"), name="consensus-run-posterior"),
+    path("scans/<int:scan_id>/review/", apis.ScanReviewApi.as_view(), name="scan-review"),
+    path("scans/<int:scan_id>/ground-truths/", apis.GroundTruthListApi.as_view(), name="ground-truth-list"),
+    path("scans/<int:scan_id>/ground-truths/edit/", apis.GroundTruthEditApi.as_view(), name="ground-truth-edit"),
+    path("ground-truths/<int:truth_id>/labels/", apis.GroundTruthLabelsApi.as_view(), name="ground-truth-labels"),
     path("projects/<int:project_id>/agreement/", apis.ProjectAgreementApi.as_view(), name="project-agreement"),
     path("projects/<int:project_id>/flagged-scans/", apis.FlaggedScanListApi.as_view(), name="flagged-scans"),
 ]

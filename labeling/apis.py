@@ -442,7 +442,7 @@ class WorklistApi(APIView):
     def get(self, request):
         project = None
         if request.query_params.get("project"):
-            project = get_visible_project(request, _int_param(request, "project"))
+            project = get_visible_project(request, int_param(request, "project"))
         items = selectors.worklist(user=request.user, project=project)
         return Response(
             [
@@ -461,7 +461,7 @@ class WorklistApi(APIView):
         )
 
 
-def _int_param(request, name: str) -> int:
+def int_param(request, name: str) -> int:
     value = request.query_params.get(name)
     try:
         return int(value)
@@ -477,9 +477,9 @@ class AssignmentListApi(APIView):
     def get(self, request):
         qs = selectors.assignment_list(user=request.user)
         if "project" in request.query_params:
-            qs = qs.filter(scan__project_id=_int_param(request, "project"))
+            qs = qs.filter(scan__project_id=int_param(request, "project"))
         if "scan" in request.query_params:
-            qs = qs.filter(scan_id=_int_param(request, "scan"))
+            qs = qs.filter(scan_id=int_param(request, "scan"))
         return Response(AssignmentOutput(qs, many=True).data)
 
 
@@ -526,7 +526,7 @@ class RevisionListApi(APIView):
         if base.lower() in ("none", "null", ""):
             base_id = None
         else:
-            base_id = _int_param(request, "base_revision")
+            base_id = int_param(request, "base_revision")
         raw = request.data
         if not isinstance(raw, bytes):
             upload = raw.get("file") if hasattr(raw, "get") else None

@@ -356,7 +356,6 @@ def revision_create(
     )
     data = volumes.label_map_to_bytes(labels, scan.affine)
     digest = sha256_hex(data)
-    values, counts = _label_counts(labels)
 
     with transaction.atomic():
         locked = Assignment.objects.select_for_update().get(pk=assignment.pk)
@@ -379,7 +378,7 @@ def revision_create(
             number=(head.number + 1) if head else 1,
             base=head,
             sha256=digest,
-            label_counts=dict(zip(values, counts)),
+            label_counts=label_counts(labels),
             source=source,
             created_by=actor,
         )
@@ -401,12 +400,12 @@ def revision_create(
     return revision, True
 
 
-def _label_counts(labels) -> tuple[list[str], list[int]]:
+def label_counts(labels) -> dict[str, int]:
+    """Voxels per label value present in a label map, as {"value": count}."""
     import numpy as np
 
-    counts = np.bincount(labels.ravel(), minlength=1)
-    present = np.flatnonzero(counts)
-    return [str(int(v)) for v in present], [int(counts[v]) for v in present]
+    counts = np.bincount(np.asarray(labels).ravel(), minlength=1)
+    return {str(int(v)): int(counts[v]) for v in np.flatnonzero(counts)}
 
 
 @transaction.atomic

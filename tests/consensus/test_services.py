@@ -64,8 +64,7 @@ def test_execute_stores_consensus_posterior_and_performance(panel_world, stored_
     assert perf[2].sensitivity["2"] < 0.5 < perf[0].sensitivity["2"]
     assert run.agreement["pairs"] and run.ambiguity is not None
     scan.refresh_from_db()
-    assert scan.status in (ScanStatus.CONSENSUS, ScanStatus.FLAGGED)
-    assert scan.status == (ScanStatus.FLAGGED if run.flagged else ScanStatus.CONSENSUS)
+    assert scan.status == (ScanStatus.FLAGGED if run.flagged else ScanStatus.GROUND_TRUTH)
     assert AuditEvent.objects.filter(action="consensus.done", target_id=str(run.pk)).exists()
 
 

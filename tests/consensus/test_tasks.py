@@ -38,7 +38,7 @@ def test_last_submission_runs_consensus_in_the_worker(celery_worker, stored_file
     run = wait_for(lambda: ConsensusRun.objects.filter(scan=scan, status=RunStatus.DONE).first())
     assert run.attempts == 1 and run.timings["fuse"] >= 0
     assert RaterPerformance.objects.filter(run=run).count() == 3
-    assert Scan.objects.get(pk=scan.pk).status in (ScanStatus.CONSENSUS, ScanStatus.FLAGGED)
+    assert Scan.objects.get(pk=scan.pk).status in (ScanStatus.GROUND_TRUTH, ScanStatus.FLAGGED)
     assert f"consensus/{scan.pk}/{run.pk}/labels.nii.gz" in stored_files()
 
 
