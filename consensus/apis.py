@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import io
 
-from django.http import HttpResponse
+from django.core.files.storage import default_storage
+from django.http import FileResponse, HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -20,7 +21,7 @@ from mriannot.errors import NotFound, ValidationFailed
 from mriannot.schema import name_nested_serializers
 
 from . import selectors, services
-from .models import ConsensusRun, GroundTruth, Method, RaterPerformance
+from .models import ConsensusRun, Export, ExportFormat, GroundTruth, Method, RaterPerformance
 
 
 class PerformanceOutput(serializers.ModelSerializer):
@@ -234,6 +235,61 @@ class ScanReviewApi(APIView):
                 "flagged_scans": [s.pk for s in selectors.flagged_scans(project=scan.project)],
             }
         )
+
+
+class ExportOutput(serializers.ModelSerializer):
+    class Meta:
+        model = Export
+        fields = ["id", "project", "format", "options", "status", "progress", "message", "error", "sha256", "size",
+                  "created_at", "finished_at"]
+
+
+class ExportListApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        format = serializers.ChoiceField(choices=ExportFormat.choices)
+        include_raters = serializers.BooleanField(default=False)
+        include_posterior = serializers.BooleanField(default=False)
+        only_adjudicated = serializers.BooleanField(default=False)
+        dataset_id = serializers.IntegerField(min_value=1, max_value=999, default=500, help_text="nnU-Net DatasetXXX")
+
+    @extend_schema(responses=ExportOutput(many=True))
+    def get(self, request, project_id: int):
+        project = get_visible_project(request, project_id)
+        require_manager(request, project)
+        return Response(ExportOutput(project.exports.all(), many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={202: OpenApiTypes.OBJECT})
+    def post(self, request, project_id: int):
+        project = get_visible_project(request, project_id)
+        require_manager(request, project)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        export = services.export_request(project=project, actor=request.user, **data.validated_data)
+        return Response({"id": export.pk, "status": export.status}, status=status.HTTP_202_ACCEPTED)
+
+
+def _managed_export(request, export_id: int) -> Export:
+    export = get_object_or_404(Export.objects.select_related("project"), pk=export_id)
+    get_visible_project(request, export.project_id)  # 404 for projects the user cannot see
+    require_manager(request, export.project)
+    return export
+
+
+class ExportDetailApi(APIView):
+    @extend_schema(responses=ExportOutput)
+    def get(self, request, export_id: int):
+        return Response(ExportOutput(_managed_export(request, export_id)).data)
+
+
+class ExportDownloadApi(APIView):
+    @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY})
+    def get(self, request, export_id: int):
+        export = _managed_export(request, export_id)
+        if not export.file:
+            raise NotFound(f"Export {export.pk} is {export.status}; download it when it is done.")
+        handle = default_storage.open(export.file.name, "rb")
+        return FileResponse(handle, content_type="application/zip", as_attachment=True,
+                            filename=f"mriannot-export-{export.pk}-{export.format}.zip")
 
 
 name_nested_serializers(globals())

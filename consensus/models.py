@@ -107,3 +107,31 @@ class GroundTruth(ImmutableModel):
 
     class Meta:
         ordering = ["scan", "-id"]
+
+
+class ExportFormat(models.TextChoices):
+    NNUNET = "nnunet", "nnU-Net v2 raw"
+    MONAI = "monai", "MONAI datalist"
+    BIDS = "bids", "BIDS derivatives"
+
+
+class Export(models.Model):
+    """A dataset export of a project's ground truths, built by a Celery task into one zip."""
+
+    project = models.ForeignKey("labeling.Project", on_delete=models.PROTECT, related_name="exports")
+    format = models.CharField(max_length=16, choices=ExportFormat.choices)
+    options = models.JSONField(default=dict)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    progress = models.FloatField(default=0.0)
+    message = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    file = models.FileField(max_length=255, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    size = models.BigIntegerField(null=True, blank=True)
+    summary = models.JSONField(default=dict, help_text="counts per split, checks passed, code version")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]

@@ -11,6 +11,9 @@ urlpatterns = [
     path("scans/<int:scan_id>/ground-truths/", apis.GroundTruthListApi.as_view(), name="ground-truth-list"),
     path("scans/<int:scan_id>/ground-truths/edit/", apis.GroundTruthEditApi.as_view(), name="ground-truth-edit"),
     path("ground-truths/<int:truth_id>/labels/", apis.GroundTruthLabelsApi.as_view(), name="ground-truth-labels"),
+    path("projects/<int:project_id>/exports/", apis.ExportListApi.as_view(), name="export-list"),
+    path("exports/<int:export_id>/", apis.ExportDetailApi.as_view(), name="export-detail"),
+    path("exports/<int:export_id>/download/", apis.ExportDownloadApi.as_view(), name="export-download"),
     path("projects/<int:project_id>/agreement/", apis.ProjectAgreementApi.as_view(), name="project-agreement"),
     path("projects/<int:project_id>/flagged-scans/", apis.FlaggedScanListApi.as_view(), name="flagged-scans"),
 ]

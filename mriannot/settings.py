@@ -203,11 +203,10 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {
+CELERY_TASK_ROUTES = {  # first match wins
+    "consensus.tasks.export_*": {"queue": "export"},
     "consensus.tasks.*": {"queue": "consensus"},
-    "active_learning.tasks.train*": {"queue": "training"},
     "active_learning.tasks.*": {"queue": "training"},
-    "*.tasks.*export*": {"queue": "export"},
 }
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 4 * 3600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -1,0 +1,157 @@
+"""Dataset export: a round trip for each format, checks that catch a broken export, permissions."""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import nibabel as nib
+import numpy as np
+import pytest
+from django.core.management import call_command
+
+from consensus import exporters, services
+from consensus.models import ConsensusRun, Export, RunStatus
+from labeling.models import Split
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def project_with_truths(db):
+    """Three scans (train, validation, test), each with three raters and a finished consensus."""
+    world = factories.make_world(raters_per_scan=3, n_annotators=3)
+    world.project.ambiguity_threshold = 1.0  # every consensus becomes the ground truth
+    world.project.save()
+    truth = factories.sphere_truth((24, 20, 16))
+    for seed, split in enumerate([Split.TRAIN, Split.VALIDATION, Split.TEST]):
+        scan = factories.add_scan(world, seed=seed, shape=(24, 20, 16), subject_id=f"REAL-NAME-{seed}")
+        scan.split = split
+        scan.save()
+        factories.submit_panel(world, scan, [truth, np.roll(truth, 1, axis=0), truth])
+    for run in ConsensusRun.objects.all():
+        services.consensus_run_execute(run_id=run.pk)
+    return world
+
+
+def _export(world, format, **options):
+    export = services.export_request(project=world.project, actor=world.lead, format=format, queue=False, **options)
+    export = services.export_execute(export_id=export.pk)
+    assert export.status == RunStatus.DONE, export.error
+    with export.file.open("rb") as handle:
+        return export, zipfile.ZipFile(io.BytesIO(handle.read()))
+
+
+def _nii(zf, name):
+    return nib.Nifti1Image.from_bytes(__import__("gzip").decompress(zf.read(name)))
+
+
+def test_nnunet_round_trip(project_with_truths):
+    export, zf = _export(project_with_truths, "nnunet", include_raters=True, include_posterior=True)
+    names = zf.namelist()
+    base = "Dataset500_TestProject/"
+    dataset = json.loads(zf.read(base + "dataset.json"))
+    assert dataset["numTraining"] == 2 and dataset["labels"] == {"background": 0, "CSF": 1, "Grey matter": 2, "White matter": 3}
+    assert dataset["file_ending"] == ".nii.gz" and dataset["channel_names"] == {"0": "T1"}
+    assert {base + f"imagesTr/case_00{i}_0000.nii.gz" for i in (1, 2)} <= set(names)
+    assert base + "imagesTs/case_003_0000.nii.gz" in names and base + "labelsTs/case_003.nii.gz" in names
+    image, label = _nii(zf, base + "imagesTr/case_001_0000.nii.gz"), _nii(zf, base + "labelsTr/case_001.nii.gz")
+    assert image.shape == label.shape == (24, 20, 16)
+    np.testing.assert_allclose(image.affine, label.affine)
+    np.testing.assert_array_equal(np.asarray(label.dataobj), factories.sphere_truth((24, 20, 16)))
+    assert sum(n.startswith(base + "raters/") for n in names) == 9 and sum(n.startswith(base + "posteriors/") for n in names) == 3
+    for extra in ("README.md", "datasheet.json", "agreement.csv", "MANIFEST.sha256"):
+        assert base + extra in names
+
+
+def test_monai_datalist_round_trip(project_with_truths, tmp_path):
+    export, zf = _export(project_with_truths, "monai")
+    zf.extractall(tmp_path)
+    folder = tmp_path / "TestProject"
+    datalist = json.loads((folder / "datalist.json").read_text())
+    assert [len(datalist[k]) for k in ("training", "validation", "test")] == [1, 1, 1]
+    from monai.data import load_decathlon_datalist
+
+    items = load_decathlon_datalist(str(folder / "datalist.json"), data_list_key="validation")
+    assert nib.load(items[0]["label"]).shape == nib.load(items[0]["image"]).shape
+
+
+def test_bids_derivatives_round_trip(project_with_truths):
+    export, zf = _export(project_with_truths, "bids", include_raters=True, include_posterior=True)
+    base = "TestProject-derivatives/"
+    names = set(zf.namelist())
+    description = json.loads(zf.read(base + "dataset_description.json"))
+    assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "mriannot"
+    stem = base + "sub-001/anat/sub-001_space-orig"
+    assert {f"{stem}_desc-staple_dseg.nii.gz", f"{stem}_desc-rater01_dseg.nii.gz", f"{stem}_label-CSF_desc-staple_probseg.nii.gz",
+            f"{stem}_desc-preproc_T1w.nii.gz"} <= names
+    assert zf.read(base + "dseg.tsv").decode().splitlines()[0] == "index\tname\tabbreviation\tcolor"
+    probseg = _nii(zf, f"{stem}_label-CSF_desc-staple_probseg.nii.gz")
+    assert probseg.shape == (24, 20, 16) and 0 <= probseg.get_fdata().min() and probseg.get_fdata().max() <= 1
+
+
+def test_no_patient_identifier_leaves_and_the_datasheet_tells_the_story(project_with_truths):
+    export, zf = _export(project_with_truths, "nnunet")
+    for name in zf.namelist():
+        assert "REAL-NAME" not in name
+        if not name.endswith(".gz"):
+            assert b"REAL-NAME" not in zf.read(name), name
+    readme = zf.read("Dataset500_TestProject/README.md").decode()
+    for heading in ("## Motivation", "## Composition", "## Collection and labelling", "## Uses", "## Distribution", "## Maintenance"):
+        assert heading in readme
+    sheet = json.loads(zf.read("Dataset500_TestProject/datasheet.json"))
+    assert sheet["raters_per_scan"] == 3 and len(sheet["raters"]) == 3
+    assert sheet["per_split"] == {"train": 1, "validation": 1, "test": 1, "unassigned": 0}
+    manifest = zf.read("Dataset500_TestProject/MANIFEST.sha256").decode().splitlines()
+    assert len(manifest) == len(zf.namelist()) - 1
+
+
+def test_verify_catches_a_broken_export(project_with_truths, tmp_path):
+    export, zf = _export(project_with_truths, "nnunet")
+    zf.extractall(tmp_path)
+    folder = tmp_path / "Dataset500_TestProject"
+    spec = exporters.ExportSpec(format="nnunet", project_name="Test project",
+                                labels={0: ("background", "#000000"), 1: ("CSF", "#000000"), 2: ("GM", "#000000"), 3: ("WM", "#000000")})
+    assert exporters.verify_export(folder, spec=spec) == []
+    label = folder / "labelsTr/case_001.nii.gz"
+    img = nib.load(label)
+    nib.save(nib.Nifti1Image(np.full(img.shape, 7, np.uint8), img.affine), label)
+    problems = exporters.verify_export(folder, spec=spec)
+    assert any("sha256" in p for p in problems) and any("[7]" in p for p in problems)
+
+
+def test_only_adjudicated_with_none_adjudicated_fails_clearly(project_with_truths):
+    export = services.export_request(project=project_with_truths.project, actor=None, format="nnunet",
+                                     only_adjudicated=True, queue=False)
+    with pytest.raises(Exception, match="Nothing to export"):
+        services.export_execute(export_id=export.pk)
+    export.refresh_from_db()
+    assert export.status == RunStatus.FAILED and "Nothing to export" in export.error and not export.file
+
+
+def test_export_via_api_then_download(project_with_truths, django_capture_on_commit_callbacks):
+    world = project_with_truths
+    client = world.client(world.lead)
+    with django_capture_on_commit_callbacks(execute=False):
+        response = client.post(f"/api/v1/projects/{world.project.pk}/exports/", {"format": "monai"}, format="json")
+    assert response.status_code == 202 and response.json()["status"] == "queued"
+    export_id = response.json()["id"]
+    assert client.get(f"/api/v1/exports/{export_id}/download/").status_code == 404  # not built yet
+    services.export_execute(export_id=export_id)
+    detail = client.get(f"/api/v1/exports/{export_id}/").json()
+    assert detail["status"] == "done" and detail["progress"] == 1.0
+    download = client.get(f"/api/v1/exports/{export_id}/download/")
+    assert download.status_code == 200
+    assert zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content))).testzip() is None
+    for user in world.annotators:
+        assert world.client(user).get(f"/api/v1/exports/{export_id}/download/").status_code == 403
+        assert world.client(user).post(f"/api/v1/projects/{world.project.pk}/exports/", {"format": "monai"}, format="json").status_code == 403
+    assert world.client(world.outsider).get(f"/api/v1/exports/{export_id}/").status_code == 404
+
+
+def test_management_command(project_with_truths, tmp_path):
+    out = tmp_path / "export.zip"
+    call_command("export_dataset", str(project_with_truths.project.pk), "--format", "nnunet", "--output", str(out))
+    assert zipfile.ZipFile(out).testzip() is None
+    assert Export.objects.get().status == RunStatus.DONE
