@@ -1,0 +1,683 @@
+"""Tests for labeling.volumes, the single door to NIfTI (pure: no Django, no database).
+
+Fixture files are written with nibabel directly (not with the module under test), so a
+bug in our writers cannot hide a bug in our readers. SimpleITK serves as an outside
+oracle for world coordinates.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import tracemalloc
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from labeling.volumes import (
+    ERROR_CODES,
+    ImageVolume,
+    VolumeError,
+    image_to_bytes,
+    label_map_to_bytes,
+    load_image,
+    load_label_map,
+    probability_map_to_bytes,
+    read_array,
+)
+
+LIMIT = 1 << 20  # 1 MiB: far above the 12 x 10 x 8 fixtures
+SHAPE = (12, 10, 8)
+SCHEMA = {0, 1, 2, 3}
+
+# LPS with anisotropic spacing 1.0, 1.2, 2.5 mm and an origin away from zero.
+LPS = np.array(
+    [
+        [-1.0, 0.0, 0.0, 40.0],
+        [0.0, -1.2, 0.0, 25.0],
+        [0.0, 0.0, 2.5, -30.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+)
+# Permuted axes, no obliquity: i -> posterior (1.0 mm), j -> superior (1.2 mm),
+# k -> left (2.5 mm); axis codes "PSL".
+PSL = np.array(
+    [
+        [0.0, 0.0, -2.5, 12.0],
+        [-1.0, 0.0, 0.0, 30.0],
+        [0.0, 1.2, 0.0, -7.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+)
+
+
+def _theta_z(degrees: float) -> np.ndarray:
+    t = np.deg2rad(degrees)
+    rot = np.eye(4)
+    rot[:2, :2] = [[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]
+    return rot
+
+
+OBLIQUE = _theta_z(20.0) @ LPS
+
+
+def _distinct(shape=SHAPE, dtype=np.int16, seed=0) -> np.ndarray:
+    """Every voxel a different value, so any wrong flip or permutation shows."""
+    rng = np.random.default_rng(seed)
+    return rng.permutation(int(np.prod(shape))).reshape(shape).astype(dtype)
+
+
+def _nii(data, affine, *, version=1, compress=True, edit=None) -> bytes:
+    """A NIfTI file written by nibabel itself (not by the code under test)."""
+    cls = nib.Nifti2Image if version == 2 else nib.Nifti1Image
+    img = cls(data, affine)
+    img.header.set_data_dtype(data.dtype)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    if edit is not None:
+        edit(img)
+    raw = img.to_bytes()
+    return gzip.compress(raw) if compress else raw
+
+
+def _refused(
+    code: str, raw: bytes, *words: str, label_map: bool = False, **kwargs
+) -> VolumeError:
+    with pytest.raises(VolumeError) as info:
+        if label_map:
+            options = {
+                "reference_shape": SHAPE,
+                "reference_affine": LPS,
+                "allowed_values": SCHEMA,
+                "max_decompressed_bytes": LIMIT,
+            }
+            options.update(kwargs)
+            load_label_map(raw, **options)
+        else:
+            load_image(
+                raw, max_decompressed_bytes=kwargs.get("max_decompressed_bytes", LIMIT)
+            )
+    err = info.value
+    assert err.code == code, err.message
+    assert err.code in ERROR_CODES
+    assert str(err) == err.message
+    for word in words:
+        assert word.lower() in err.message.lower(), (word, err.message)
+    return err
+
+
+def _assert_same_world_values(orig, orig_affine, new, new_affine) -> None:
+    """Every voxel of ``new`` sits on a voxel centre of ``orig`` with the same value."""
+    ijk = np.indices(new.shape).reshape(3, -1)
+    world = new_affine[:3, :3] @ ijk + new_affine[:3, 3:]
+    back = np.linalg.inv(orig_affine) @ np.vstack([world, np.ones(ijk.shape[1])])
+    idx = np.rint(back[:3]).astype(int)
+    assert np.allclose(back[:3], idx, atol=1e-4)
+    assert (idx >= 0).all() and (idx < np.array(orig.shape)[:, None]).all()
+    np.testing.assert_array_equal(orig[tuple(idx)], new[tuple(ijk)])
+
+
+# ------------------------------------------------------------------- reorientation
+
+
+def test_lps_anisotropic_is_reoriented_to_ras_keeping_world_positions():
+    orig = _distinct()
+    vol = load_image(_nii(orig, LPS), max_decompressed_bytes=LIMIT)
+
+    assert isinstance(vol, ImageVolume)
+    assert vol.orientation == "LPS"
+    assert nib.aff2axcodes(vol.affine) == ("R", "A", "S")
+    assert vol.shape == vol.data.shape == (12, 10, 8)
+    assert vol.spacing == pytest.approx((1.0, 1.2, 2.5))
+    assert vol.data.dtype == np.int16
+    # Hand-checked markers: x and y are flipped, z is kept.
+    assert vol.data[0, 9, 0] == orig[11, 0, 0]
+    assert vol.data[11, 0, 7] == orig[0, 9, 7]
+    assert vol.data[3, 4, 5] == orig[8, 5, 5]
+    # The canonical origin is the world point of original voxel (11, 9, 0).
+    np.testing.assert_allclose(vol.affine[:3, 3], (LPS @ [11, 9, 0, 1])[:3], atol=1e-5)
+    _assert_same_world_values(orig, LPS, vol.data, vol.affine)
+
+
+def test_permuted_axes_are_reoriented_to_ras_keeping_world_positions():
+    orig = _distinct(seed=1)
+    vol = load_image(_nii(orig, PSL), max_decompressed_bytes=LIMIT)
+
+    assert vol.orientation == "PSL"
+    # R comes from k (flipped), A from i (flipped), S from j.
+    assert vol.shape == (8, 12, 10)
+    assert vol.spacing == pytest.approx((2.5, 1.0, 1.2))
+    assert vol.data[0, 0, 0] == orig[11, 0, 7]
+    assert vol.data[7, 11, 9] == orig[0, 9, 0]
+    _assert_same_world_values(orig, PSL, vol.data, vol.affine)
+
+
+def test_oblique_matches_nibabel_as_closest_canonical():
+    """Oracle: nibabel.as_closest_canonical on the same file."""
+    orig = _distinct(seed=2)
+    raw = _nii(orig, OBLIQUE)
+    vol = load_image(raw, max_decompressed_bytes=LIMIT)
+    expected = nib.as_closest_canonical(
+        nib.Nifti1Image.from_bytes(gzip.decompress(raw))
+    )
+
+    assert vol.orientation == "LPS"
+    np.testing.assert_array_equal(vol.data, np.asanyarray(expected.dataobj))
+    np.testing.assert_allclose(vol.affine, expected.affine, atol=1e-6)
+    _assert_same_world_values(orig, OBLIQUE, vol.data, vol.affine)
+
+
+def test_ras_file_is_left_as_is():
+    orig = _distinct(seed=3)
+    ras = np.diag([0.9, 1.1, 3.0, 1.0])
+    vol = load_image(_nii(orig, ras), max_decompressed_bytes=LIMIT)
+    assert vol.orientation == "RAS"
+    np.testing.assert_array_equal(vol.data, orig)
+    np.testing.assert_allclose(vol.affine, ras, atol=1e-6)
+
+
+def test_canonical_world_positions_agree_with_simpleitk(tmp_path):
+    """Oracle: SimpleITK (ITK's NIfTI reader, LPS world) on our stored bytes."""
+    sitk = pytest.importorskip("SimpleITK")
+    orig = _distinct(seed=4)
+    vol = load_image(_nii(orig, PSL), max_decompressed_bytes=LIMIT)
+    path = tmp_path / "canonical.nii.gz"
+    path.write_bytes(vol.nifti_bytes)
+    itk = sitk.ReadImage(str(path))
+    itk_array = sitk.GetArrayFromImage(itk)  # (Z, Y, X) order
+    for ijk in [(0, 0, 0), (7, 11, 9), (3, 5, 2), (6, 1, 8)]:
+        ours = vol.affine @ [*ijk, 1]
+        lps = itk.TransformIndexToPhysicalPoint(tuple(int(v) for v in ijk))
+        np.testing.assert_allclose(lps, [-ours[0], -ours[1], ours[2]], atol=1e-4)
+        assert itk_array[ijk[::-1]] == vol.data[ijk]
+
+
+def test_image_volume_arrays_are_read_only():
+    vol = load_image(_nii(_distinct(), LPS), max_decompressed_bytes=LIMIT)
+    with pytest.raises(ValueError):
+        vol.data[0, 0, 0] = 1
+    with pytest.raises(ValueError):
+        vol.affine[0, 0] = 1
+
+
+# ---------------------------------------------------------------- accepted variants
+
+
+def test_nifti_bytes_round_trip_to_the_canonical_volume():
+    vol = load_image(_nii(_distinct(), LPS), max_decompressed_bytes=LIMIT)
+    data, affine = read_array(vol.nifti_bytes)
+    assert data.dtype == vol.data.dtype
+    np.testing.assert_array_equal(data, vol.data)
+    np.testing.assert_allclose(affine, vol.affine, atol=1e-5)
+    again = load_image(_nii(_distinct(), LPS), max_decompressed_bytes=LIMIT)
+    assert again.nifti_bytes == vol.nifti_bytes
+
+
+def test_plain_uncompressed_nii_is_accepted():
+    orig = _distinct()
+    vol = load_image(_nii(orig, LPS, compress=False), max_decompressed_bytes=LIMIT)
+    assert vol.data[0, 9, 0] == orig[11, 0, 0]
+
+
+def test_nifti2_is_accepted():
+    orig = _distinct().astype(np.float32)
+    vol = load_image(_nii(orig, LPS, version=2), max_decompressed_bytes=LIMIT)
+    assert vol.orientation == "LPS"
+    _assert_same_world_values(orig, LPS, vol.data, vol.affine)
+
+
+def test_single_volume_4d_is_squeezed():
+    orig = _distinct()
+    vol = load_image(_nii(orig[..., None], LPS), max_decompressed_bytes=LIMIT)
+    assert vol.shape == SHAPE
+    _assert_same_world_values(orig, LPS, vol.data, vol.affine)
+
+
+def test_scaled_integers_become_float32_with_the_scaling_applied():
+    orig = _distinct()
+
+    def scale(img):
+        img.header.set_slope_inter(0.5, 10.0)
+
+    raw = _nii(orig, np.eye(4), compress=False, edit=scale)
+    # nibabel may rewrite scaling on save; patch the stored fields to be sure.
+    raw = raw[:112] + struct.pack("<ff", 0.5, 10.0) + raw[120:]
+    vol = load_image(raw, max_decompressed_bytes=LIMIT)
+    assert vol.data.dtype == np.float32
+    np.testing.assert_allclose(vol.data, orig * 0.5 + 10.0)
+
+
+def test_big_endian_file_gives_native_order():
+    orig = _distinct()
+    header = nib.Nifti1Header(endianness=">")
+    header.set_data_dtype(np.dtype(">i2"))
+    img = nib.Nifti1Image(orig, LPS, header=header)
+    img.set_sform(LPS, code=1)
+    raw = img.to_bytes()
+    assert raw[:4] == struct.pack(">i", 348)
+    vol = load_image(raw, max_decompressed_bytes=LIMIT)
+    assert vol.data.dtype == np.dtype("=i2")
+    _assert_same_world_values(orig, LPS, vol.data, vol.affine)
+
+
+def test_metre_units_are_converted_to_millimetres():
+    metres = LPS.copy()
+    metres[:3, :] /= 1000.0
+
+    def units(img):
+        img.header.set_xyzt_units(xyz="meter")
+
+    vol = load_image(
+        _nii(_distinct(), metres, edit=units), max_decompressed_bytes=LIMIT
+    )
+    assert vol.spacing == pytest.approx((1.0, 1.2, 2.5), rel=1e-5)
+
+
+def test_concatenated_gzip_members_are_accepted():
+    raw = _nii(_distinct(), LPS, compress=False)
+    two_members = gzip.compress(raw[:500]) + gzip.compress(raw[500:])
+    vol = load_image(two_members, max_decompressed_bytes=LIMIT)
+    assert vol.shape == SHAPE
+
+
+# ------------------------------------------------------------------------- writers
+
+
+def test_label_map_round_trips_bit_identically_and_deterministically():
+    labels = (np.arange(np.prod(SHAPE)) % 4).reshape(SHAPE).astype(np.uint8)
+    raw = label_map_to_bytes(labels, LPS)
+    data, affine = read_array(raw)
+    assert data.dtype == np.uint8
+    assert data.tobytes() == labels.tobytes()
+    np.testing.assert_allclose(affine, LPS, atol=1e-6)
+    assert raw == label_map_to_bytes(labels.copy(), LPS.copy())
+    assert raw[:2] == b"\x1f\x8b" and raw[4:8] == b"\x00\x00\x00\x00"  # gzip mtime 0
+    header = nib.Nifti1Image.from_bytes(gzip.decompress(raw)).header
+    assert (int(header["qform_code"]), int(header["sform_code"])) == (1, 1)
+    assert header.get_data_dtype() == np.uint8
+    assert header.get_intent()[0] == "label"
+    assert header.get_xyzt_units()[0] == "mm"
+
+
+def test_label_map_to_bytes_refuses_values_that_do_not_fit_uint8():
+    labels = np.zeros(SHAPE, np.int16)
+    labels[0, 0, 0] = 300
+    with pytest.raises(ValueError, match="labels: values must be in 0..255"):
+        label_map_to_bytes(labels, LPS)
+    with pytest.raises(ValueError, match="labels: expected an integer"):
+        label_map_to_bytes(labels.astype(np.float32), LPS)
+
+
+def test_writers_refuse_a_singular_affine():
+    with pytest.raises(ValueError, match="affine: .*not invertible"):
+        image_to_bytes(np.zeros(SHAPE, np.float32), np.diag([1.0, 0.0, 1.0, 1.0]))
+
+
+def test_image_to_bytes_keeps_integers_and_stores_floats_as_float32():
+    ints = _distinct(dtype=np.uint16)
+    data, _ = read_array(image_to_bytes(ints, LPS))
+    assert data.dtype == np.uint16
+    np.testing.assert_array_equal(data, ints)
+    floats = np.random.default_rng(5).normal(size=SHAPE)
+    data, _ = read_array(image_to_bytes(floats, LPS))
+    assert data.dtype == np.float32
+    np.testing.assert_array_equal(data, floats.astype(np.float32))
+
+
+def test_probability_map_keeps_the_label_axis_last():
+    rng = np.random.default_rng(6)
+    prob = rng.dirichlet(np.ones(4), size=SHAPE).astype(np.float32)  # (12, 10, 8, 4)
+    raw = probability_map_to_bytes(prob, LPS)
+    assert raw == probability_map_to_bytes(prob, LPS)
+    data, affine = read_array(raw)
+    np.testing.assert_allclose(affine, LPS, atol=1e-6)
+    assert data.shape == (12, 10, 8, 4) and data.dtype == np.float32
+    np.testing.assert_array_equal(data, prob)
+    header = nib.Nifti1Image.from_bytes(gzip.decompress(raw)).header
+    assert list(header["dim"][:5]) == [4, 12, 10, 8, 4]
+    data3, _ = read_array(probability_map_to_bytes(prob[..., 1], LPS))
+    np.testing.assert_array_equal(data3, prob[..., 1])
+
+
+# ---------------------------------------------------------------------- label maps
+
+
+def _scan(orig_affine=LPS) -> ImageVolume:
+    return load_image(_nii(_distinct(), orig_affine), max_decompressed_bytes=LIMIT)
+
+
+def test_label_map_in_the_original_orientation_lands_on_the_same_world_points():
+    vol = _scan(PSL)
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[11, 0, 7] = 1
+    labels[0, 9, 0] = 2
+    labels[2:5, 3:6, 1:4] = 3
+    out = load_label_map(
+        _nii(labels, PSL),
+        reference_shape=vol.shape,
+        reference_affine=vol.affine,
+        allowed_values=SCHEMA,
+        max_decompressed_bytes=LIMIT,
+    )
+    assert out.dtype == np.uint8 and out.shape == vol.shape == (8, 12, 10)
+    assert out[0, 0, 0] == 1
+    assert out[7, 11, 9] == 2
+    assert int((out == 3).sum()) == 27
+    _assert_same_world_values(labels, PSL, out, vol.affine)
+
+
+def test_label_map_in_the_canonical_grid_is_accepted_unchanged():
+    vol = _scan()
+    labels = (np.arange(np.prod(SHAPE)) % 4).reshape(SHAPE).astype(np.uint8)
+    out = load_label_map(
+        label_map_to_bytes(labels, vol.affine),
+        reference_shape=vol.shape,
+        reference_affine=vol.affine,
+        allowed_values=SCHEMA,
+        max_decompressed_bytes=LIMIT,
+    )
+    np.testing.assert_array_equal(out, labels)
+    out[0, 0, 0] = 3  # the caller owns a writable array
+
+
+def test_integer_valued_float_label_map_is_accepted():
+    vol = _scan(np.eye(4))
+    labels = np.zeros(SHAPE, np.float32)
+    labels[1, 2, 3] = 2.0
+    out = load_label_map(
+        _nii(labels, np.eye(4)),
+        reference_shape=vol.shape,
+        reference_affine=vol.affine,
+        allowed_values=SCHEMA,
+        max_decompressed_bytes=LIMIT,
+    )
+    assert out.dtype == np.uint8 and out[1, 2, 3] == 2 and int(out.sum()) == 2
+
+
+def test_allowed_values_outside_uint8_is_a_caller_error():
+    with pytest.raises(ValueError, match="allowed_values"):
+        load_label_map(
+            label_map_to_bytes(np.zeros(SHAPE, np.uint8), LPS),
+            reference_shape=SHAPE,
+            reference_affine=LPS,
+            allowed_values={0, 256},
+            max_decompressed_bytes=LIMIT,
+        )
+
+
+# ------------------------------------------------------------------------ refusals
+
+
+def test_refuses_an_empty_upload():
+    _refused("empty", b"", "empty", "0 bytes", ".nii")
+
+
+def test_refuses_random_bytes_as_not_nifti():
+    raw = np.random.default_rng(7).integers(0, 256, 4000, dtype=np.uint8).tobytes()
+    _refused(
+        "not_nifti", b"PK" + raw, "not a NIfTI", "magic", "as a .nii or .nii.gz file"
+    )
+
+
+def test_refuses_a_gzip_whose_content_is_not_nifti():
+    _refused(
+        "not_nifti",
+        gzip.compress(b"%PDF-1.7\n" + b"x" * 5000),
+        "not a NIfTI",
+        ".nii.gz",
+    )
+
+
+def test_refuses_a_bad_magic():
+    raw = _nii(_distinct(), LPS, compress=False)
+    _refused("not_nifti", raw[:344] + b"xyz\x00" + raw[348:], "magic")
+
+
+def test_refuses_the_header_half_of_a_hdr_img_pair():
+    raw = _nii(_distinct(), LPS, compress=False)
+    _refused(
+        "not_nifti", raw[:344] + b"ni1\x00" + raw[348:], ".hdr/.img", "single-file"
+    )
+
+
+def test_refuses_a_truncated_gzip_stream():
+    raw = _nii(_distinct(), LPS)
+    _refused("truncated", raw[: len(raw) - 200], "ends early", "complete")
+
+
+def test_refuses_a_truncated_data_block():
+    raw = _nii(_distinct(), LPS, compress=False)
+    err = _refused("truncated", raw[:-100], "declares", "cut short", "complete file")
+    assert str(352 + 960 * 2) in err.message and str(352 + 960 * 2 - 100) in err.message
+
+
+def test_refuses_a_truncated_header():
+    raw = _nii(_distinct(), LPS, compress=False)
+    _refused("truncated", raw[:200], "header", "complete")
+
+
+@pytest.mark.parametrize("offset", [np.nan, np.inf])
+def test_refuses_a_header_whose_vox_offset_is_not_a_number(offset):
+    raw = _nii(_distinct(), LPS, compress=False)
+    raw = raw[:108] + struct.pack("<f", offset) + raw[112:]  # vox_offset
+    _refused("corrupt", raw, "vox_offset", "damaged")
+
+
+def test_refuses_a_corrupt_gzip_crc():
+    raw = bytearray(_nii(_distinct(), LPS))
+    raw[-8] ^= 0xFF  # CRC-32 in the gzip trailer
+    _refused("corrupt", bytes(raw), "gzip", "damaged", "export")
+
+
+def test_refuses_garbage_after_the_gzip_stream():
+    _refused("corrupt", _nii(_distinct(), LPS) + b"garbage", "after the end", "export")
+
+
+def test_refuses_a_header_that_declares_more_than_the_limit():
+    big = np.zeros((64, 64, 64), np.float32)  # 1 MiB of voxels: over a 100 kB limit
+    err = _refused(
+        "too_large",
+        _nii(big, LPS),
+        "header declares",
+        "limit",
+        max_decompressed_bytes=100_000,
+    )
+    assert "1048928" in err.message and "100000" in err.message
+
+
+def test_refuses_a_gzip_bomb_without_inflating_it():
+    """A small valid header followed by 32 MiB of zeros (32 kB compressed)."""
+    header = _nii(np.zeros((2, 2, 2), np.uint8), np.eye(4), compress=False)
+    bomb = gzip.compress(header + bytes(32 << 20), compresslevel=9)
+    assert len(bomb) < 100_000
+    tracemalloc.start()
+    try:
+        err = _refused(
+            "too_large",
+            bomb,
+            "decompresses to more than",
+            "limit",
+            max_decompressed_bytes=LIMIT,
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(LIMIT) in err.message
+    assert peak < 8 << 20  # never the full 32 MiB
+
+
+def test_refuses_an_uncompressed_file_over_the_limit():
+    raw = _nii(_distinct(), LPS, compress=False)
+    _refused("too_large", raw, "limit", max_decompressed_bytes=1000)
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (np.zeros((12, 10), np.int16), ("2-D", "3-D volume")),
+        (np.zeros((12, 10, 8, 3), np.int16), ("3 volumes", "one 3-D volume")),
+    ],
+)
+def test_refuses_anything_but_one_3d_volume(data, words):
+    _refused("bad_dimensions", _nii(data, np.eye(4)), *words)
+
+
+def test_refuses_a_zero_length_axis():
+    raw = bytearray(_nii(_distinct(), LPS, compress=False))
+    raw[44:46] = struct.pack("<h", 0)  # dim[2] = 0
+    _refused("bad_dimensions", bytes(raw), "shape (12, 0, 8)")
+
+
+def test_refuses_complex_voxels():
+    _refused(
+        "bad_dtype", _nii(np.zeros(SHAPE, np.complex64), LPS), "complex", "float32"
+    )
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_refuses_non_finite_image_values(bad):
+    data = _distinct().astype(np.float32)
+    data[3, 4, 5] = bad
+    data[0, 0, 0] = bad
+    _refused("non_finite", _nii(data, LPS), "2 voxels", "NaN or infinite", "replace")
+
+
+def _with_srow(raw: bytes, affine: np.ndarray) -> bytes:
+    """Overwrite the stored sform rows (offsets 280, 296, 312 of a NIfTI-1 header)."""
+    rows = b"".join(struct.pack("<4f", *affine[r]) for r in range(3))
+    return raw[:280] + rows + raw[328:]
+
+
+def test_refuses_a_singular_affine():
+    singular = LPS.copy()
+    singular[:3, 2] = 0.0  # the k axis has no extent
+    raw = _with_srow(_nii(_distinct(), LPS, compress=False), singular)
+    _refused("bad_affine", raw, "not invertible", "fslorient")
+
+
+def test_refuses_a_non_finite_affine():
+    broken = LPS.copy()
+    broken[0, 3] = np.nan
+    raw = _with_srow(_nii(_distinct(), LPS, compress=False), broken)
+    _refused("bad_affine", raw, "NaN", "orientation")
+
+
+def test_refuses_a_label_map_of_another_shape():
+    labels = np.zeros((12, 10, 9), np.uint8)
+    err = _refused("shape_mismatch", _nii(labels, LPS), "(12, 10, 9)", label_map=True)
+    assert "(12, 10, 8)" in err.message  # the flipped LPS grid keeps its shape
+
+
+def test_refuses_a_label_map_shifted_by_two_millimetres():
+    vol = _scan()
+    shifted = LPS.copy()
+    shifted[2, 3] += 2.0
+    err = _refused(
+        "affine_mismatch",
+        _nii(np.zeros(SHAPE, np.uint8), shifted),
+        "different position",
+        "same qform/sform",
+        label_map=True,
+        reference_affine=vol.affine,
+    )
+    assert "-28." in err.message and "-30." in err.message  # both z origins shown
+
+
+def test_refuses_labels_outside_the_schema():
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[0, 0, 0], labels[1, 1, 1] = 7, 9
+    err = _refused(
+        "labels_outside_schema",
+        _nii(labels, LPS),
+        "7, 9",
+        "allowed: 0, 1, 2, 3",
+        label_map=True,
+    )
+    assert "relabel" in err.message
+
+
+def test_refuses_negative_labels():
+    labels = np.zeros(SHAPE, np.int16)
+    labels[5, 5, 5] = -1
+    _refused("labels_outside_schema", _nii(labels, LPS), "-1", label_map=True)
+
+
+def test_lists_at_most_ten_offending_values():
+    labels = (np.arange(np.prod(SHAPE)) % 30).reshape(SHAPE).astype(np.uint8)
+    err = _refused(
+        "labels_outside_schema",
+        _nii(labels, LPS),
+        "4, 5, 6",
+        "and 16 more",
+        label_map=True,
+    )
+    assert "14," not in err.message
+
+
+def test_refuses_non_integer_labels():
+    labels = np.zeros(SHAPE, np.float32)
+    labels[2, 2, 2] = 0.5
+    labels[3, 3, 3] = np.nan
+    _refused(
+        "non_integer_labels",
+        _nii(labels, LPS),
+        "2 voxels",
+        "0.5",
+        "uint8",
+        label_map=True,
+    )
+
+
+# --------------------------------------------------------------------------- fuzzing
+
+
+def _mutants(seed: int, count: int):
+    rng = np.random.default_rng(seed)
+    bases = [
+        _nii(_distinct(), LPS, compress=False),
+        _nii(_distinct(), LPS),
+        _nii(_distinct().astype(np.float32), PSL, version=2, compress=False),
+    ]
+    for _ in range(count):
+        raw = bytearray(bases[rng.integers(len(bases))])
+        kind = rng.integers(3)
+        if kind == 0:  # flip bytes, mostly in the header
+            for _ in range(rng.integers(1, 5)):
+                pos = (
+                    rng.integers(min(len(raw), 560))
+                    if rng.random() < 0.8
+                    else rng.integers(len(raw))
+                )
+                raw[pos] = rng.integers(256)
+        elif kind == 1:  # cut
+            raw = raw[: rng.integers(len(raw))]
+        else:  # overwrite a header field with an extreme integer
+            pos = int(rng.integers(0, 340)) & ~1
+            raw[pos : pos + 2] = struct.pack(
+                "<h", int(rng.choice([-32768, -1, 0, 32767]))
+            )
+        yield bytes(raw)
+
+
+def test_random_mutations_raise_only_volume_error():
+    reached = set()
+    for raw in _mutants(seed=8, count=400):
+        for call in (
+            lambda r: load_image(r, max_decompressed_bytes=LIMIT),
+            lambda r: load_label_map(
+                r,
+                reference_shape=SHAPE,
+                reference_affine=LPS,
+                allowed_values=range(256),
+                max_decompressed_bytes=LIMIT,
+            ),
+        ):
+            try:
+                call(raw)
+            except VolumeError as exc:
+                assert exc.code in ERROR_CODES
+                reached.add(exc.code)
+            # any other exception fails the test
+    # the mutations exercise several refusals, not one catch-all
+    assert {"not_nifti", "truncated", "corrupt"} <= reached
