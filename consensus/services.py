@@ -29,6 +29,7 @@ from mriannot.errors import Conflict, ValidationFailed
 from mriannot.version import code_version
 
 from . import agreement, staple, voting
+from .signals import ground_truth_created
 from .models import (
     ConsensusRun,
     Export,
@@ -425,6 +426,7 @@ def _ground_truth_create(*, scan: Scan, actor, source: str, run: ConsensusRun | 
     truth.file.name = file_name
     truth.save()
     Scan.objects.filter(pk=scan.pk).update(status=ScanStatus.GROUND_TRUTH)
+    ground_truth_created.send(sender=GroundTruth, truth=truth)
     audit_log(
         actor=actor,
         project=scan.project,

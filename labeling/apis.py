@@ -87,6 +87,9 @@ class ProjectOutput(serializers.ModelSerializer):
             "raters_per_scan",
             "ambiguity_threshold",
             "al_strategy",
+            "al_retrain_every",
+            "al_offer_prelabels",
+            "priority_note",
             "is_simulated",
             "labels",
             "my_role",
@@ -245,6 +248,8 @@ class ProjectDetailApi(APIView):
         raters_per_scan = serializers.IntegerField(min_value=1, max_value=20, required=False)
         ambiguity_threshold = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
         al_strategy = serializers.ChoiceField(choices=ALStrategy.choices, required=False)
+        al_retrain_every = serializers.IntegerField(min_value=1, max_value=1000, required=False)
+        al_offer_prelabels = serializers.BooleanField(required=False)
 
     @extend_schema(responses=ProjectOutput)
     def get(self, request, project_id: int):
@@ -435,6 +440,7 @@ class WorklistApi(APIView):
                 "status": serializers.CharField(),
                 "priority": serializers.FloatField(),
                 "revisions": serializers.IntegerField(),
+                "priority_note": serializers.CharField(),
             },
             many=True,
         ),
@@ -455,6 +461,7 @@ class WorklistApi(APIView):
                     "status": a.status,
                     "priority": a.priority,
                     "revisions": a.revision_count,
+                    "priority_note": a.scan.project.priority_note,
                 }
                 for a in items
             ]

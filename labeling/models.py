@@ -48,6 +48,15 @@ class Project(models.Model):
         help_text="Scans whose consensus ambiguity exceeds this are flagged for adjudication.",
     )
     al_strategy = models.CharField(max_length=32, choices=ALStrategy.choices, default=ALStrategy.ENTROPY)
+    al_retrain_every = models.PositiveSmallIntegerField(
+        default=5,
+        validators=[MinValueValidator(1), MaxValueValidator(1000)],
+        help_text="Retrain the active-learning model after this many new training ground truths.",
+    )
+    al_offer_prelabels = models.BooleanField(default=True, help_text="Offer the model's pre-label as a starting drawing.")
+    priority_note = models.CharField(
+        max_length=200, blank=True, help_text="How the worklists are ordered now (set by active learning)."
+    )
     is_simulated = models.BooleanField(
         default=False, help_text="The scans are simulated (for example the demo cohort from MNI152)."
     )

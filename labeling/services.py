@@ -36,7 +36,7 @@ from .models import (
     revision_path,
 )
 from .selectors import annotator_load, assignment_head, label_values
-from .signals import scan_fully_submitted
+from .signals import assignment_submitted, scan_fully_submitted, scans_added
 
 User = get_user_model()
 
@@ -122,7 +122,10 @@ def project_create(
 
 @transaction.atomic
 def project_update(*, project: Project, actor, **fields) -> Project:
-    allowed = {"name", "description", "raters_per_scan", "ambiguity_threshold", "al_strategy"}
+    allowed = {
+        "name", "description", "raters_per_scan", "ambiguity_threshold", "al_strategy", "al_retrain_every",
+        "al_offer_prelabels",
+    }
     unknown = set(fields) - allowed
     if unknown:
         raise ValidationFailed(f"These fields cannot be changed: {sorted(unknown)}.")
@@ -285,6 +288,7 @@ def scan_create(
             data={"sha256": digest, "filename": filename, "shape": scan.shape, "orientation": volume.orientation},
         )
         assignments_balance(project=project, actor=actor, scans=[scan])
+        scans_added.send(sender=Scan, project=project, scans=[scan])
     return scan
 
 
@@ -434,6 +438,7 @@ def assignment_submit(*, assignment: Assignment, actor, revision_id: int | None 
     locked.save(update_fields=["status", "submitted_at"])
     scan = locked.scan
     audit_log(actor=actor, project=scan.project, action="assignment.submit", target=locked, data={"revision": head.pk})
+    assignment_submitted.send(sender=Assignment, assignment=locked, revision=head)
     submitted = scan.assignments.filter(status=AssignmentStatus.SUBMITTED).count()
     if submitted >= scan.project.raters_per_scan and scan.status in (ScanStatus.NEW, ScanStatus.IN_PROGRESS):
         scan.status = ScanStatus.SUBMITTED

@@ -5,3 +5,9 @@ from django.dispatch import Signal
 #: raters. Arguments: ``scan`` (Scan), ``actor`` (the user who submitted last).
 #: Receivers that queue work must do so on commit (``task.delay_on_commit``).
 scan_fully_submitted = Signal()
+
+#: Sent inside the transaction that added scans to a project. Arguments: ``project``, ``scans``.
+scans_added = Signal()
+
+#: Sent inside the transaction that submitted an assignment. Arguments: ``assignment``, ``revision``.
+assignment_submitted = Signal()

@@ -16,3 +16,6 @@ SESSION_COOKIE_SECURE = False
 CSRF_COOKIE_SECURE = False
 STATIC_ROOT = os.path.join(os.environ["MRIANNOT_DATA_DIR"], "static")  # noqa: F405
 os.makedirs(STATIC_ROOT, exist_ok=True)
+# A file, not the in-memory default: the in-process Celery worker and the live server run in
+# other threads, and shared-cache in-memory SQLite answers "table is locked" instead of waiting.
+DATABASES["default"]["TEST"] = {"NAME": os.path.join(os.environ["MRIANNOT_DATA_DIR"], "test.sqlite3")}  # noqa: F405

@@ -1,0 +1,124 @@
+"""HTTP API of active learning: model versions, ranking, pre-labels, editing effort."""
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from labeling.apis import get_visible_project, nifti_response, require_manager
+from labeling.selectors import assignment_list, user_manages_project
+from mriannot.errors import NotAllowed, NotFound
+
+from . import services
+from .models import EditingEffort, ModelVersion, ScanScore
+
+
+class ModelVersionOutput(serializers.ModelSerializer):
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "project", "version", "status", "progress", "message", "error", "trigger", "ground_truth_ids",
+                  "validation_ground_truth_ids", "hyperparameters", "validation_dice", "code_version", "created_at",
+                  "finished_at", "scored_at"]
+
+
+class ModelVersionListApi(APIView):
+    @extend_schema(responses=ModelVersionOutput(many=True))
+    def get(self, request, project_id: int):
+        project = get_visible_project(request, project_id)
+        require_manager(request, project)
+        return Response(ModelVersionOutput(project.model_versions.all(), many=True).data)
+
+    @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT})
+    def post(self, request, project_id: int):
+        project = get_visible_project(request, project_id)
+        require_manager(request, project)
+        version, queued = services.model_version_request(project=project, actor=request.user)
+        return Response({"id": version.pk, "version": version.version, "status": version.status, "reused": not queued},
+                        status=status.HTTP_202_ACCEPTED)
+
+
+class ModelVersionDetailApi(APIView):
+    @extend_schema(responses=ModelVersionOutput)
+    def get(self, request, version_id: int):
+        version = get_object_or_404(ModelVersion.objects.select_related("project"), pk=version_id)
+        require_manager(request, get_visible_project(request, version.project_id))
+        return Response(ModelVersionOutput(version).data)
+
+
+class RankingApi(APIView):
+    """The open scans in the order annotators will see them, with their scores."""
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request, project_id: int):
+        project = get_visible_project(request, project_id)
+        require_manager(request, project)
+        model = services.latest_model(project=project)
+        scores = {s.scan_id: s for s in ScanScore.objects.filter(scan__project=project, model_version=model)}
+        rows = []
+        for scan in services.open_scans(project=project):
+            score = scores.get(scan.pk)
+            rows.append({
+                "scan": scan.pk,
+                "subject_id": scan.subject_id,
+                "status": scan.status,
+                "score": score.score if score else None,
+                "entropy": score.entropy if score else None,
+                "bald": score.bald if score else None,
+                "disagreement": score.disagreement if score else None,
+                "strategy": score.strategy if score else None,
+            })
+        rows.sort(key=lambda r: (r["score"] is None, -(r["score"] or 0)))
+        return Response({
+            "strategy": project.al_strategy,
+            "note": project.priority_note or "Not ranked yet.",
+            "model_version": model.version if model else None,
+            "scans": rows,
+        })
+
+    @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT})
+    def post(self, request, project_id: int):
+        from .tasks import scores_update_task
+
+        project = get_visible_project(request, project_id)
+        require_manager(request, project)
+        scores_update_task.delay_on_commit(project.pk)
+        return Response({"status": "queued"}, status=status.HTTP_202_ACCEPTED)
+
+
+class PrelabelApi(APIView):
+    """The model's pre-label for the annotator's own assignment (a starting drawing)."""
+
+    @extend_schema(responses={(200, "application/gzip"): OpenApiTypes.BINARY})
+    def get(self, request, assignment_id: int):
+        assignment = get_object_or_404(assignment_list(user=request.user).select_related("scan__project"), pk=assignment_id)
+        if assignment.annotator_id != request.user.pk and not user_manages_project(
+            user=request.user, project=assignment.scan.project
+        ):
+            raise NotAllowed("Pre-labels are offered to the assigned annotator.")
+        score = services.prelabel_for(assignment=assignment)
+        if score is None:
+            raise NotFound(
+                "No pre-label for this scan: the project offers none, or no model has scored this scan yet.",
+                code="no_prelabel",
+            )
+        response = nifti_response(score.prelabel, f"prelabel-{assignment.scan_id}-v{score.model_version.version}.nii.gz")
+        response["X-Model-Version"] = str(score.model_version.version)
+        return response
+
+
+class EditingEffortApi(APIView):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request, project_id: int):
+        project = get_visible_project(request, project_id)
+        require_manager(request, project)
+        rows = EditingEffort.objects.filter(assignment__scan__project=project).select_related(
+            "assignment__annotator", "model_version"
+        )
+        return Response([
+            {"assignment": e.assignment_id, "scan": e.assignment.scan_id, "annotator": e.assignment.annotator.username,
+             "model_version": e.model_version.version if e.model_version else None, "dice": e.dice, "mean_dice": e.mean_dice}
+            for e in rows
+        ])

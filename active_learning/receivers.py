@@ -1,0 +1,41 @@
+"""Active learning listens to labeling and consensus (they know nothing of it).
+
+A failure here is logged and never breaks the save, submission or consensus that sent
+the signal: ranking and retraining can always be asked for again from the API.
+"""
+import logging
+
+from django.dispatch import receiver
+
+from consensus.signals import ground_truth_created
+from labeling.signals import assignment_submitted, scans_added
+
+from .services import editing_effort_record, retrain_if_due
+
+log = logging.getLogger(__name__)
+
+
+@receiver(ground_truth_created, dispatch_uid="active_learning.retrain_if_due")
+def on_ground_truth(sender, truth, **kwargs) -> None:
+    try:
+        retrain_if_due(project=truth.scan.project)
+    except Exception:
+        log.exception("could not queue retraining for project %s", truth.scan.project_id)
+
+
+@receiver(scans_added, dispatch_uid="active_learning.rank_new_scans")
+def on_scans_added(sender, project, scans, **kwargs) -> None:
+    from .tasks import scores_update_task
+
+    try:
+        scores_update_task.delay_on_commit(project.pk)
+    except Exception:
+        log.exception("could not queue ranking for project %s", project.pk)
+
+
+@receiver(assignment_submitted, dispatch_uid="active_learning.editing_effort")
+def on_submit(sender, assignment, revision, **kwargs) -> None:
+    try:
+        editing_effort_record(assignment=assignment, revision=revision)
+    except Exception:
+        log.exception("could not record the editing effort of assignment %s", assignment.pk)

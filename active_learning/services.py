@@ -1,0 +1,324 @@
+"""Active learning: retrain on ground truth, score the unlabelled scans, order worklists, pre-labels.
+
+- Training is batched: a new model version is queued after every ``al_retrain_every`` new
+  training ground truths, or when a lead asks; never once per submission. It trains from
+  scratch on the project's training split and is validated on the validation split, which
+  never moves (scans keep the split they were given). Each version records the ground
+  truths it saw.
+- Scoring runs after each new model: MC-dropout entropy and BALD over the predicted
+  foreground (see :mod:`active_learning.uncertainty`), the rater disagreement where some
+  raters already submitted, and the pre-label. Open assignments take the project's
+  strategy score as their worklist priority.
+- Before any model (cold start), scans are ordered by diversity (greedy k-centre on image
+  features), and the project says so in ``priority_note``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from consensus.models import GroundTruth, RunStatus
+from consensus.services import _write, current_ground_truth
+from labeling import volumes
+from labeling.models import ALStrategy, Assignment, AssignmentStatus, Project, Scan, ScanStatus, Split
+from labeling.selectors import assignment_head, label_values
+from labeling.services import audit_log
+from mriannot.errors import Conflict
+from mriannot.version import code_version
+
+from . import network, training, uncertainty
+from .models import EditingEffort, ModelVersion, ScanScore
+
+STRATEGY_KERNEL = {  # project strategy -> the score it ranks by
+    ALStrategy.RANDOM: "random",
+    ALStrategy.ENTROPY: "entropy",
+    ALStrategy.BALD: "bald",
+    ALStrategy.ENTROPY_DISAGREEMENT: "combined",
+}
+
+
+def network_config(*, project: Project) -> network.NetworkConfig:
+    overrides = getattr(settings, "MRIANNOT_AL_NETWORK", {})
+    return network.NetworkConfig(labels=tuple(label_values(project=project)), **overrides)
+
+
+def training_config(*, seed: int) -> training.TrainingConfig:
+    overrides = getattr(settings, "MRIANNOT_AL_TRAINING", {})
+    return training.TrainingConfig(seed=seed, **overrides)
+
+
+def _read_volume(field) -> tuple[np.ndarray, np.ndarray]:
+    with default_storage.open(field.name, "rb") as handle:
+        return volumes.read_array(handle.read())
+
+
+def _truths(project: Project, split: str) -> list[GroundTruth]:
+    truths = []
+    for scan in Scan.objects.filter(project=project, split=split).order_by("id"):
+        truth = current_ground_truth(scan=scan)
+        if truth is not None:
+            truths.append(truth)
+    return truths
+
+
+# --- training -----------------------------------------------------------------------------
+
+
+def model_version_request(*, project: Project, actor=None, trigger: str = "manual") -> tuple[ModelVersion, bool]:
+    """Queue a training of the next model version, unless one is already queued or running."""
+    from .tasks import model_version_train_task
+
+    with transaction.atomic():
+        Project.objects.select_for_update().get(pk=project.pk)
+        pending = project.model_versions.filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).first()
+        if pending is not None:
+            return pending, False
+        if not _truths(project, Split.TRAIN):
+            raise Conflict(
+                "No training ground truth yet: the model trains on scans of the 'train' split that have a ground truth.",
+                code="no_training_data",
+            )
+        number = (project.model_versions.aggregate(n=Max("version"))["n"] or 0) + 1
+        version = ModelVersion.objects.create(project=project, version=number, trigger=trigger, requested_by=actor)
+        audit_log(actor=actor, project=project, action="model.queue", target=version, data={"trigger": trigger})
+        model_version_train_task.delay_on_commit(version.pk)
+    return version, True
+
+
+def retrain_if_due(*, project: Project) -> ModelVersion | None:
+    """Queue a retraining when ``al_retrain_every`` training ground truths arrived since the last model."""
+    seen: set[int] = set()
+    latest = project.model_versions.exclude(status=RunStatus.FAILED).order_by("-version").first()
+    if latest is not None:
+        seen = set(latest.ground_truth_ids)
+    new = [t for t in _truths(project, Split.TRAIN) if t.pk not in seen]
+    if len(new) < project.al_retrain_every:
+        return None
+    version, _ = model_version_request(project=project, trigger="auto")
+    return version
+
+
+def _progress(version_id: int, fraction: float, message: str) -> None:
+    ModelVersion.objects.filter(pk=version_id).update(progress=fraction, message=message[:200])
+
+
+def model_version_train(*, version_id: int) -> ModelVersion:
+    """Train a queued model version (idempotent: a finished version is returned as it is)."""
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().select_related("project").get(pk=version_id)
+        if version.status == RunStatus.DONE:
+            return version
+        version.status = RunStatus.RUNNING
+        version.error = ""
+        version.save(update_fields=["status", "error"])
+    try:
+        return _train(version)
+    except Exception as exc:
+        ModelVersion.objects.filter(pk=version.pk).update(
+            status=RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}", message="failed", finished_at=timezone.now()
+        )
+        raise
+
+
+def _load_pairs(truths: list[GroundTruth], config: network.NetworkConfig) -> tuple[list, list]:
+    images, targets = [], []
+    for truth in truths:
+        image, _ = _read_volume(truth.scan.image)
+        labels, _ = _read_volume(truth.file)
+        working, geometry = network.to_working(image, config=config, spacing=truth.scan.spacing)
+        images.append(working)
+        targets.append(network.labels_to_working(labels, geometry, config=config))
+    return images, targets
+
+
+def _train(version: ModelVersion) -> ModelVersion:
+    project = version.project
+    config = network_config(project=project)
+    train_truths = _truths(project, Split.TRAIN)
+    val_truths = _truths(project, Split.VALIDATION)
+    _progress(version.pk, 0.02, f"preparing {len(train_truths)} training scans")
+    images, targets = _load_pairs(train_truths, config)
+    hyper = training_config(seed=version.version)
+    result = training.train_segmentation(
+        images,
+        targets,
+        config=config,
+        training=hyper,
+        callback=lambda f, m: _progress(version.pk, 0.05 + 0.8 * f, m),
+    )
+    _progress(version.pk, 0.9, f"validating on {len(val_truths)} scans")
+    dice: dict[str, float | None] = {}
+    if val_truths:
+        val_images, val_targets = _load_pairs(val_truths, config)
+        dice = {
+            str(k): (None if not np.isfinite(v) else float(v))
+            for k, v in training.evaluate_dice(result.model, val_images, val_targets, config=config).items()
+        }
+    metadata = {
+        "project": project.pk,
+        "version": version.version,
+        "ground_truth_ids": [t.pk for t in train_truths],
+        "validation_ground_truth_ids": [t.pk for t in val_truths],
+        "validation_dice": dice,
+        "code_version": code_version(),
+    }
+    weights = _write(
+        f"models/{project.pk}/{version.version}.pt",
+        network.save_checkpoint(result.model, config, metadata=metadata),
+    )
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        version.weights.name = weights
+        version.ground_truth_ids = metadata["ground_truth_ids"]
+        version.validation_ground_truth_ids = metadata["validation_ground_truth_ids"]
+        version.validation_dice = dice
+        version.hyperparameters = result.hyperparameters()
+        version.code_version = metadata["code_version"]
+        version.status = RunStatus.DONE
+        version.progress = 1.0
+        version.message = f"trained on {len(train_truths)} scans in {result.seconds:.0f} s"
+        version.finished_at = timezone.now()
+        version.save()
+        audit_log(actor=None, project=project, action="model.trained", target=version,
+                  data={"validation_dice": dice, "ground_truths": len(train_truths)})
+        from .tasks import scores_update_task
+
+        scores_update_task.delay_on_commit(project.pk)
+    return version
+
+
+# --- scoring, ranking, pre-labels -----------------------------------------------------------------
+
+
+def open_scans(*, project: Project):
+    """Scans not yet fully labelled: ranking them is what saves radiologist time."""
+    return Scan.objects.filter(project=project, status__in=[ScanStatus.NEW, ScanStatus.IN_PROGRESS]).order_by("id")
+
+
+def latest_model(*, project: Project) -> ModelVersion | None:
+    return project.model_versions.filter(status=RunStatus.DONE).order_by("-version").first()
+
+
+def _disagreement(scan: Scan) -> float:
+    """1 - mean pairwise Dice of the raters who already submitted this scan (NaN with < 2)."""
+    maps = []
+    for assignment in scan.assignments.filter(status=AssignmentStatus.SUBMITTED):
+        head = assignment_head(assignment=assignment)
+        if head is not None:
+            maps.append(_read_volume(head.file)[0])
+    if len(maps) < 2:
+        return float("nan")
+    return float(uncertainty.rater_disagreement(np.stack(maps)))
+
+
+def scores_update(*, project_id: int) -> dict:
+    """Score the project's open scans with the latest model (or order them for a cold start),
+    store the scores and pre-labels, and set the open assignments' worklist priorities."""
+    project = Project.objects.get(pk=project_id)
+    scans = list(open_scans(project=project))
+    model_version = latest_model(project=project)
+    strategy = STRATEGY_KERNEL[project.al_strategy]
+    if not scans:
+        return {"scored": 0}
+    if model_version is None:
+        config = network_config(project=project)
+        features = np.stack(
+            [uncertainty.image_features(network.to_working(_read_volume(s.image)[0], config=config, spacing=s.spacing)[0])
+             for s in scans]
+        )
+        order = uncertainty.diversity_order(features)
+        scores = np.empty(len(scans))
+        scores[order] = np.linspace(1.0, 0.0, len(scans)) if len(scans) > 1 else [1.0]
+        rows = [dict(scan=s, score=float(v), strategy="diversity") for s, v in zip(scans, scores)]
+        note = "Cold start: no model yet, scans in diversity order (greedy k-centre on image features)."
+    else:
+        with default_storage.open(model_version.weights.name, "rb") as handle:
+            model, config = network.load_checkpoint(handle.read())
+        rows = []
+        for i, scan in enumerate(scans):
+            ModelVersion.objects.filter(pk=model_version.pk).update(message=f"scoring scan {i + 1} of {len(scans)}")
+            image, _ = _read_volume(scan.image)
+            working, geometry = network.to_working(image, config=config, spacing=scan.spacing)
+            samples = training.mc_dropout_probabilities(model, working, n_samples=8, seed=scan.pk)
+            summary = uncertainty.scan_uncertainty(samples, margin=3)
+            prelabel = network.probabilities_to_labels(samples.mean(axis=0), geometry, config=config)
+            name = _write(
+                f"prelabels/{scan.pk}/{model_version.version}.nii.gz",
+                volumes.label_map_to_bytes(prelabel, np.asarray(scan.affine, dtype=np.float64)),
+            )
+            rows.append(
+                dict(scan=scan, entropy=float(summary.entropy), bald=float(summary.bald),
+                     disagreement=_disagreement(scan), whole_volume=bool(summary.whole_volume), prelabel=name)
+            )
+        if strategy == "random":
+            values = uncertainty.random_scores(len(rows), seed=model_version.version)
+        elif strategy == "combined":
+            values = uncertainty.combined_scores(
+                np.array([r["entropy"] for r in rows]), np.array([r["disagreement"] for r in rows])
+            )
+        else:
+            values = np.array([r[strategy] for r in rows])
+        for row, value in zip(rows, values):
+            row["score"] = float(value)
+            row["strategy"] = strategy
+            if not np.isfinite(row["disagreement"]):
+                row["disagreement"] = None
+        label = dict(ALStrategy.choices)[project.al_strategy]
+        note = f"Model v{model_version.version}: scans ordered by {label}."
+
+    with transaction.atomic():
+        for row in rows:
+            ScanScore.objects.update_or_create(
+                scan=row["scan"], model_version=model_version,
+                defaults={k: v for k, v in row.items() if k != "scan"},
+            )
+            Assignment.objects.filter(scan=row["scan"]).exclude(status=AssignmentStatus.SUBMITTED).update(
+                priority=row["score"]
+            )
+        Project.objects.filter(pk=project.pk).update(priority_note=note)
+        if model_version is not None:
+            ModelVersion.objects.filter(pk=model_version.pk).update(scored_at=timezone.now(), message=note)
+    return {"scored": len(rows), "model_version": model_version.version if model_version else None, "note": note}
+
+
+def prelabel_for(*, assignment: Assignment) -> ScanScore | None:
+    """The newest pre-label of the assignment's scan, when the project offers pre-labels."""
+    if not assignment.scan.project.al_offer_prelabels:
+        return None
+    return (
+        ScanScore.objects.filter(scan=assignment.scan, model_version__isnull=False)
+        .exclude(prelabel="")
+        .select_related("model_version")
+        .order_by("-model_version__version")
+        .first()
+    )
+
+
+def editing_effort_record(*, assignment: Assignment, revision) -> EditingEffort | None:
+    """When the assignment started from a pre-label, keep Dice(pre-label, submitted) per label."""
+    first = assignment.revisions.order_by("number").first()
+    if first is None or first.source != "prelabel":
+        return None
+    score = (
+        ScanScore.objects.filter(scan=assignment.scan, model_version__isnull=False, created_at__lte=first.created_at)
+        .exclude(prelabel="")
+        .order_by("-model_version__version")
+        .first()
+    ) or prelabel_for(assignment=assignment)
+    if score is None:
+        return None
+    predicted, _ = _read_volume(score.prelabel)
+    submitted, _ = _read_volume(revision.file)
+    values = [v for v in label_values(project=assignment.scan.project) if v != 0]
+    dice = training.dice_per_label(predicted, submitted, labels=values)
+    clean = {str(k): (float(v) if np.isfinite(v) else None) for k, v in dice.items()}
+    finite = [v for v in clean.values() if v is not None]
+    effort, _ = EditingEffort.objects.update_or_create(
+        assignment=assignment,
+        defaults={"model_version": score.model_version, "dice": clean, "mean_dice": float(np.mean(finite)) if finite else None},
+    )
+    return effort

@@ -1,0 +1,159 @@
+"""Active learning through the services and API: cold start, training, scoring, ranking,
+pre-labels, editing effort, retraining every N ground truths, and one task through a worker."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from active_learning import services
+from active_learning.models import EditingEffort, ModelVersion, ScanScore
+from consensus import services as consensus_services
+from consensus.models import RunStatus
+from labeling import services as labeling_services
+from labeling import volumes
+from labeling.models import Assignment, Split
+from tests import factories
+
+TINY_NETWORK = {"working_shape": (16, 16, 16), "channels": (4, 8), "strides": (2,), "num_res_units": 0}
+TINY_TRAINING = {"steps": 6, "patch_shape": None, "batch_size": 2}
+SHAPE = (24, 20, 16)
+
+
+@pytest.fixture(autouse=True)
+def tiny_model(settings):
+    settings.MRIANNOT_AL_NETWORK = TINY_NETWORK
+    settings.MRIANNOT_AL_TRAINING = TINY_TRAINING
+
+
+def _project(n_scans=5, splits=(Split.TRAIN, Split.TRAIN, Split.VALIDATION, Split.UNASSIGNED, Split.UNASSIGNED)):
+    world = factories.make_world(raters_per_scan=2, n_annotators=3)
+    scans = []
+    for i in range(n_scans):
+        scan = factories.add_scan(world, seed=i, shape=SHAPE)
+        scan.split = splits[i]
+        scan.save()
+        scans.append(scan)
+    return world, scans
+
+
+def _ground_truth(world, scan):
+    truth = factories.sphere_truth(SHAPE)
+    return consensus_services.ground_truth_edit(
+        scan=scan, actor=world.lead, raw=factories.nifti_bytes(truth, np.asarray(scan.affine))
+    )
+
+
+@pytest.mark.django_db
+def test_cold_start_orders_by_diversity_and_says_so():
+    world, scans = _project()
+    result = services.scores_update(project_id=world.project.pk)
+    assert result["scored"] == 5 and result["model_version"] is None
+    world.project.refresh_from_db()
+    assert world.project.priority_note.startswith("Cold start")
+    priorities = sorted(Assignment.objects.filter(scan__project=world.project).values_list("priority", flat=True))
+    assert len(set(priorities)) == 5  # a strict order over the five scans
+    worklist = world.client(world.annotators[0]).get("/api/v1/me/worklist/").json()
+    assert [w["priority"] for w in worklist] == sorted((w["priority"] for w in worklist), reverse=True)
+    assert worklist[0]["priority_note"].startswith("Cold start")
+
+
+@pytest.mark.django_db
+def test_train_score_rank_and_prelabel():
+    world, scans = _project()
+    for scan in scans[:3]:
+        _ground_truth(world, scan)
+    version, queued = services.model_version_request(project=world.project, actor=world.lead)
+    assert queued and version.version == 1
+    again, queued = services.model_version_request(project=world.project, actor=world.lead)
+    assert (again.pk, queued) == (version.pk, False)  # one training at a time
+
+    version = services.model_version_train(version_id=version.pk)
+    assert version.status == RunStatus.DONE and version.weights.name == f"models/{world.project.pk}/1.pt"
+    assert len(version.ground_truth_ids) == 2 and len(version.validation_ground_truth_ids) == 1
+    assert set(version.validation_dice) == {"1", "2", "3"}
+    assert version.hyperparameters["training"]["steps"] == 6
+
+    result = services.scores_update(project_id=world.project.pk)
+    assert result["model_version"] == 1 and result["scored"] == 2  # the two scans without ground truth
+    scores = ScanScore.objects.filter(model_version=version)
+    assert scores.count() == 2 and all(s.entropy >= 0 and s.bald >= 0 for s in scores)
+    for score in scores:
+        assert set(Assignment.objects.filter(scan=score.scan).values_list("priority", flat=True)) == {score.score}
+    ranking = world.client(world.lead).get(f"/api/v1/projects/{world.project.pk}/ranking/").json()
+    assert ranking["model_version"] == 1 and ranking["note"].startswith("Model v1")
+    assert [r["score"] for r in ranking["scans"]] == sorted((r["score"] for r in ranking["scans"]), reverse=True)
+
+    assignment = Assignment.objects.filter(scan=scans[3]).first()
+    response = world.client(assignment.annotator).get(f"/api/v1/assignments/{assignment.pk}/prelabel/")
+    assert response.status_code == 200 and response["X-Model-Version"] == "1"
+    prelabel, affine = volumes.read_array(b"".join(response.streaming_content))
+    assert prelabel.shape == SHAPE and set(np.unique(prelabel)) <= {0, 1, 2, 3}
+    np.testing.assert_allclose(affine, np.asarray(scans[3].affine))
+
+    other = Assignment.objects.exclude(scan=scans[3]).exclude(annotator=assignment.annotator).first()
+    assert world.client(assignment.annotator).get(f"/api/v1/assignments/{other.pk}/prelabel/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_editing_effort_is_kept_when_starting_from_a_prelabel():
+    world, scans = _project()
+    for scan in scans[:3]:
+        _ground_truth(world, scan)
+    version, _ = services.model_version_request(project=world.project)
+    services.model_version_train(version_id=version.pk)
+    services.scores_update(project_id=world.project.pk)
+    assignment = Assignment.objects.filter(scan=scans[3]).first()
+    score = services.prelabel_for(assignment=assignment)
+    with score.prelabel.open("rb") as handle:
+        prelabel_bytes = handle.read()
+    labeling_services.revision_create(assignment=assignment, actor=assignment.annotator, raw=prelabel_bytes,
+                                      base_revision_id=None, source="prelabel")
+    labeling_services.assignment_submit(assignment=assignment, actor=assignment.annotator)
+    effort = EditingEffort.objects.get(assignment=assignment)
+    assert effort.model_version_id == version.pk
+    present = [v for v in effort.dice.values() if v is not None]
+    assert present and all(v == pytest.approx(1.0) for v in present)  # submitted the pre-label unchanged
+
+
+@pytest.mark.django_db
+def test_retraining_is_batched_every_n_ground_truths(django_capture_on_commit_callbacks):
+    world, scans = _project()
+    world.project.al_retrain_every = 2
+    world.project.save()
+    _ground_truth(world, scans[0])
+    assert not ModelVersion.objects.exists()  # one new ground truth: not yet
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        _ground_truth(world, scans[1])
+    version = ModelVersion.objects.get()
+    assert version.trigger == "auto" and version.status == RunStatus.QUEUED and len(callbacks) == 1
+    _ground_truth(world, scans[2])  # a validation scan: does not count towards retraining
+    assert ModelVersion.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_training_needs_ground_truth_and_leads_only():
+    world, scans = _project()
+    response = world.client(world.lead).post(f"/api/v1/projects/{world.project.pk}/models/")
+    assert response.status_code == 409 and response.json()["error"] == "no_training_data"
+    assert world.client(world.annotators[0]).post(f"/api/v1/projects/{world.project.pk}/models/").status_code == 403
+    assert world.client(world.annotators[0]).get(f"/api/v1/projects/{world.project.pk}/ranking/").status_code == 403
+
+
+@pytest.mark.celery
+@pytest.mark.django_db(transaction=True)
+def test_a_training_runs_through_a_real_worker(celery_worker):
+    world, scans = _project()
+    for scan in scans[:3]:
+        _ground_truth(world, scan)
+    version, _ = services.model_version_request(project=world.project, actor=world.lead)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        version.refresh_from_db()
+        if version.status in (RunStatus.DONE, RunStatus.FAILED) and version.scored_at:
+            break
+        time.sleep(0.2)
+    assert version.status == RunStatus.DONE, version.error
+    assert version.scored_at is not None  # the worker scored the open scans after training
+    assert ScanScore.objects.filter(model_version=version).count() == 2
