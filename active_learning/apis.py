@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 from labeling.apis import get_visible_project, nifti_response, require_manager
 from labeling.selectors import assignment_list, user_manages_project
 from mriannot.errors import NotAllowed, NotFound
+from mriannot.queue import enqueue_on_commit
 
 from . import services
 from .models import EditingEffort, ModelVersion, ScanScore
@@ -84,7 +85,7 @@ class RankingApi(APIView):
 
         project = get_visible_project(request, project_id)
         require_manager(request, project)
-        scores_update_task.delay_on_commit(project.pk)
+        enqueue_on_commit(scores_update_task, project.pk)
         return Response({"status": "queued"}, status=status.HTTP_202_ACCEPTED)
 
 

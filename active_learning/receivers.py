@@ -9,6 +9,7 @@ from django.dispatch import receiver
 
 from consensus.signals import ground_truth_created
 from labeling.signals import assignment_submitted, scans_added
+from mriannot.queue import enqueue_on_commit
 
 from .services import editing_effort_record, retrain_if_due
 
@@ -28,7 +29,7 @@ def on_scans_added(sender, project, scans, **kwargs) -> None:
     from .tasks import scores_update_task
 
     try:
-        scores_update_task.delay_on_commit(project.pk)
+        enqueue_on_commit(scores_update_task, project.pk)
     except Exception:
         log.exception("could not queue ranking for project %s", project.pk)
 

@@ -24,10 +24,19 @@ from django.utils import timezone
 from consensus.models import GroundTruth, RunStatus
 from consensus.services import _write, current_ground_truth
 from labeling import volumes
-from labeling.models import ALStrategy, Assignment, AssignmentStatus, Project, Scan, ScanStatus, Split
+from labeling.models import (
+    ALStrategy,
+    Assignment,
+    AssignmentStatus,
+    Project,
+    Scan,
+    ScanStatus,
+    Split,
+)
 from labeling.selectors import assignment_head, label_values
 from labeling.services import audit_log
 from mriannot.errors import Conflict
+from mriannot.queue import enqueue_on_commit
 from mriannot.version import code_version
 
 from . import network, training, uncertainty
@@ -85,7 +94,7 @@ def model_version_request(*, project: Project, actor=None, trigger: str = "manua
         number = (project.model_versions.aggregate(n=Max("version"))["n"] or 0) + 1
         version = ModelVersion.objects.create(project=project, version=number, trigger=trigger, requested_by=actor)
         audit_log(actor=actor, project=project, action="model.queue", target=version, data={"trigger": trigger})
-        model_version_train_task.delay_on_commit(version.pk)
+        enqueue_on_commit(model_version_train_task, version.pk)
     return version, True
 
 
@@ -187,7 +196,7 @@ def _train(version: ModelVersion) -> ModelVersion:
                   data={"validation_dice": dice, "ground_truths": len(train_truths)})
         from .tasks import scores_update_task
 
-        scores_update_task.delay_on_commit(project.pk)
+        enqueue_on_commit(scores_update_task, project.pk)
     return version
 
 

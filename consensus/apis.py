@@ -14,14 +14,28 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from labeling.apis import LabelClassOutput, ScanOutput, int_param, get_visible_project, nifti_response, require_manager
+from labeling.apis import (
+    LabelClassOutput,
+    ScanOutput,
+    get_visible_project,
+    int_param,
+    nifti_response,
+    require_manager,
+)
 from labeling.parsers import NIFTI_PARSERS
 from labeling.selectors import scan_list
 from mriannot.errors import NotFound, ValidationFailed
 from mriannot.schema import name_nested_serializers
 
 from . import selectors, services
-from .models import ConsensusRun, Export, ExportFormat, GroundTruth, Method, RaterPerformance
+from .models import (
+    ConsensusRun,
+    Export,
+    ExportFormat,
+    GroundTruth,
+    Method,
+    RaterPerformance,
+)
 
 
 class PerformanceOutput(serializers.ModelSerializer):

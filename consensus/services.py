@@ -26,10 +26,10 @@ from labeling.models import AnnotationRevision, AssignmentStatus, Scan, ScanStat
 from labeling.selectors import assignment_head, label_values
 from labeling.services import audit_log, label_counts, sha256_hex, stored_file
 from mriannot.errors import Conflict, ValidationFailed
+from mriannot.queue import enqueue_on_commit
 from mriannot.version import code_version
 
 from . import agreement, staple, voting
-from .signals import ground_truth_created
 from .models import (
     ConsensusRun,
     Export,
@@ -42,6 +42,7 @@ from .models import (
     ground_truth_path,
     run_file_path,
 )
+from .signals import ground_truth_created
 
 #: A voxel is uncertain when its consensus posterior maximum is below this.
 UNCERTAIN_BELOW = 0.9
@@ -133,7 +134,7 @@ def consensus_run_request(*, scan: Scan, actor, method: str = Method.STAPLE, opt
             target=run,
             data={"method": method, "options": resolved, "revisions": revision_ids},
         )
-        consensus_run_execute_task.delay_on_commit(run.pk)
+        enqueue_on_commit(consensus_run_execute_task, run.pk)
     return run, True
 
 
@@ -521,7 +522,7 @@ def export_request(
         export = Export.objects.create(project=project, format=format, options=options, requested_by=actor)
         audit_log(actor=actor, project=project, action="export.queue", target=export, data={"format": format, **options})
         if queue:
-            export_execute_task.delay_on_commit(export.pk)
+            enqueue_on_commit(export_execute_task, export.pk)
     return export
 
 

@@ -1,6 +1,14 @@
 from django.contrib import admin
 
-from .models import AnnotationRevision, Assignment, AuditEvent, LabelClass, Membership, Project, Scan
+from .models import (
+    AnnotationRevision,
+    Assignment,
+    AuditEvent,
+    LabelClass,
+    Membership,
+    Project,
+    Scan,
+)
 
 
 class LabelClassInline(admin.TabularInline):

@@ -3,7 +3,7 @@ from django.dispatch import Signal
 
 #: Sent inside the transaction that brings a scan to its project's raters_per_scan submitted
 #: raters. Arguments: ``scan`` (Scan), ``actor`` (the user who submitted last).
-#: Receivers that queue work must do so on commit (``task.delay_on_commit``).
+#: Receivers that queue work must do so on commit (``mriannot.queue.enqueue_on_commit``).
 scan_fully_submitted = Signal()
 
 #: Sent inside the transaction that added scans to a project. Arguments: ``project``, ``scans``.

@@ -78,7 +78,9 @@ _DRF_HINTS = {
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     """Turn service errors, volume errors and DRF errors into the one JSON error shape."""
-    from labeling.volumes import VolumeError  # the NIfTI door's refusals are client errors
+    from labeling.volumes import (
+        VolumeError,  # the NIfTI door's refusals are client errors
+    )
 
     if isinstance(exc, ServiceError):
         body = {"error": exc.code, "detail": exc.message, **exc.extra}

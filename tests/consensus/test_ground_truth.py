@@ -13,6 +13,12 @@ from tests import factories
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture
+def every_voxel_uncertain(monkeypatch):
+    """Make every labelled voxel count as uncertain, so any threshold below 1 flags the scan."""
+    monkeypatch.setattr(services, "UNCERTAIN_BELOW", 1.01)
+
+
 def _scan_with_run(threshold: float):
     world = factories.make_world(raters_per_scan=3, n_annotators=3)
     world.project.ambiguity_threshold = threshold
@@ -33,7 +39,7 @@ def test_a_clear_scan_gets_its_consensus_as_ground_truth():
     assert scan.status == ScanStatus.GROUND_TRUTH
 
 
-def test_a_flagged_scan_waits_for_the_lead_who_accepts_then_edits():
+def test_a_flagged_scan_waits_for_the_lead_who_accepts_then_edits(every_voxel_uncertain):
     world, scan, run, truth = _scan_with_run(threshold=0.0)
     assert run.flagged and not GroundTruth.objects.filter(scan=scan).exists()
     client = world.client(world.lead)
@@ -63,7 +69,7 @@ def test_a_flagged_scan_waits_for_the_lead_who_accepts_then_edits():
     assert AuditEvent.objects.filter(action="ground_truth.edited", actor=world.lead).exists()
 
 
-def test_a_bad_edit_is_refused_and_nothing_is_stored(stored_files):
+def test_a_bad_edit_is_refused_and_nothing_is_stored(stored_files, every_voxel_uncertain):
     world, scan, run, truth = _scan_with_run(threshold=0.0)
     before = stored_files()
     response = world.client(world.lead).post(
@@ -75,7 +81,7 @@ def test_a_bad_edit_is_refused_and_nothing_is_stored(stored_files):
     assert stored_files() == before and not GroundTruth.objects.exists()
 
 
-def test_only_leads_adjudicate():
+def test_only_leads_adjudicate(every_voxel_uncertain):
     world, scan, run, truth = _scan_with_run(threshold=0.0)
     rater = scan.assignments.first().annotator
     client = world.client(rater)

@@ -156,7 +156,8 @@ def test_a_failed_run_says_why_and_can_be_queued_again(panel_world, monkeypatch)
     assert services.consensus_run_execute(run_id=run.pk).status == RunStatus.DONE
 
 
-def test_ambiguity_flags_scans_over_the_project_threshold(panel_world):
+def test_ambiguity_flags_scans_over_the_project_threshold(panel_world, monkeypatch):
+    monkeypatch.setattr(services, "UNCERTAIN_BELOW", 1.01)  # every labelled voxel counts as uncertain
     world, scan, truth, maps = panel_world
     world.project.ambiguity_threshold = 0.0
     world.project.save()

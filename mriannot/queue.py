@@ -1,0 +1,25 @@
+"""Queue Celery tasks once the current transaction commits, without failing the request.
+
+``task.delay_on_commit`` raises from the commit hook when the broker is down, so a save
+that has already landed would answer 500. Here the send is ``robust``: a failure is logged
+and the row stays 'queued', to be sent again by ``manage.py consensus_requeue`` (which
+``scripts/run.sh`` runs at start) or by the user asking again.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+
+from django.db import transaction
+
+log = logging.getLogger(__name__)
+
+
+def enqueue_on_commit(task, *args) -> None:
+    def send() -> None:
+        try:
+            task.delay(*args)
+        except Exception:
+            log.exception("could not queue %s%s; it stays queued until sent again", task.name, args)
+
+    transaction.on_commit(functools.partial(send))
