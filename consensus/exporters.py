@@ -91,7 +91,7 @@ def _remap(raw: bytes, mapping: dict[int, int]) -> bytes:
     for k, v in mapping.items():
         table[k] = v
     out = nib.Nifti1Image(table[data], img.affine, img.header)
-    return gzip.compress(out.to_bytes(), mtime=0)
+    return gzip.compress(out.to_bytes(), compresslevel=1, mtime=0)
 
 
 def _posterior_channels(raw: bytes) -> list[np.ndarray]:
@@ -104,7 +104,7 @@ def _float_nifti(data: np.ndarray, affine: np.ndarray) -> bytes:
     img = nib.Nifti1Image(np.asarray(data, np.float32), affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    return gzip.compress(img.to_bytes(), mtime=0)
+    return gzip.compress(img.to_bytes(), compresslevel=1, mtime=0)
 
 
 def write_export(root: Path, spec: ExportSpec, cases: Sequence[ExportCase],

@@ -23,3 +23,20 @@ def enqueue_on_commit(task, *args) -> None:
             log.exception("could not queue %s%s; it stays queued until sent again", task.name, args)
 
     transaction.on_commit(functools.partial(send))
+
+
+#: Options every task shares: acknowledged after it ran (a worker that dies mid-task leaves
+#: it to another), retried a bounded number of times on a database or storage hiccup.
+#: Each task adds its own time limit. Services make a second execution harmless.
+def task_options(*, time_limit: int) -> dict:
+    from django.db import OperationalError
+
+    return {
+        "acks_late": True,
+        "reject_on_worker_lost": True,
+        "autoretry_for": (OperationalError, OSError),
+        "max_retries": 3,
+        "retry_backoff": True,
+        "time_limit": time_limit,
+        "soft_time_limit": time_limit - 60,
+    }
