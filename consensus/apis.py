@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 
+import numpy as np
+
 from django.core.files.storage import default_storage
 from django.http import FileResponse, HttpResponse
 from django.shortcuts import get_object_or_404
@@ -22,6 +24,7 @@ from labeling.apis import (
     nifti_response,
     require_manager,
 )
+from labeling import volumes
 from labeling.parsers import NIFTI_PARSERS
 from labeling.selectors import scan_list
 from mriannot.errors import NotFound, ValidationFailed
@@ -107,17 +110,33 @@ class RunFileApi(APIView):
         return nifti_response(field, f"consensus-{run.pk}-{self.kind}.nii.gz")
 
 
+class RunUncertaintyApi(APIView):
+    """1 - max posterior per voxel (float32 NIfTI): the uncertainty overlay of a run."""
+
+    @extend_schema(responses={(200, "application/gzip"): OpenApiTypes.BINARY})
+    def get(self, request, run_id: int):
+        run = get_object_or_404(selectors.run_list(user=request.user), pk=run_id)
+        if not run.posterior_file:
+            raise NotFound(f"Run {run.pk} has no posterior yet (status: {run.status}); poll the run until it is done.")
+        with run.posterior_file.open("rb") as handle:
+            posterior, affine = volumes.read_array(handle.read())
+        uncertainty = 1.0 - np.asarray(posterior, dtype=np.float32).max(axis=-1)
+        response = HttpResponse(volumes.image_to_bytes(uncertainty, affine), content_type="application/gzip")
+        response["Content-Disposition"] = f'inline; filename="consensus-{run.pk}-uncertainty.nii.gz"'
+        return response
+
+
 class FlaggedScanListApi(APIView):
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request, project_id: int):
         project = get_visible_project(request, project_id)
         require_manager(request, project)
-        rows = []
-        for scan in selectors.flagged_scans(project=project):
-            run = selectors.latest_done_run(scan=scan)
-            rows.append({**ScanOutput(scan).data, "run": run.pk if run else None, "ambiguity": run.ambiguity if run else None})
-        rows.sort(key=lambda row: -(row["ambiguity"] or 0))
-        return Response(rows)
+        return Response(
+            [
+                {**ScanOutput(scan).data, "run": run.pk if run else None, "ambiguity": run.ambiguity if run else None}
+                for scan, run in selectors.flagged_scans(project=project)
+            ]
+        )
 
 
 AGREEMENT_TABLES = ("scans", "pairs", "per_label", "per_rater", "rater_matrix", "over_time")
@@ -246,7 +265,7 @@ class ScanReviewApi(APIView):
                 "latest_run": RunDetailOutput(latest).data if latest else None,
                 "raters": raters,
                 "ground_truth": GroundTruthOutput(truth).data if truth else None,
-                "flagged_scans": [s.pk for s in selectors.flagged_scans(project=scan.project)],
+                "flagged_scans": [s.pk for s, _ in selectors.flagged_scans(project=scan.project)],
             }
         )
 
@@ -255,7 +274,14 @@ class ExportOutput(serializers.ModelSerializer):
     class Meta:
         model = Export
         fields = ["id", "project", "format", "options", "status", "progress", "message", "error", "sha256", "size",
-                  "created_at", "finished_at"]
+                  "summary", "requested_by", "created_at", "finished_at"]
+
+    requested_by = serializers.CharField(source="requested_by.username", default=None)
+    summary = serializers.SerializerMethodField()
+
+    def get_summary(self, export: Export) -> dict:
+        # pseudonym -> scan id stays on the server's side of the API: it re-identifies cases
+        return {k: v for k, v in export.summary.items() if k != "pseudonyms"}
 
 
 class ExportListApi(APIView):

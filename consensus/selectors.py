@@ -20,9 +20,14 @@ def latest_done_run(*, scan: Scan) -> ConsensusRun | None:
     return scan.consensus_runs.filter(status=RunStatus.DONE).order_by("-finished_at", "-id").first()
 
 
-def flagged_scans(*, project) -> QuerySet[Scan]:
-    """Scans waiting for adjudication, most ambiguous first."""
-    return Scan.objects.filter(project=project, status=ScanStatus.FLAGGED).order_by("id")
+def flagged_scans(*, project) -> list[tuple[Scan, ConsensusRun | None]]:
+    """Scans waiting for adjudication with their newest finished run, most ambiguous first."""
+    rows = [
+        (scan, latest_done_run(scan=scan))
+        for scan in Scan.objects.filter(project=project, status=ScanStatus.FLAGGED).order_by("id")
+    ]
+    rows.sort(key=lambda row: -(row[1].ambiguity or 0.0) if row[1] else 0.0)
+    return rows
 
 
 #: A rater is flagged when their mean Dice against the consensus is below the project median

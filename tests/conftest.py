@@ -48,8 +48,15 @@ def redis_server():
 def celery_session_app(redis_server):
     from mriannot.celery import app
 
-    # The app reads Django settings with the CELERY_ namespace, so its keys carry the prefix.
-    app.conf.update(CELERY_BROKER_URL=redis_server.url, CELERY_RESULT_BACKEND=redis_server.url)
+    # The app reads Django settings with the CELERY_ namespace; finish configuring it first so
+    # the updates stick, set both spellings, and drop the result backend it may have cached.
+    app.conf.result_backend  # noqa: B018
+    for key in ("CELERY_BROKER_URL", "broker_url", "CELERY_RESULT_BACKEND", "result_backend"):
+        app.conf[key] = redis_server.url
+    app._backend_cache = None
+    app._local.__dict__.pop("backend", None)
+    assert app.conf.result_backend == app.conf.broker_url == redis_server.url
+    assert redis_server.url.rsplit(":", 1)[-1].split("/")[0] in str(app.backend.connparams.get("port"))
     return app
 
 

@@ -95,3 +95,18 @@ def test_run_detail_has_rater_performance_and_files(done_run):
     raw = b"".join(client.get(f"/api/v1/consensus-runs/{run.pk}/labels/").streaming_content)
     labels = np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(raw)).dataobj)
     assert labels.shape == (24, 20, 16) and set(np.unique(labels)) <= {0, 1, 2}
+
+
+def test_uncertainty_overlay_is_one_minus_the_posterior_maximum(done_run):
+    world, scan, run = done_run
+    client = world.client(world.lead)
+    from labeling import volumes
+
+    posterior = volumes.read_array(b"".join(client.get(f"/api/v1/consensus-runs/{run.pk}/posterior/").streaming_content))[0]
+    response = client.get(f"/api/v1/consensus-runs/{run.pk}/uncertainty/")
+    assert response.status_code == 200
+    uncertainty, affine = volumes.read_array(response.content)
+    np.testing.assert_allclose(uncertainty, 1.0 - posterior.max(axis=-1), atol=1e-6)
+    np.testing.assert_allclose(affine, np.asarray(scan.affine))
+    rater = scan.assignments.first().annotator
+    assert world.client(rater).get(f"/api/v1/consensus-runs/{run.pk}/uncertainty/").status_code == 404
