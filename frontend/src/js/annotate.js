@@ -1,0 +1,541 @@
+// The annotation page (/annotate/<assignment>/): wires the viewer, the tools, autosave,
+// the offline store and the shortcuts to the API and the workflow (save, conflict, submit).
+import { ApiError, api, isAuthError, redirectToLogin } from "./api.js";
+import { Autosave, STATE } from "./autosave.js";
+import { OfflineStore } from "./offline-store.js";
+import { requireUser, showPageError, showUser } from "./session.js";
+import { Shortcuts } from "./shortcuts.js";
+import { loadStartingPoint } from "./starting-point.js";
+import { TOOLS, Tools } from "./tools.js";
+import { Viewer, WINDOW_PRESETS } from "./viewer.js";
+
+const $ = (id) => document.getElementById(id);
+
+const STATE_TEXT = {
+  [STATE.SAVED]: "Saved",
+  [STATE.UNSAVED]: "Unsaved changes",
+  [STATE.SAVING]: "Saving…",
+  [STATE.CONFLICT]: "Conflict: choose what to keep",
+  [STATE.OFFLINE]: "Offline: edits kept in this browser",
+  [STATE.ERROR]: "Not saved",
+  [STATE.SUBMITTED]: "Submitted (read-only)",
+};
+
+/** Test and benchmark hooks (read-only use): window.mriannot. */
+const app = {
+  timing: { start: performance.now() },
+  viewer: null,
+  tools: null,
+  autosave: null,
+  store: null,
+  assignment: null,
+  scan: null,
+  project: null,
+  startingPoint: null,
+};
+window.mriannot = app;
+
+function assignmentIdFromPath() {
+  const match = window.location.pathname.match(/\/annotate\/(\d+)\/?$/);
+  return match ? Number(match[1]) : null;
+}
+
+function autosaveDelay() {
+  // A developer knob (tests use a short delay): localStorage "mriannot.autosaveDelayMs".
+  const value = Number(window.localStorage.getItem("mriannot.autosaveDelayMs"));
+  return Number.isFinite(value) && value > 0 ? value : 1000;
+}
+
+function message(text) {
+  $("message").textContent = text;
+}
+
+function fmt(n, digits = 1) {
+  return Number.isFinite(n) ? n.toFixed(digits) : "–";
+}
+
+// --- save state ----------------------------------------------------------------------------
+
+function showSaveState(state, info) {
+  const badge = $("save-state");
+  badge.dataset.state = state;
+  let text = STATE_TEXT[state] || state;
+  if (state === STATE.SAVED && app.autosave?.base) text = `Saved (revision ${app.autosave.base})`;
+  if (state === STATE.ERROR && info.message) text = `Not saved: ${info.message}`;
+  badge.textContent = text;
+  badge.title = info.message || text;
+  if (state === STATE.OFFLINE || state === STATE.ERROR) message(info.message || "");
+  if (state === STATE.CONFLICT) openConflict(info);
+  if (state === STATE.SUBMITTED) setReadOnly("This assignment is submitted: the labels are frozen and shown read-only.");
+  $("save-now").disabled = state === STATE.SUBMITTED || state === STATE.SAVED;
+}
+
+// --- conflict ------------------------------------------------------------------------------
+
+function openConflict(info) {
+  const dialog = $("conflict-dialog");
+  $("conflict-text").textContent =
+    info.text ||
+    `Your labels are based on revision ${info.base ?? "none (a first save)"}, but the server now has revision ` +
+      `${info.currentRevision}, saved from another tab or device.`;
+  dialog.dataset.currentRevision = String(info.currentRevision ?? "");
+  if (!dialog.open) dialog.showModal();
+}
+
+async function reloadRevision(revisionId) {
+  const bytes = revisionId ? await api.revisionLabels(revisionId) : null;
+  await app.viewer.loadLabels(bytes);
+  app.viewer.applyLabelDisplay();
+  app.tools.resetHistory();
+  await app.autosave.resetTo(revisionId);
+  message(revisionId ? `Reloaded revision ${revisionId} from the server.` : "Reloaded: the server has no revision yet.");
+}
+
+function wireConflictDialog() {
+  const dialog = $("conflict-dialog");
+  dialog.addEventListener("cancel", (event) => event.preventDefault()); // a choice is needed
+  $("conflict-reload").addEventListener("click", async () => {
+    dialog.close();
+    const current = Number(dialog.dataset.currentRevision) || null;
+    try {
+      await reloadRevision(current);
+    } catch (error) {
+      showPageError(`Could not reload revision ${current}: ${error.message}`);
+    }
+  });
+  $("conflict-keep").addEventListener("click", async () => {
+    dialog.close();
+    const current = Number(dialog.dataset.currentRevision) || null;
+    await app.autosave.keepMine(current);
+    if (app.autosave.state === STATE.SAVED) message(`Your labels are saved as revision ${app.autosave.base}, on top of revision ${current}.`);
+  });
+}
+
+// --- read-only -----------------------------------------------------------------------------
+
+function setReadOnly(text) {
+  app.readOnly = true;
+  app.tools?.setReadOnly(true);
+  const note = $("readonly-notice");
+  note.textContent = text;
+  note.hidden = false;
+  for (const button of document.querySelectorAll("#tool-buttons button, #undo, #redo, #submit, #save-now")) {
+    button.disabled = true;
+  }
+}
+
+// --- controls ------------------------------------------------------------------------------
+
+function renderPalette(labels) {
+  const list = $("palette");
+  const items = labels.map((label, index) => {
+    const li = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.value = String(label.value);
+    button.title = index < 9 ? `${label.name} (key ${index + 1})` : label.name;
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = label.color;
+    const name = document.createElement("span");
+    name.className = "label-name";
+    name.textContent = label.name;
+    const meta = document.createElement("span");
+    meta.className = "label-meta";
+    meta.textContent = `${label.value}${index < 9 ? ` · key ${index + 1}` : ""}`;
+    button.append(swatch, name, meta);
+    button.addEventListener("click", () => app.tools.setLabel(label.value));
+    li.append(button);
+    return li;
+  });
+  if (!items.length) {
+    const li = document.createElement("li");
+    li.className = "muted";
+    li.textContent = "This project has no labels yet: a lead must add them before you can draw.";
+    items.push(li);
+  }
+  list.replaceChildren(...items);
+}
+
+function refreshControls() {
+  const { tools, viewer } = app;
+  if (!tools) return;
+  for (const button of document.querySelectorAll("#tool-buttons button")) {
+    button.classList.toggle("active", button.dataset.tool === tools.tool);
+    button.setAttribute("aria-pressed", String(button.dataset.tool === tools.tool));
+  }
+  for (const button of document.querySelectorAll("#palette button")) {
+    button.classList.toggle("active", Number(button.dataset.value) === tools.label);
+  }
+  for (const button of document.querySelectorAll("#view-buttons [data-view]")) {
+    button.classList.toggle("active", button.dataset.view === viewer.view);
+  }
+  $("tool-hint").textContent = TOOLS[tools.tool].hint;
+  $("pen-size").value = String(tools.penSize);
+  $("pen-size-value").textContent = String(tools.penSize);
+  $("undo").disabled = app.readOnly || !tools.history.canUndo;
+  $("redo").disabled = app.readOnly || !tools.history.canRedo;
+  $("zoom-value").textContent = `${Math.round(viewer.zoom() * 100)} %`;
+  $("wl-preset").value = viewer.preset;
+  $("label-opacity").value = String(Math.round(viewer.labelOpacity * 100));
+  $("label-opacity-value").textContent = `${Math.round(viewer.labelOpacity * 100)} %`;
+  $("outline").checked = viewer.outline;
+  $("labels-visible").checked = viewer.labelsVisible;
+}
+
+function wireControls() {
+  const { tools, viewer } = app;
+  for (const button of document.querySelectorAll("#tool-buttons button")) {
+    button.addEventListener("click", () => tools.setTool(button.dataset.tool));
+  }
+  for (const button of document.querySelectorAll("#view-buttons [data-view]")) {
+    button.addEventListener("click", () => viewer.setView(button.dataset.view));
+  }
+  $("pen-size").addEventListener("input", (e) => tools.setPenSize(Number(e.target.value)));
+  const readRange = () => tools.setFillRange(parseFloat($("fill-lo").value), parseFloat($("fill-hi").value));
+  $("fill-lo").addEventListener("change", readRange);
+  $("fill-hi").addEventListener("change", readRange);
+  $("fill-from-window").addEventListener("click", () => {
+    const wl = viewer.windowLevel();
+    $("fill-lo").value = wl.min.toFixed(1);
+    $("fill-hi").value = wl.max.toFixed(1);
+    readRange();
+  });
+  $("undo").addEventListener("click", () => tools.undo());
+  $("redo").addEventListener("click", () => tools.redo());
+  $("label-opacity").addEventListener("input", (e) => {
+    viewer.setLabelOpacity(Number(e.target.value) / 100);
+    refreshControls();
+  });
+  $("outline").addEventListener("change", (e) => viewer.setOutline(e.target.checked));
+  $("labels-visible").addEventListener("change", (e) => viewer.setLabelsVisible(e.target.checked));
+  const presets = $("wl-preset");
+  for (const [key, preset] of Object.entries(WINDOW_PRESETS)) {
+    const option = document.createElement("option");
+    option.value = key;
+    option.textContent = preset.name;
+    presets.append(option);
+  }
+  const custom = document.createElement("option");
+  custom.value = "custom";
+  custom.textContent = "Custom (dragged)";
+  presets.append(custom);
+  presets.addEventListener("change", () => viewer.applyPreset(presets.value));
+  viewer.on("window", (wl) => {
+    $("wl-value").textContent = `Window ${fmt(wl.window)} · level ${fmt(wl.level)} (${fmt(wl.min)} to ${fmt(wl.max)})`;
+    const preset = WINDOW_PRESETS[viewer.preset];
+    if (preset) {
+      const [lo, hi] = preset.range(viewer.volume);
+      if (Math.abs(lo - wl.min) > 1e-6 || Math.abs(hi - wl.max) > 1e-6) viewer.preset = "custom";
+    }
+    $("wl-preset").value = viewer.preset;
+  });
+  viewer.on("view", () => refreshControls());
+  viewer.on("location", (loc) => {
+    $("readout-vox").textContent = loc.vox.join(", ");
+    $("readout-mm").textContent = loc.mm.map((v) => fmt(v)).join(", ");
+    $("readout-value").textContent = fmt(loc.value, 2);
+    $("readout-label").textContent = loc.label ? `${loc.label} (${loc.labelName})` : "none";
+  });
+  $("zoom-in").addEventListener("click", () => viewer.zoomBy(1.25));
+  $("zoom-out").addEventListener("click", () => viewer.zoomBy(1 / 1.25));
+  $("reset-view").addEventListener("click", () => viewer.resetView());
+  $("save-now").addEventListener("click", () => app.autosave.flush());
+  $("submit").addEventListener("click", openSubmit);
+  $("help-button").addEventListener("click", toggleHelp);
+}
+
+function toggleHelp() {
+  const dialog = $("help-dialog");
+  if (dialog.open) dialog.close();
+  else dialog.showModal();
+}
+
+// --- shortcuts (3D Slicer / ITK-SNAP habits where they exist) --------------------------------
+
+function buildShortcuts() {
+  const { tools, viewer } = app;
+  const view = (name) => () => viewer.setView(name);
+  const bindings = [
+    { keys: ["?"], group: "General", description: "Show or hide this help", run: toggleHelp, whenDialogOpen: true },
+    { keys: ["Ctrl+s"], group: "General", description: "Save now (autosave also runs after each edit)", run: () => app.autosave.flush() },
+    { keys: ["Ctrl+Enter"], group: "General", description: "Submit and open the next scan", run: openSubmit },
+    { keys: ["Ctrl+z"], group: "Editing", description: "Undo", run: () => tools.undo() },
+    { keys: ["Ctrl+y", "Ctrl+Shift+z"], group: "Editing", description: "Redo", run: () => tools.redo() },
+    { keys: ["Escape"], group: "Tools", description: "Navigate (crosshair) tool", run: () => tools.setTool("navigate") },
+    { keys: ["b"], group: "Tools", description: "Brush", run: () => tools.setTool("brush") },
+    { keys: ["p"], group: "Tools", description: "Filled pen (outline, filled on release)", run: () => tools.setTool("pen") },
+    { keys: ["e"], group: "Tools", description: "Eraser", run: () => tools.setTool("eraser") },
+    { keys: ["f"], group: "Tools", description: "Fill in the slice (intensity range)", run: () => tools.setTool("fill2d") },
+    { keys: ["Shift+f"], group: "Tools", description: "Fill in 3D (intensity range)", run: () => tools.setTool("fill3d") },
+    { keys: ["["], group: "Tools", description: "Smaller brush", run: () => tools.setPenSize(tools.penSize - 1) },
+    { keys: ["]"], group: "Tools", description: "Larger brush", run: () => tools.setPenSize(tools.penSize + 1) },
+    {
+      keys: ["1", "2", "3", "4", "5", "6", "7", "8", "9"],
+      display: ["1 … 9"],
+      group: "Labels",
+      description: "Select label 1–9 of the palette",
+      run: (e) => {
+        const value = tools.labelForKey(Number(e.key));
+        if (value !== null) tools.setLabel(value);
+      },
+    },
+    {
+      keys: ["l"],
+      group: "Labels",
+      description: "Show / hide labels",
+      run: () => {
+        viewer.setLabelsVisible(!viewer.labelsVisible);
+        refreshControls();
+      },
+    },
+    {
+      keys: ["o"],
+      group: "Labels",
+      description: "Outline / filled labels",
+      run: () => {
+        viewer.setOutline(!viewer.outline);
+        refreshControls();
+      },
+    },
+    { keys: ["m"], group: "Views", description: "Multiplanar (three planes and 3D)", run: view("multiplanar") },
+    { keys: ["a"], group: "Views", description: "Axial", run: view("axial") },
+    { keys: ["c"], group: "Views", description: "Coronal", run: view("coronal") },
+    { keys: ["s"], group: "Views", description: "Sagittal", run: view("sagittal") },
+    { keys: ["d"], group: "Views", description: "3D rendering", run: view("render") },
+    {
+      keys: ["v"],
+      group: "Views",
+      description: "Next view",
+      run: () => viewer.cycleView(),
+    },
+    { keys: ["ArrowUp", "PageUp"], group: "Navigation", description: "Next slice", run: () => viewer.moveSlice(1) },
+    { keys: ["ArrowDown", "PageDown"], group: "Navigation", description: "Previous slice", run: () => viewer.moveSlice(-1) },
+    {
+      keys: ["+", "="],
+      group: "Navigation",
+      description: "Zoom in",
+      run: () => viewer.zoomBy(1.25),
+    },
+    {
+      keys: ["-"],
+      group: "Navigation",
+      description: "Zoom out",
+      run: () => viewer.zoomBy(1 / 1.25),
+    },
+    {
+      keys: ["r"],
+      group: "Navigation",
+      description: "Reset zoom and pan (3D Slicer)",
+      run: () => viewer.resetView(),
+    },
+    {
+      keys: ["w"],
+      group: "Window / level",
+      description: "Next window/level preset",
+      run: () => {
+        const name = viewer.nextPreset();
+        message(`Window/level: ${WINDOW_PRESETS[name].name}`);
+      },
+    },
+  ];
+  return new Shortcuts(bindings);
+}
+
+// --- submit --------------------------------------------------------------------------------
+
+function openSubmit() {
+  if (app.readOnly) return;
+  $("submit-error").textContent = "";
+  $("submit-confirm").disabled = false;
+  $("submit-dialog").showModal();
+}
+
+async function submitAndNext() {
+  const { autosave, assignment } = app;
+  $("submit-confirm").disabled = true;
+  const error = (text) => {
+    $("submit-error").textContent = text;
+    $("submit-confirm").disabled = false;
+  };
+  if (!autosave.base) autosave.markDirty(); // never saved (nothing to label here?): save the empty volume once
+  const state = await autosave.flush();
+  if (state !== STATE.SAVED) {
+    error(`Your labels are not saved (${STATE_TEXT[state] || state}); they must be saved before you submit.`);
+    return;
+  }
+  try {
+    await api.submit(assignment.id, autosave.base);
+  } catch (err) {
+    error(err.message);
+    return;
+  }
+  autosave.freeze();
+  let next = null;
+  try {
+    const items = await api.worklist();
+    next = items.find((item) => item.status !== "submitted" && item.assignment !== assignment.id);
+  } catch {
+    // the worklist page will show it
+  }
+  window.location.assign(next ? `/annotate/${next.assignment}/` : "/?done=1");
+}
+
+function wireSubmitDialog() {
+  $("submit-cancel").addEventListener("click", () => $("submit-dialog").close());
+  $("submit-confirm").addEventListener("click", () => submitAndNext());
+}
+
+// --- leaving the page ----------------------------------------------------------------------
+
+function wireLeaving() {
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "hidden" && app.autosave?.dirty) app.autosave.flush({ leaving: true });
+  });
+  window.addEventListener("beforeunload", (event) => {
+    const autosave = app.autosave;
+    if (!autosave || autosave.state === STATE.SUBMITTED) return;
+    if (autosave.dirty || autosave.inFlight) {
+      autosave.flush({ leaving: true });
+      event.preventDefault(); // the browser asks "leave the page?"; the edits are also in IndexedDB
+      event.returnValue = "";
+    }
+  });
+  $("worklist-link").addEventListener("click", async (event) => {
+    if (!app.autosave?.dirty) return;
+    event.preventDefault();
+    message("Saving before leaving…");
+    await app.autosave.flush();
+    window.location.assign("/");
+  });
+}
+
+// --- start ---------------------------------------------------------------------------------
+
+async function main() {
+  const assignmentId = assignmentIdFromPath();
+  if (!assignmentId) throw new Error("This address names no assignment: open a scan from your worklist.");
+  // WebGL set-up (shader compilation) takes a while: start it at once, beside the requests.
+  const viewer = new Viewer($("gl"));
+  app.viewer = viewer;
+  const attached = viewer.attach().then(() => {
+    app.timing.attached = performance.now();
+  });
+  const [me, assignment] = await Promise.all([
+    requireUser(),
+    api.assignment(assignmentId).catch((error) => {
+      if (error instanceof ApiError && error.status === 404) {
+        throw new Error(`Assignment ${assignmentId} does not exist or is not yours: open a scan from your worklist.`);
+      }
+      throw error;
+    }),
+  ]);
+  app.assignment = assignment;
+  showUser(me, { beforeLogout: () => app.autosave?.flush() });
+  const isMine = assignment.annotator === me.username;
+
+  const store = new OfflineStore();
+  app.store = store;
+  // Everything the first frame needs, in parallel: image, starting labels, project, scan.
+  const imagePromise = api.scanImage(assignment.scan);
+  const startPromise = isMine
+    ? loadStartingPoint({ assignment, project: null, username: me.username, store })
+    : Promise.resolve(null); // blinding: never request another rater's labels
+  const [project, scan] = await Promise.all([api.project(assignment.project), api.scan(assignment.scan)]);
+  app.project = project;
+  app.scan = scan;
+  document.title = `${scan.subject_id || `Scan ${scan.id}`} · mriannot`;
+  const title = $("scan-title");
+  title.textContent = `${scan.subject_id || `Scan ${scan.id}`} · ${project.name}`;
+  title.title = `${title.textContent} · ${scan.shape.join("×")} voxels of ${scan.spacing.map((s) => fmt(s, 2)).join("×")} mm · uploaded as ${scan.orientation}, shown in RAS`;
+  $("simulated-notice").hidden = !project.is_simulated;
+
+  app.timing.metadata = performance.now();
+  await attached;
+  viewer.setLabelSchema(project.labels);
+  viewer.applyLabelDisplay({ redraw: false });
+  const [imageBytes, start] = await Promise.all([imagePromise, startPromise]);
+  app.timing.fetched = performance.now();
+  app.startingPoint = start && { ...start, bytes: undefined };
+  await viewer.loadScan(imageBytes, start?.bytes ?? null);
+  app.timing.parsed = viewer.timing.parsed;
+  app.timing.loaded = performance.now();
+  $("loading").hidden = true;
+  await new Promise((resolve) => requestAnimationFrame(() => resolve()));
+  app.timing.firstFrame = performance.now();
+
+  const tools = new Tools(viewer, {
+    labels: project.labels,
+    onEdit: () => {
+      app.autosave.markDirty();
+      viewer.nv.createOnLocationChange(); // the read-out shows the label under the crosshair
+    },
+    onMessage: message,
+    onChange: refreshControls,
+  });
+  app.tools = tools;
+  renderPalette(tools.labels);
+  app.autosave = new Autosave({
+    assignmentId: assignment.id,
+    username: me.username,
+    base: start?.base ?? null,
+    source: start?.source ?? "manual",
+    exportLabels: () => viewer.exportLabels(),
+    store: isMine ? store : null,
+    delayMs: autosaveDelay(),
+    onState: showSaveState,
+  });
+  tools.attach();
+  wireControls();
+  wireConflictDialog();
+  wireSubmitDialog();
+  wireLeaving();
+  const shortcuts = buildShortcuts();
+  shortcuts.renderHelp($("help-content"));
+  shortcuts.install();
+  $("starting-point").textContent = start ? start.description : "nothing (the labels are not yours to see)";
+
+  if (!isMine) {
+    setReadOnly(
+      `This assignment belongs to ${assignment.annotator}. Raters are blinded to each other, so the viewer does not load their labels; you see the scan only.`,
+    );
+    $("save-state").dataset.state = "readonly";
+    $("save-state").textContent = "Read-only";
+  } else if (assignment.status === "submitted") {
+    app.autosave.freeze();
+  } else {
+    $("submit").disabled = false;
+    showSaveState(STATE.SAVED, {});
+    if (start.unsaved) app.autosave.adoptUnsaved();
+    if (start.stale) {
+      // Edits kept in this browser whose base is no longer the latest revision: show them and ask.
+      await viewer.loadLabels(start.stale.bytes);
+      tools.resetHistory();
+      app.autosave.version += 1; // the kept edits are on screen and not on the server
+      app.autosave.setState(STATE.CONFLICT, {
+        currentRevision: assignment.head_revision,
+        base: start.stale.base,
+        text:
+          `This browser kept edits from ${new Date(start.stale.savedAt).toLocaleString()} that never reached the server. ` +
+          `They are based on revision ${start.stale.base ?? "none"}, but the latest revision is ${assignment.head_revision}. ` +
+          "Reload theirs to drop the kept edits, or keep mine to save the kept edits on top of the latest revision.",
+      });
+    }
+  }
+  refreshControls();
+  viewer.emit("window", viewer.windowLevel());
+  viewer.nv.createOnLocationChange();
+  document.body.dataset.ready = "true";
+  app.timing.ready = performance.now();
+}
+
+main().catch((error) => {
+  if (isAuthError(error)) {
+    redirectToLogin();
+    return;
+  }
+  $("loading").textContent = "The scan could not be opened.";
+  showPageError(error.message);
+  document.body.dataset.ready = "error";
+  console.error(error);
+});

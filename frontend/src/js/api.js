@@ -1,0 +1,121 @@
+// The HTTP API (/api/v1/): JSON and NIfTI bytes, session cookie + CSRF header.
+//
+// Every failure is thrown as an ApiError (the server answered with an error status) or an
+// OfflineError (no answer: the network is down or the server is unreachable), so callers can
+// tell "the server refused" from "the server could not be reached".
+
+const BASE = "/api/v1/";
+
+export class ApiError extends Error {
+  /**
+   * @param {number} status HTTP status
+   * @param {{error?: string, detail?: string}} body the server's JSON error body
+   */
+  constructor(status, body) {
+    super(body?.detail || `The server answered ${status}.`);
+    this.name = "ApiError";
+    this.status = status;
+    this.code = body?.error || "error";
+    this.body = body || {};
+  }
+}
+
+export class OfflineError extends Error {
+  constructor(cause) {
+    super("The server cannot be reached: check your network connection.");
+    this.name = "OfflineError";
+    this.cause = cause;
+  }
+}
+
+export function csrfToken() {
+  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+  return match ? decodeURIComponent(match[1]) : "";
+}
+
+async function errorBody(response) {
+  try {
+    return await response.json();
+  } catch {
+    return { error: "error", detail: `The server answered ${response.status} ${response.statusText}.` };
+  }
+}
+
+/**
+ * One request to the API.
+ * @param {string} path relative to /api/v1/, e.g. "me/"
+ * @param {object} [options]
+ * @param {string} [options.method]
+ * @param {object} [options.json] body sent as JSON
+ * @param {BodyInit} [options.body] raw body
+ * @param {string} [options.contentType] content type of a raw body
+ * @param {"json"|"bytes"|"response"|"none"} [options.expect] how to read a successful answer
+ * @param {AbortSignal} [options.signal]
+ */
+export async function request(path, { method = "GET", json, body, contentType, expect = "json", signal, keepalive = false } = {}) {
+  // Binary answers come as FileResponse; DRF negotiates with its JSON renderer, so accept anything.
+  const headers = { Accept: expect === "bytes" || expect === "response" ? "*/*" : "application/json" };
+  if (method !== "GET" && method !== "HEAD") {
+    headers["X-CSRFToken"] = csrfToken();
+  }
+  if (json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    body = JSON.stringify(json);
+  } else if (body !== undefined && contentType) {
+    headers["Content-Type"] = contentType;
+  }
+  let response;
+  try {
+    response = await fetch(BASE + path, { method, headers, body, credentials: "same-origin", signal, keepalive, cache: "no-store" });
+  } catch (error) {
+    if (error?.name === "AbortError") throw error;
+    throw new OfflineError(error);
+  }
+  if (!response.ok) {
+    throw new ApiError(response.status, await errorBody(response));
+  }
+  if (expect === "none" || response.status === 204) return null;
+  if (expect === "response") return response;
+  if (expect === "bytes") return response.arrayBuffer();
+  return response.json();
+}
+
+export const api = {
+  login: (username, password) => request("auth/login/", { method: "POST", json: { username, password } }),
+  logout: () => request("auth/logout/", { method: "POST", expect: "none" }),
+  me: () => request("me/"),
+  worklist: (projectId) => request(projectId ? `me/worklist/?project=${projectId}` : "me/worklist/"),
+  projects: () => request("projects/"),
+  project: (id) => request(`projects/${id}/`),
+  assignment: (id) => request(`assignments/${id}/`),
+  scan: (id) => request(`scans/${id}/`),
+  scanImage: (id) => request(`scans/${id}/image/`, { expect: "bytes" }),
+  revisionLabels: (id) => request(`revisions/${id}/labels/`, { expect: "bytes" }),
+  /** The model's pre-label of the assignment (active learning): the raw Response (.nii.gz). */
+  prelabel: (assignmentId) => request(`assignments/${assignmentId}/prelabel/`, { expect: "response" }),
+  /**
+   * Save a label volume as a new revision of the assignment.
+   * @param {number} assignmentId
+   * @param {Uint8Array} bytes NIfTI (plain or gzip)
+   * @param {number|null} baseRevision the revision these labels start from
+   * @param {string} source "manual" or "prelabel"
+   */
+  saveRevision: (assignmentId, bytes, baseRevision, source = "manual", { keepalive = false } = {}) =>
+    request(
+      `assignments/${assignmentId}/revisions/?base_revision=${baseRevision ?? "none"}&source=${encodeURIComponent(source)}`,
+      { method: "POST", body: bytes, contentType: "application/octet-stream", keepalive },
+    ),
+  submit: (assignmentId, revisionId) =>
+    request(`assignments/${assignmentId}/submit/`, { method: "POST", json: revisionId ? { revision: revisionId } : {} }),
+};
+
+/** True when the error means "log in (again)". */
+export function isAuthError(error) {
+  return error instanceof ApiError && (error.status === 401 || (error.status === 403 && error.code === "not_authenticated"));
+}
+
+/** Send the browser to the log-in page, coming back here afterwards. */
+export function redirectToLogin() {
+  const next = window.location.pathname + window.location.search;
+  window.location.assign(`/login/?next=${encodeURIComponent(next)}`);
+}

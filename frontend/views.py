@@ -1,0 +1,70 @@
+"""Serve the built front-end pages (Vite output in frontend/dist/).
+
+The pages are static HTML: all data comes from the API. Their scripts and styles are static
+files under /static/ (frontend/dist is in STATICFILES_DIRS). Without a build, every page
+answers 503 with a page that says how to build it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.decorators.http import require_GET
+
+DIST = Path(__file__).resolve().parent / "dist"
+
+
+def _page(request: HttpRequest, name: str) -> HttpResponse:
+    path = Path(getattr(settings, "MRIANNOT_FRONTEND_DIST", DIST)) / f"{name}.html"
+    try:
+        html = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return render(
+            request,
+            "frontend/not_built.html",
+            {"page": f"{name}.html", "dist": str(path.parent)},
+            status=503,
+        )
+    response = HttpResponse(html, content_type="text/html; charset=utf-8")
+    # The HTML names content-hashed assets: never cache it, so a new build is picked up at once.
+    response["Cache-Control"] = "no-cache"
+    return response
+
+
+@require_GET
+@ensure_csrf_cookie
+def login_page(request: HttpRequest) -> HttpResponse:
+    return _page(request, "login")
+
+
+@require_GET
+@ensure_csrf_cookie
+def worklist_page(request: HttpRequest) -> HttpResponse:
+    return _page(request, "worklist")
+
+
+@require_GET
+@ensure_csrf_cookie
+def annotate_page(request: HttpRequest, assignment_id: int) -> HttpResponse:
+    return _page(request, "annotate")
+
+
+@require_GET
+@ensure_csrf_cookie
+def dashboard_page(request: HttpRequest, project_id: int | None = None) -> HttpResponse:
+    return _page(request, "dashboard")
+
+
+@require_GET
+@ensure_csrf_cookie
+def review_page(request: HttpRequest, scan_id: int) -> HttpResponse:
+    return _page(request, "review")
+
+
+@require_GET
+@ensure_csrf_cookie
+def exports_page(request: HttpRequest, project_id: int) -> HttpResponse:
+    return _page(request, "exports")
