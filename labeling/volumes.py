@@ -475,7 +475,7 @@ def _canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.nda
     ornt = orientations.io_orientation(affine)
     shape3 = data.shape[:3]
     if np.array_equal(ornt, [[0, 1], [1, 1], [2, 1]]):
-        return np.ascontiguousarray(data), affine.copy()
+        return data, affine.copy()  # already canonical: no copy (callers copy when they must)
     out = np.ascontiguousarray(orientations.apply_orientation(data, ornt))
     return out, affine @ orientations.inv_ornt_aff(ornt, shape3)
 
@@ -643,8 +643,19 @@ def load_label_map(
                 "segmentation as an integer label map (uint8), not as probabilities or "
                 "an interpolated/resampled image.",
             )
-    wanted = np.isin(data, allowed)
-    if not wanted.all():
+    if data.dtype == np.uint8:
+        # The common case (NiiVue and most tools save uint8): one bincount tells every value
+        # present, 5-10x faster than np.isin over a 1 mm volume.
+        table = np.zeros(256, bool)
+        table[allowed] = True
+        present = np.flatnonzero(np.bincount(data.ravel(order="K"), minlength=256))
+        wanted_all = bool(table[present].all())
+    else:
+        wanted = np.isin(data, allowed)
+        wanted_all = bool(wanted.all())
+    if not wanted_all:
+        if data.dtype == np.uint8:
+            wanted = np.isin(data, allowed)
         found = np.unique(data[~wanted])
         if found.dtype.kind == "f":
             found = found.astype(np.int64)
@@ -680,9 +691,9 @@ def load_label_map(
 # ------------------------------------------------------------------------- writers
 
 
-def _gzip(payload: bytes) -> bytes:
+def _gzip(payload: bytes, level: int = _GZIP_LEVEL) -> bytes:
     """Gzip with a fixed header (mtime 0, no name, OS 255): same input, same bytes."""
-    compressor = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
     body = compressor.compress(payload) + compressor.flush()
     header = _GZIP_MAGIC + b"\x08\x00" + b"\x00\x00\x00\x00" + b"\x00\xff"
     trailer = struct.pack(
@@ -702,7 +713,7 @@ def _checked_affine_arg(affine: np.ndarray) -> np.ndarray:
     return affine
 
 
-def _write(data: np.ndarray, affine: np.ndarray, *, intent: str | None = None) -> bytes:
+def _write(data: np.ndarray, affine: np.ndarray, *, intent: str | None = None, level: int = _GZIP_LEVEL) -> bytes:
     header = nib.Nifti1Header()
     header.set_data_dtype(data.dtype)
     img = nib.Nifti1Image(data, affine, header=header)
@@ -712,7 +723,7 @@ def _write(data: np.ndarray, affine: np.ndarray, *, intent: str | None = None) -
     img.header.set_slope_inter(1.0, 0.0)
     if intent is not None:
         img.header.set_intent(intent)
-    return _gzip(img.to_bytes())
+    return _gzip(img.to_bytes(), level)
 
 
 def label_map_to_bytes(labels: np.ndarray, affine: np.ndarray) -> bytes:
@@ -754,7 +765,9 @@ def label_map_to_bytes(labels: np.ndarray, affine: np.ndarray) -> bytes:
         raise ValueError(
             f"labels: values must be in 0..255, got {int(labels.min())}..{int(labels.max())}"
         )
-    return _write(labels.astype(np.uint8), _checked_affine_arg(affine), intent="label")
+    # Level 1: label maps are long runs that compress well even so, and saves are on the
+    # annotator's critical path (a 1 mm map: ~40 ms instead of ~150 ms at level 6).
+    return _write(labels.astype(np.uint8, copy=False), _checked_affine_arg(affine), intent="label", level=1)
 
 
 def image_to_bytes(data: np.ndarray, affine: np.ndarray) -> bytes:
