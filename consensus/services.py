@@ -202,6 +202,9 @@ def rater_performance(segmentations: np.ndarray, fusion: Fusion) -> list[dict]:
     index = np.zeros(max(values) + 1, np.intp)
     index[values] = np.arange(n)
     truth = index[fusion.labels.ravel()]
+    # Specificity weighs the other true labels by their mass over the whole volume (the
+    # kernel's prior may describe only the contested voxels).
+    mass = fusion.posterior.reshape(n, -1).sum(axis=1, dtype=np.float64)
     rows = []
     for r in range(segmentations.shape[0]):
         said = index[segmentations[r].ravel()]
@@ -216,7 +219,7 @@ def rater_performance(segmentations: np.ndarray, fusion: Fusion) -> list[dict]:
             if fusion.confusion is not None:
                 theta = fusion.confusion[r]
                 others = [c for c in range(n) if c != i]
-                weight = fusion.prior[others] if fusion.prior is not None else np.ones(len(others))
+                weight = mass[others]
                 sens[str(value)] = _finite(theta[i, i])
                 spec[str(value)] = _finite(
                     np.nansum(weight * (1.0 - theta[i, others])) / weight.sum() if weight.sum() else np.nan
