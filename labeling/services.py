@@ -408,7 +408,7 @@ def label_counts(labels) -> dict[str, int]:
     """Voxels per label value present in a label map, as {"value": count}."""
     import numpy as np
 
-    counts = np.bincount(np.asarray(labels).ravel(), minlength=1)
+    counts = np.bincount(np.asarray(labels).ravel(order="K"), minlength=1)  # K: no copy of an F-ordered map
     return {str(int(v)): int(counts[v]) for v in np.flatnonzero(counts)}
 
 
