@@ -1,0 +1,624 @@
+"""Training and inference loops on working-grid arrays for active learning.
+
+Pure module: numpy, torch and MONAI. No Django, no paths, no database. Arrays come
+from :func:`active_learning.network.to_working` and
+:func:`active_learning.network.labels_to_working`; models and checkpoints from
+:mod:`active_learning.network`; scores are summarised by
+:mod:`active_learning.uncertainty`.
+
+API
+---
+``TrainingConfig``
+    Frozen dataclass of hyperparameters: ``steps``, ``batch_size``, ``patch_shape``,
+    ``learning_rate``, ``weight_decay``, ``seed``, ``flip_axes``,
+    ``intensity_jitter``, ``foreground_oversampling``. ``to_dict()`` / ``from_dict``.
+``train_segmentation(images, targets, *, config, training=TrainingConfig(),
+callback=None) -> TrainingResult``
+    Train a fresh network from scratch. ``callback(fraction, message)`` reports
+    progress (fraction in [0, 1]) about 20 times and once at the end.
+``TrainingResult``
+    ``model`` (eval mode), ``config``, ``training``, ``losses`` (one per step),
+    ``seconds``, ``n_scans``; ``hyperparameters()`` gives a JSON-ready dict.
+``predict_probabilities(model, image) -> ndarray (C, *working_shape)``
+    Deterministic softmax (dropout off).
+``mc_dropout_probabilities(model, image, *, n_samples=8, seed=0) -> ndarray (T, C, ...)``
+    Softmax of ``n_samples`` passes with dropout on, in one batch.
+``score_scan(model, image, *, n_samples=8, margin=3, seed=0) -> ScanUncertainty``
+    MC dropout then :func:`active_learning.uncertainty.scan_uncertainty`.
+``predict_labels(model, image, *, config, spacing) -> ndarray``
+    The pre-label: label map (uint8, label values) at the scan's ORIGINAL shape.
+``dice_per_label(prediction, truth, *, labels) -> dict[int, float]``
+    Dice per label value, NaN where both maps lack the label.
+``evaluate_dice(model, images, targets, *, config) -> dict[int, float]``
+    Mean Dice per label over scans on the working grid (validation).
+
+Training recipe
+---------------
+From scratch, a fixed number of steps whatever the number of scans (as nnU-Net
+trains a fixed number of iterations per epoch [2]_), so a round's cost does not grow
+with the labelled set. Each step draws ``batch_size`` scans in a seeded shuffled
+order (every scan once per pass), cuts a ``patch_shape`` patch from each (a fraction
+``foreground_oversampling`` of patches is centred on a random voxel of a random
+non-background class present in the scan, the rest anywhere), optionally mirrors
+along ``flip_axes`` with probability 1/2 each and jitters intensities
+(``x * (1 + a) + b`` with ``a, b`` uniform in ``+-intensity_jitter``). Loss: MONAI
+``DiceCELoss(to_onehot_y=True, softmax=True, batch=True)`` (Dice over the batch, so
+a class absent from one patch does not dominate) [1]_; AdamW; polynomial learning
+rate decay ``lr * (1 - step / steps) ** 0.9`` [2]_; gradient norm clipped at 12.
+
+Determinism: weights, dropout and sampling are seeded from ``training.seed`` inside
+``torch.random.fork_rng``, so the caller's global torch RNG is left as it was. The
+same inputs and seed give the same model on the same machine and
+``torch.get_num_threads()`` (float reductions depend on the thread count). The
+thread count is never changed here: set ``torch.set_num_threads`` in the worker.
+
+References
+----------
+.. [1] Taghanaki SA, et al. Combo loss: handling input and output imbalance in
+   multi-organ segmentation. Comput Med Imaging Graph 75:24-33, 2019. (Dice + CE.)
+.. [2] Isensee F, et al. nnU-Net. Nat Methods 18:203-211, 2021.
+.. [3] Gal Y, Ghahramani Z. Dropout as a Bayesian approximation. ICML 2016.
+
+Examples
+--------
+>>> import numpy as np
+>>> from active_learning.network import NetworkConfig
+>>> config = NetworkConfig(labels=(0, 1), working_shape=(8, 8, 8), channels=(4, 8),
+...                        strides=(2,))
+>>> image = np.zeros((8, 8, 8), np.float32); target = np.zeros((8, 8, 8), np.uint8)
+>>> image[2:6, 2:6, 2:6] = 1.0; target[2:6, 2:6, 2:6] = 1
+>>> result = train_segmentation([image], [target], config=config,
+...                             training=TrainingConfig(steps=2, patch_shape=None))
+>>> mc_dropout_probabilities(result.model, image, n_samples=3).shape
+(3, 2, 8, 8, 8)
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from active_learning.network import (
+    NetworkConfig,
+    build_network,
+    mc_dropout,
+    probabilities_to_labels,
+    to_working,
+)
+from active_learning.uncertainty import ScanUncertainty, scan_uncertainty
+
+__all__ = [
+    "TrainingConfig",
+    "TrainingResult",
+    "dice_per_label",
+    "evaluate_dice",
+    "mc_dropout_probabilities",
+    "predict_labels",
+    "predict_probabilities",
+    "score_scan",
+    "train_segmentation",
+]
+
+ProgressCallback = Callable[[float, str], None]
+
+_GRAD_CLIP = 12.0
+_POLY_EXPONENT = 0.9
+_PROGRESS_REPORTS = 20
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Training hyperparameters (see "Training recipe" above).
+
+    Attributes
+    ----------
+    steps : int
+        Optimiser steps; the cost of training is ``steps`` forward/backward passes of
+        ``batch_size`` patches, whatever the number of scans.
+    batch_size : int
+    patch_shape : tuple of 3 int or None
+        Training patch on the working grid, each size divisible by the network's
+        ``prod(strides)``; None trains on whole working volumes.
+    learning_rate : float
+        Initial AdamW learning rate.
+    weight_decay : float
+    seed : int
+    flip_axes : tuple of int
+        Axes (0, 1, 2 = X, Y, Z) mirrored at random. Leave empty when labels are
+        lateralised (left/right structures); (0,) suits left-right symmetric labels.
+    intensity_jitter : float
+        Half-width of the random scale and shift of the z-scored intensities.
+    foreground_oversampling : float
+        Fraction of patches centred on a voxel of a random non-background class.
+    """
+
+    steps: int = 500
+    batch_size: int = 1
+    patch_shape: tuple[int, int, int] | None = None
+    learning_rate: float = 2e-2
+    weight_decay: float = 1e-5
+    seed: int = 0
+    flip_axes: tuple[int, ...] = ()
+    intensity_jitter: float = 0.1
+    foreground_oversampling: float = 0.33
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise ValueError(f"{name}: expected an integer, got {value!r}")
+        if self.steps < 1 or self.batch_size < 1 or self.seed < 0:
+            raise ValueError(
+                f"steps, batch_size: expected >= 1 and seed >= 0, got "
+                f"{self.steps}, {self.batch_size}, {self.seed}"
+            )
+        patch = None
+        if self.patch_shape is not None:
+            patch = tuple(int(n) for n in self.patch_shape)
+            if len(patch) != 3 or min(patch) < 1:
+                raise ValueError(f"patch_shape: expected 3 positive sizes or None, got {patch}")
+        axes = tuple(int(a) for a in self.flip_axes)
+        if any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
+            raise ValueError(f"flip_axes: expected distinct axes among 0, 1, 2, got {axes}")
+        if not float(self.learning_rate) > 0 or not float(self.weight_decay) >= 0:
+            raise ValueError("learning_rate: expected > 0; weight_decay: expected >= 0")
+        if not 0 <= float(self.intensity_jitter) < 1:
+            raise ValueError(f"intensity_jitter: expected [0, 1), got {self.intensity_jitter}")
+        if not 0 <= float(self.foreground_oversampling) <= 1:
+            raise ValueError(
+                f"foreground_oversampling: expected [0, 1], got {self.foreground_oversampling}"
+            )
+        object.__setattr__(self, "steps", int(self.steps))
+        object.__setattr__(self, "batch_size", int(self.batch_size))
+        object.__setattr__(self, "seed", int(self.seed))
+        object.__setattr__(self, "patch_shape", patch)
+        object.__setattr__(self, "flip_axes", axes)
+        object.__setattr__(self, "learning_rate", float(self.learning_rate))
+        object.__setattr__(self, "weight_decay", float(self.weight_decay))
+        object.__setattr__(self, "intensity_jitter", float(self.intensity_jitter))
+        object.__setattr__(
+            self, "foreground_oversampling", float(self.foreground_oversampling)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-compatible dict (lists for tuples)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"training: unknown keys {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingResult:
+    """What :func:`train_segmentation` returns.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        The trained network, in evaluation mode, on the CPU.
+    config : NetworkConfig
+    training : TrainingConfig
+    losses : tuple of float
+        Training loss after each step.
+    seconds : float
+        Wall-clock training time.
+    n_scans : int
+        Number of training scans.
+    """
+
+    model: torch.nn.Module
+    config: NetworkConfig
+    training: TrainingConfig
+    losses: tuple[float, ...]
+    seconds: float
+    n_scans: int
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """``{"network": config.to_dict(), "training": training.to_dict()}``."""
+        return {"network": self.config.to_dict(), "training": self.training.to_dict()}
+
+
+# --------------------------------------------------------------------------------------
+# Validation helpers
+# --------------------------------------------------------------------------------------
+
+
+def _working_image(image: Any, config: NetworkConfig | None, name: str) -> np.ndarray:
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    image = np.asarray(image)
+    if image.ndim != 3:
+        raise ValueError(f"{name}: expected a 3-D working image (X, Y, Z), got {image.shape}")
+    if config is not None and image.shape != config.working_shape:
+        raise ValueError(
+            f"{name}: shape {image.shape} differs from working_shape {config.working_shape}; "
+            "map scans with active_learning.network.to_working first"
+        )
+    if not np.issubdtype(image.dtype, np.number) or not np.isfinite(image).all():
+        raise ValueError(f"{name}: expected finite real intensities")
+    return image.astype(np.float32, copy=False)
+
+
+def _check_model(model: Any) -> torch.nn.Module:
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+# --------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------
+
+
+def _patch_start(
+    rng: np.random.Generator,
+    shape: tuple[int, ...],
+    patch: tuple[int, ...],
+    centre: tuple[int, ...] | None,
+) -> tuple[int, ...]:
+    if centre is None:
+        return tuple(int(rng.integers(0, n - p + 1)) for n, p in zip(shape, patch, strict=True))
+    return tuple(
+        int(min(max(c - p // 2, 0), n - p)) for c, p, n in zip(centre, patch, shape, strict=True)
+    )
+
+
+def train_segmentation(
+    images: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    *,
+    config: NetworkConfig,
+    training: TrainingConfig = TrainingConfig(),
+    callback: ProgressCallback | None = None,
+) -> TrainingResult:
+    """Train a new network on working-grid scans (see "Training recipe" above).
+
+    Parameters
+    ----------
+    images : sequence of ndarray of shape ``config.working_shape``, float
+        z-scored scans from :func:`active_learning.network.to_working`; not modified.
+    targets : sequence of ndarray of shape ``config.working_shape``, integer
+        Class indices 0..C-1 from :func:`active_learning.network.labels_to_working`,
+        one per image; not modified.
+    config : NetworkConfig
+    training : TrainingConfig
+    callback : callable(fraction: float, message: str), optional
+        Progress, about 20 calls; the last one has fraction 1.0. Exceptions it raises
+        abort training.
+
+    Returns
+    -------
+    TrainingResult
+
+    Raises
+    ------
+    ValueError
+        No scans, mismatched counts or shapes, class indices out of range, or a patch
+        that does not fit the working shape or the network's strides.
+    """
+    if not isinstance(config, NetworkConfig):
+        raise TypeError(f"config: expected a NetworkConfig, got {type(config).__name__}")
+    if not isinstance(training, TrainingConfig):
+        raise TypeError(f"training: expected a TrainingConfig, got {type(training).__name__}")
+    images = list(images)
+    targets = list(targets)
+    if not images:
+        raise ValueError("images: expected at least one training scan")
+    if len(targets) != len(images):
+        raise ValueError(f"targets: expected {len(images)} (one per image), got {len(targets)}")
+    xs = [_working_image(im, config, f"images[{i}]") for i, im in enumerate(images)]
+    ys = []
+    for i, target in enumerate(targets):
+        target = np.asarray(target)
+        if target.shape != config.working_shape or not np.issubdtype(target.dtype, np.integer):
+            raise ValueError(
+                f"targets[{i}]: expected integer class indices of shape "
+                f"{config.working_shape}, got {target.dtype} {target.shape}"
+            )
+        if target.size and (target.min() < 0 or target.max() >= config.n_classes):
+            raise ValueError(
+                f"targets[{i}]: class indices must lie in 0..{config.n_classes - 1}, got "
+                f"{target.min()}..{target.max()} (pass labels_to_working output, not labels)"
+            )
+        ys.append(target.astype(np.int64))
+    patch = training.patch_shape or config.working_shape
+    factor = int(np.prod(config.strides))
+    if any(p > n for p, n in zip(patch, config.working_shape, strict=True)) or any(
+        p % factor for p in patch
+    ):
+        raise ValueError(
+            f"patch_shape: {patch} must fit working_shape {config.working_shape} and be "
+            f"divisible by prod(strides) = {factor}"
+        )
+    if callback is not None and not callable(callback):
+        raise TypeError("callback: expected a callable(fraction, message) or None")
+
+    # Voxels of each class per scan, for foreground oversampling.
+    class_voxels = [
+        [np.flatnonzero(y == c) for c in range(1, config.n_classes)] for y in ys
+    ]
+    report_every = max(1, training.steps // _PROGRESS_REPORTS)
+    rng = np.random.default_rng(training.seed)
+    start_time = time.perf_counter()
+    losses: list[float] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(training.seed)
+        from monai.losses import DiceCELoss
+
+        model = build_network(config)
+        model.train()
+        optimiser = torch.optim.AdamW(
+            model.parameters(), lr=training.learning_rate, weight_decay=training.weight_decay
+        )
+        loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+        queue: list[int] = []
+        for step in range(training.steps):
+            lr = training.learning_rate * (1.0 - step / training.steps) ** _POLY_EXPONENT
+            for group in optimiser.param_groups:
+                group["lr"] = lr
+            batch_x, batch_y = [], []
+            for _ in range(training.batch_size):
+                if not queue:
+                    queue = rng.permutation(len(xs)).tolist()
+                index = queue.pop(0)
+                x, y = xs[index], ys[index]
+                centre = None
+                if rng.random() < training.foreground_oversampling:
+                    present = [v for v in class_voxels[index] if v.size]
+                    if present:
+                        voxels = present[int(rng.integers(len(present)))]
+                        centre = np.unravel_index(int(rng.choice(voxels)), x.shape)
+                start = _patch_start(rng, x.shape, patch, centre)
+                box = tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True))
+                px, py = x[box], y[box]
+                for axis in training.flip_axes:
+                    if rng.random() < 0.5:
+                        px, py = np.flip(px, axis), np.flip(py, axis)
+                if training.intensity_jitter:
+                    a, b = rng.uniform(-training.intensity_jitter, training.intensity_jitter, 2)
+                    px = px * np.float32(1.0 + a) + np.float32(b)
+                batch_x.append(np.ascontiguousarray(px, dtype=np.float32))
+                batch_y.append(np.ascontiguousarray(py))
+            tx = torch.from_numpy(np.stack(batch_x))[:, None]
+            ty = torch.from_numpy(np.stack(batch_y))[:, None]
+            optimiser.zero_grad(set_to_none=True)
+            loss = loss_fn(model(tx), ty)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), _GRAD_CLIP)
+            optimiser.step()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise FloatingPointError(f"training diverged at step {step}: loss {value}")
+            losses.append(value)
+            if callback is not None and (step + 1) % report_every == 0 and step + 1 < training.steps:
+                callback((step + 1) / training.steps, f"step {step + 1}/{training.steps}, loss {value:.4f}")
+    model.eval()
+    seconds = time.perf_counter() - start_time
+    if callback is not None:
+        callback(1.0, f"trained {training.steps} steps on {len(xs)} scans in {seconds:.1f} s")
+    return TrainingResult(
+        model=model,
+        config=config,
+        training=training,
+        losses=tuple(losses),
+        seconds=seconds,
+        n_scans=len(xs),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Inference
+# --------------------------------------------------------------------------------------
+
+
+def predict_probabilities(model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
+    """Softmax of one deterministic pass (dropout off) on a working image.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        From :func:`train_segmentation` or ``load_checkpoint``; its train/eval mode is
+        restored afterwards.
+    image : ndarray of shape (X, Y, Z), float
+        Working image (:func:`active_learning.network.to_working`); not modified.
+
+    Returns
+    -------
+    ndarray of shape (C, X, Y, Z), float32
+    """
+    model = _check_model(model)
+    x = torch.from_numpy(_working_image(image, None, "image").copy())[None, None]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.inference_mode():
+            return torch.softmax(model(x), dim=1)[0].numpy()
+    finally:
+        model.train(was_training)
+
+
+def mc_dropout_probabilities(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    *,
+    n_samples: int = 8,
+    seed: int = 0,
+    batch_size: int | None = None,
+) -> np.ndarray:
+    """Softmax of ``n_samples`` passes with dropout sampling (MC dropout [3]_).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        With dropout layers; only they are set to sample, normalisation stays in
+        evaluation mode; every mode is restored afterwards.
+    image : ndarray of shape (X, Y, Z), float
+        Working image; not modified.
+    n_samples : int, keyword-only
+        Number of passes T (default 8; MONAI Label uses 5).
+    seed : int, keyword-only
+        Seeds the dropout masks (the global torch RNG is left as it was): the same
+        model, image, seed and batch_size give the same samples.
+    batch_size : int, keyword-only, optional
+        Passes per forward call (default: all T in one batch; smaller batches use less
+        memory and draw different, equally valid masks).
+
+    Returns
+    -------
+    ndarray of shape (T, C, X, Y, Z), float32
+    """
+    model = _check_model(model)
+    for name, value, low in (("n_samples", n_samples, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    if batch_size is None:
+        batch_size = n_samples
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    x = torch.from_numpy(_working_image(image, None, "image").copy())[None, None]
+    outputs = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        with mc_dropout(model), torch.inference_mode():
+            done = 0
+            while done < n_samples:
+                count = min(int(batch_size), n_samples - done)
+                outputs.append(torch.softmax(model(x.expand(count, -1, -1, -1, -1)), dim=1))
+                done += count
+    return torch.cat(outputs).numpy()
+
+
+def score_scan(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    *,
+    n_samples: int = 8,
+    margin: float = 3,
+    seed: int = 0,
+) -> ScanUncertainty:
+    """MC-dropout uncertainty of one working image, summarised over the predicted
+    foreground dilated by ``margin`` voxels (:func:`active_learning.uncertainty.scan_uncertainty`).
+
+    Returns
+    -------
+    ScanUncertainty
+        ``entropy`` and ``bald`` in nats.
+    """
+    samples = mc_dropout_probabilities(model, image, n_samples=n_samples, seed=seed)
+    return scan_uncertainty(samples, margin=margin)
+
+
+def predict_labels(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    *,
+    config: NetworkConfig,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+) -> np.ndarray:
+    """The pre-label of a scan: the model's label map at the scan's ORIGINAL grid.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    image : ndarray of shape (X, Y, Z), real
+        The scan as stored (original resolution); not modified.
+    config : NetworkConfig
+        The model's config (from ``load_checkpoint``).
+    spacing : sequence of 3 float, keyword-only
+        Voxel size in mm.
+
+    Returns
+    -------
+    ndarray of shape image.shape, uint8
+        Values among ``config.labels``; background outside the crop box.
+    """
+    working, geometry = to_working(image, config=config, spacing=spacing)
+    probabilities = predict_probabilities(model, working)
+    return probabilities_to_labels(probabilities, geometry, config=config)
+
+
+# --------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------
+
+
+def dice_per_label(
+    prediction: np.ndarray, truth: np.ndarray, *, labels: Sequence[int]
+) -> dict[int, float]:
+    """Dice of each label value between two label maps.
+
+    Parameters
+    ----------
+    prediction, truth : ndarray of the same shape, integer
+        Label maps; not modified.
+    labels : sequence of int, keyword-only
+        Values to score (usually the non-zero labels).
+
+    Returns
+    -------
+    dict of int to float
+        ``2 |P & T| / (|P| + |T|)``; NaN when neither map has the label (nothing to
+        score; leave it out of means), 0 when only one has it.
+
+    Examples
+    --------
+    >>> dice_per_label(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), labels=[1, 2, 3])
+    {1: 0.6666666666666666, 2: 0.6666666666666666, 3: nan}
+    """
+    prediction = np.asarray(prediction)
+    truth = np.asarray(truth)
+    if prediction.shape != truth.shape:
+        raise ValueError(f"prediction: shape {prediction.shape} differs from truth {truth.shape}")
+    out = {}
+    for value in labels:
+        p, t = prediction == value, truth == value
+        total = int(p.sum()) + int(t.sum())
+        out[int(value)] = 2.0 * int((p & t).sum()) / total if total else float("nan")
+    return out
+
+
+def evaluate_dice(
+    model: torch.nn.Module,
+    images: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    *,
+    config: NetworkConfig,
+) -> dict[int, float]:
+    """Mean Dice per label over scans on the working grid (validation split).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    images : sequence of working images (:func:`active_learning.network.to_working`)
+    targets : sequence of working class-index maps (``labels_to_working``)
+    config : NetworkConfig
+
+    Returns
+    -------
+    dict of int to float
+        Keyed by label VALUE (``config.labels[1:]``); each the mean over scans where the
+        label is in the truth or the prediction; NaN when in none.
+    """
+    images, targets = list(images), list(targets)
+    if len(images) != len(targets):
+        raise ValueError(f"targets: expected {len(images)} (one per image), got {len(targets)}")
+    per_label: dict[int, list[float]] = {v: [] for v in config.labels[1:]}
+    for image, target in zip(images, targets, strict=True):
+        predicted = predict_probabilities(model, image).argmax(axis=0)
+        scores = dice_per_label(predicted, np.asarray(target), labels=range(1, config.n_classes))
+        for index, value in enumerate(config.labels[1:], start=1):
+            if not math.isnan(scores[index]):
+                per_label[value].append(scores[index])
+    return {v: float(np.mean(s)) if s else float("nan") for v, s in per_label.items()}
