@@ -19,14 +19,13 @@ ensure_requirements() {  # $1: requirements file
   fi
 }
 build_frontend() {
-  if [ -f frontend/package.json ]; then
-    local stamp="frontend/dist/.stamp" want
-    want="$(cat frontend/package.json frontend/package-lock.json 2>/dev/null; find frontend/src frontend/index*.html frontend/*.config.* -type f 2>/dev/null | sort | xargs cat 2>/dev/null)"
-    want="$(printf '%s' "$want" | sha256sum | cut -d' ' -f1)"
-    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-      echo "mriannot: building the front end"
-      (cd frontend && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; } && npm run build --silent)
-      echo "$want" > "$stamp"
-    fi
+  [ -f frontend/package.json ] || return 0
+  local stamp="frontend/dist/.stamp" want
+  want="$(find frontend/src frontend/vite.config.js frontend/package.json frontend/package-lock.json -type f \
+          | sort | xargs cat | sha256sum | cut -d' ' -f1)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "mriannot: building the front end"
+    (cd frontend && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; } && npm run build --silent)
+    echo "$want" > "$stamp"
   fi
 }
