@@ -1,0 +1,112 @@
+"""Throughput of MC-dropout scoring: scans per hour per CPU worker at the working grid.
+
+Data: SIMULATED subjects from the MNI152 2009a template (``labeling.simulation``, 2 mm
+by default, ``--resolution 1`` for 1 mm). The network is the default
+``NetworkConfig`` of the benchmark, freshly initialised (cost does not depend on the
+weights) or loaded from ``--checkpoint`` (bytes of ``save_checkpoint``).
+
+One "scan scored" is what the Django task does per scan: map the stored volume to
+the working grid (``to_working``), ``--mc-samples`` MC-dropout passes in one batch,
+``scan_uncertainty`` (entropy + BALD over the dilated predicted foreground), and the
+pre-label at the original grid from the mean softmax (``probabilities_to_labels``).
+Reading the NIfTI file is not included (see ``bench/bench_viewer.py`` for I/O).
+
+Rows: one per thread count (a worker pinned to N torch threads), median seconds per
+scan over ``--scans`` scans after one warm-up, the split into stages, and scans per
+hour = 3600 / median. Wall clock; the machine may be shared, so the load average is
+printed with each row.
+
+Usage::
+
+    .venv/bin/python bench/bench_scoring.py                   # 1 and 2 threads, 2 mm
+    .venv/bin/python bench/bench_scoring.py --threads 1 --resolution 1 --scans 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from active_learning import network, training, uncertainty
+
+
+def _ints(text):
+    return [int(v) for v in text.split(",") if v]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=_ints, default=[1, 2])
+    parser.add_argument("--scans", type=int, default=10)
+    parser.add_argument("--mc-samples", type=int, default=8)
+    parser.add_argument("--margin", type=float, default=3)
+    parser.add_argument("--resolution", type=int, default=2, choices=(1, 2))
+    parser.add_argument("--working-shape", type=_ints, default=[48, 56, 48])
+    parser.add_argument("--channels", type=_ints, default=[16, 32, 64, 128])
+    parser.add_argument("--res-units", type=int, default=0)
+    parser.add_argument("--checkpoint", type=Path, help="score with this saved model instead")
+    parser.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "out/scoring.json")
+    args = parser.parse_args(argv)
+
+    from labeling import simulation as sim
+
+    anatomy = sim.mni152_anatomy(resolution=args.resolution)
+    subjects = [sim.simulate_subject(anatomy, seed=5000 + i) for i in range(args.scans + 1)]
+    if args.checkpoint:
+        model, config = network.load_checkpoint(args.checkpoint.read_bytes())
+    else:
+        config = network.NetworkConfig(
+            working_shape=tuple(args.working_shape),
+            channels=tuple(args.channels),
+            strides=(2,) * (len(args.channels) - 1),
+            num_res_units=args.res_units,
+        )
+        torch.manual_seed(0)
+        model = network.build_network(config).eval()
+    params = sum(p.numel() for p in model.parameters())
+    print(f"SIMULATED MNI152 subjects at {args.resolution} mm {subjects[0].image.shape}; "
+          f"working grid {config.working_shape}, channels {config.channels}, "
+          f"res units {config.num_res_units}, {params} parameters, T = {args.mc_samples}")
+    rows = []
+    header = (f"{'threads':>7} {'s/scan':>7} {'prep':>6} {'MC':>6} {'score':>6} {'prelabel':>8} "
+              f"{'scans/h':>8} {'load':>5}")
+    print(header)
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        stages = []
+        for k, subject in enumerate(subjects):
+            t0 = time.perf_counter()
+            work, geometry = network.to_working(subject.image, config=config, spacing=anatomy.spacing)
+            t1 = time.perf_counter()
+            samples = training.mc_dropout_probabilities(model, work, n_samples=args.mc_samples, seed=k)
+            t2 = time.perf_counter()
+            uncertainty.scan_uncertainty(samples, margin=args.margin)
+            t3 = time.perf_counter()
+            network.probabilities_to_labels(samples.mean(axis=0), geometry, config=config)
+            t4 = time.perf_counter()
+            if k:  # the first scan warms up
+                stages.append((t4 - t0, t1 - t0, t2 - t1, t3 - t2, t4 - t3))
+        s = np.median(np.array(stages), axis=0)
+        row = {"threads": threads, "seconds_per_scan": float(s[0]), "prep": float(s[1]),
+               "mc": float(s[2]), "score": float(s[3]), "prelabel": float(s[4]),
+               "scans_per_hour": float(3600 / s[0]), "load_average": os.getloadavg()[0]}
+        rows.append(row)
+        print(f"{threads:>7} {s[0]:7.3f} {s[1]:6.3f} {s[2]:6.3f} {s[3]:6.3f} {s[4]:8.3f} "
+              f"{3600 / s[0]:8.0f} {row['load_average']:5.1f}", flush=True)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"config": config.to_dict(), "mc_samples": args.mc_samples,
+                                     "resolution_mm": args.resolution, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
