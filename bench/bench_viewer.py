@@ -37,18 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FRONTEND = ROOT / "frontend"
 OUT = ROOT / "bench" / "out"
 PYTHON = sys.executable
-CHROMIUM = os.environ.get("MRIANNOT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--use-gl=angle",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+sys.path.insert(0, str(ROOT))
+from tests.frontend.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (one list of launch flags)
 VIEWPORT = {"width": 1280, "height": 860}
 USER, PASSWORD = "bench", "bench-password-1"
 
