@@ -358,7 +358,8 @@ def revision_create(
         allowed_values=label_values(project=scan.project),
         max_decompressed_bytes=settings.MRIANNOT_MAX_DECOMPRESSED_BYTES,
     )
-    data = volumes.label_map_to_bytes(labels, scan.affine)
+    # A viewer that loaded our canonical scan sends the canonical form already: keep it.
+    data = raw if volumes.storable_as_sent(raw) else volumes.label_map_to_bytes(labels, scan.affine)
     digest = sha256_hex(data)
 
     with transaction.atomic():
@@ -408,7 +409,7 @@ def label_counts(labels) -> dict[str, int]:
     """Voxels per label value present in a label map, as {"value": count}."""
     import numpy as np
 
-    counts = np.bincount(np.asarray(labels).ravel(order="K"), minlength=1)  # K: no copy of an F-ordered map
+    counts = volumes.value_counts(np.asarray(labels, dtype=np.uint8))
     return {str(int(v)): int(counts[v]) for v in np.flatnonzero(counts)}
 
 

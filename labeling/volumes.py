@@ -480,6 +480,49 @@ def _canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.nda
     return out, affine @ orientations.inv_ornt_aff(ornt, shape3)
 
 
+_COUNT_BY_COMPARISON_BELOW = 32
+
+
+def value_counts(labels: np.ndarray) -> np.ndarray:
+    """Voxels per value of a uint8 label map.
+
+    Parameters
+    ----------
+    labels : ndarray, uint8
+        Any shape and memory order.
+
+    Returns
+    -------
+    ndarray of shape (labels.max() + 1,), int64
+        ``counts[v]`` is the number of voxels equal to ``v``; empty for an empty map.
+
+    Notes
+    -----
+    ``np.bincount`` first converts the whole map to intp (8 bytes a voxel): ~40 ms for a
+    1 mm brain. Label maps hold a few small values, so below 32 the counts come from one
+    ``count_nonzero(labels == v)`` per non-zero value (~1 ms each) and the background is
+    the rest.
+
+    Examples
+    --------
+    >>> value_counts(np.array([[0, 2], [2, 5]], np.uint8)).tolist()
+    [1, 0, 2, 0, 0, 1]
+    """
+    if labels.dtype != np.uint8:
+        raise ValueError(f"labels: expected uint8, got {labels.dtype}")
+    flat = labels.ravel(order="K")  # K: no copy of an F-ordered map
+    if flat.size == 0:
+        return np.zeros(0, np.int64)
+    top = int(flat.max())
+    if top >= _COUNT_BY_COMPARISON_BELOW:
+        return np.bincount(flat, minlength=top + 1).astype(np.int64, copy=False)
+    counts = np.zeros(top + 1, np.int64)
+    for value in range(1, top + 1):
+        counts[value] = np.count_nonzero(flat == value)
+    counts[0] = flat.size - counts[1:].sum()
+    return counts
+
+
 def _orientation_code(affine: np.ndarray) -> str:
     return "".join(str(c) for c in nib.aff2axcodes(affine))
 
@@ -644,11 +687,11 @@ def load_label_map(
                 "an interpolated/resampled image.",
             )
     if data.dtype == np.uint8:
-        # The common case (NiiVue and most tools save uint8): one bincount tells every value
-        # present, 5-10x faster than np.isin over a 1 mm volume.
+        # The common case (NiiVue and most tools save uint8): the values present, from one
+        # histogram, much faster than np.isin over a 1 mm volume.
         table = np.zeros(256, bool)
         table[allowed] = True
-        present = np.flatnonzero(np.bincount(data.ravel(order="K"), minlength=256))
+        present = np.flatnonzero(value_counts(data))
         wanted_all = bool(table[present].all())
     else:
         wanted = np.isin(data, allowed)
@@ -686,6 +729,58 @@ def load_label_map(
             "the scan's header (same qform/sform), without resampling.",
         )
     return labels
+
+
+def storable_as_sent(raw: bytes) -> bool:
+    """Whether an accepted label-map upload is already in the form we would write.
+
+    Call it only on bytes that :func:`load_label_map` accepted. True when ``raw`` is a
+    single-member gzip NIfTI-1 whose header declares a 3-D uint8 volume in canonical
+    RAS+ voxel order, millimetres, no intensity scaling, a set sform or qform, no header
+    extensions and nothing after the voxels: exactly what a viewer that loaded our
+    canonical scan saves. Storing such bytes as sent skips re-encoding (~40 ms for a
+    1 mm map on the annotator's save path) and keeps the annotator's file bit for bit.
+
+    Examples
+    --------
+    >>> labels = np.zeros((2, 3, 4), np.uint8)
+    >>> storable_as_sent(label_map_to_bytes(labels, np.eye(4)))
+    True
+    >>> storable_as_sent(label_map_to_bytes(labels, np.diag([-1, 1, 1, 1])))
+    False
+    """
+    raw = bytes(raw)
+    if raw[:2] != _GZIP_MAGIC or len(raw) < 18:
+        return False
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        prefix = inflater.decompress(raw, 352)
+    except zlib.error:
+        return False
+    if len(prefix) < 352 or prefix[344:348] != _NIFTI1_MAGICS[0]:
+        return False
+    header = nib.Nifti1Header.from_fileobj(io.BytesIO(prefix), check=False)
+    dim = [int(d) for d in header["dim"]]
+    slope, inter = (float(v) for v in (header["scl_slope"], header["scl_inter"]))
+    if (
+        dim[0] != 3
+        or header.get_data_dtype() != np.dtype(np.uint8)
+        or float(header["vox_offset"]) != 352.0
+        or prefix[348:352] != b"\x00\x00\x00\x00"  # no extensions
+        or not (slope in (0.0, 1.0) or np.isnan(slope))
+        or not (inter == 0.0 or np.isnan(inter))
+        or header.get_xyzt_units()[0] != "mm"
+        or (int(header["sform_code"]) == 0 and int(header["qform_code"]) == 0)
+    ):
+        return False
+    affine = header.get_best_affine()
+    if not np.array_equal(orientations.io_orientation(affine), [[0, 1], [1, 1], [2, 1]]):
+        return False
+    # ISIZE, the last 4 bytes, is the uncompressed size of the (last) member: equal to
+    # header + voxels only for one member with nothing after the voxels.
+    (isize,) = struct.unpack("<I", raw[-4:])
+    expected = (352 + int(np.prod(dim[1:4], dtype=np.int64))) & 0xFFFFFFFF
+    return isize == expected
 
 
 # ------------------------------------------------------------------------- writers

@@ -141,3 +141,29 @@ def test_scan_is_stored_reoriented_to_ras(world):
     scan = factories.add_scan(world, affine=lps)
     assert scan.orientation == "LPS"
     assert np.allclose(np.diag(np.array(scan.affine))[:3], [2.0, 2.0, 2.0])
+
+
+def test_canonical_upload_is_stored_as_sent_and_any_other_form_is_rewritten(world):
+    from labeling import volumes
+
+    scan = factories.add_scan(world)
+    assignment = scan.assignments.first()
+    labels = factories.label_array(values=(1, 2))
+    canonical = volumes.label_map_to_bytes(labels, np.array(scan.affine))  # what the viewer sends
+    first, _ = services.revision_create(assignment=assignment, actor=assignment.annotator, raw=canonical, base_revision_id=None)
+    with first.file.open("rb") as fh:
+        assert fh.read() == canonical
+
+    # The same labels stored flipped to LAS (another tool's habit): accepted, stored canonical.
+    las = np.array(scan.affine, dtype=float) @ np.array(
+        [[-1, 0, 0, labels.shape[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=float
+    )
+    flipped = volumes.label_map_to_bytes(labels[::-1], las)
+    assert not volumes.storable_as_sent(flipped)
+    second, _ = services.revision_create(assignment=assignment, actor=assignment.annotator, raw=flipped, base_revision_id=first.pk)
+    with second.file.open("rb") as fh:
+        stored = fh.read()
+    assert stored != flipped
+    back, affine = volumes.read_array(stored)
+    assert np.array_equal(back, labels) and np.allclose(affine, np.array(scan.affine))
+    assert second.label_counts == first.label_counts

@@ -25,6 +25,8 @@ from labeling.volumes import (
     load_label_map,
     probability_map_to_bytes,
     read_array,
+    storable_as_sent,
+    value_counts,
 )
 
 LIMIT = 1 << 20  # 1 MiB: far above the 12 x 10 x 8 fixtures
@@ -681,3 +683,34 @@ def test_random_mutations_raise_only_volume_error():
             # any other exception fails the test
     # the mutations exercise several refusals, not one catch-all
     assert {"not_nifti", "truncated", "corrupt"} <= reached
+
+
+@pytest.mark.parametrize("top", [0, 3, 31, 32, 255])
+def test_value_counts_equal_bincount_in_any_memory_order(top):
+    rng = np.random.default_rng(top)
+    labels = rng.integers(0, top + 1, size=(9, 7, 5), dtype=np.uint8)
+    for view in (labels, np.asfortranarray(labels), labels[::2, 1:, ::-1]):
+        expected = np.bincount(view.ravel(), minlength=int(view.max()) + 1)
+        assert value_counts(view).tolist() == expected.tolist()
+    assert value_counts(np.zeros((0, 3, 3), np.uint8)).tolist() == []
+    with pytest.raises(ValueError, match="uint8"):
+        value_counts(labels.astype(np.int16))
+
+
+def test_only_canonical_uint8_label_files_are_storable_as_sent():
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[2:5, 3:6, 1:4] = 2
+    ours = label_map_to_bytes(labels, np.diag([2.0, 2.0, 2.0, 1.0]))
+    assert storable_as_sent(ours)
+    plain = gzip.decompress(ours)
+    assert not storable_as_sent(plain)  # not compressed: we compress it
+    assert not storable_as_sent(ours + gzip.compress(b""))  # a second gzip member
+    assert not storable_as_sent(gzip.compress(plain + b"\x00" * 8, mtime=0))  # bytes after the voxels
+    assert not storable_as_sent(label_map_to_bytes(labels, LPS))  # not RAS+ voxel order
+    img = nib.Nifti1Image(labels.astype(np.int16), np.eye(4))
+    img.header.set_xyzt_units("mm")
+    assert not storable_as_sent(gzip.compress(img.to_bytes()))  # not uint8
+    scaled = nib.Nifti1Image(labels, np.eye(4))
+    scaled.header.set_xyzt_units("mm")
+    scaled.header.set_slope_inter(2.0, 0.0)
+    assert not storable_as_sent(gzip.compress(scaled.to_bytes()))  # scaled voxels
