@@ -6,7 +6,8 @@ the active-learning benchmarks are generated from one real anatomy: the MNI152 2
 symmetric template (T1, grey- and white-matter probability maps and brain mask) that
 nilearn ships inside its package. Each simulated subject is that template with a smooth
 random deformation, a change of contrast, a bias field, Rician noise and synthetic white
-matter lesions; each simulated rater is a seeded perturbation of a truth label map.
+matter lesions (optionally with another contrast, a head tilt or thick slices, to build
+heterogeneous multi-site cohorts); each simulated rater is a seeded perturbation of a truth label map.
 Neither is a real patient or a real annotator, and results obtained on them must be
 reported as such.
 
@@ -356,8 +357,8 @@ class Subject:
     Attributes
     ----------
     image : ndarray of shape (X, Y, Z), float32
-        Simulated T1-weighted image, finite, arbitrary scanner-like units (a few
-        hundred to ~2000 in white matter).
+        Simulated image, T1-weighted unless another ``contrast`` was asked; finite,
+        arbitrary scanner-like units (a few hundred to ~2000 in white matter).
     labels : ndarray of shape (X, Y, Z), uint8
         Ground truth in :data:`LABELS` values 0..4.
     affine : ndarray of shape (4, 4), float64
@@ -395,8 +396,27 @@ _LESION_MIN_WM_FRACTION = 0.9
 _LESION_TRIES = 60
 
 
+# Other contrasts are maps of the template's T1 intensity (anchors T1 -> new, in [0, 1];
+# template medians: CSF 0.40, grey 0.66, white 0.84; the brain edge ramps up from the
+# dark background): contrast-LIKE images, not MR physics. T2w: CSF bright, grey above
+# white, T1-dark lesions bright. PDw: the same order, flatter. FLAIR:
+# CSF dark, grey above white.
+_CONTRAST_FROM_T1 = {
+    "T2w": ((0.0, 0.25, 0.40, 0.66, 0.84, 1.0, 2.0), (0.0, 1.0, 0.95, 0.6, 0.4, 0.3, 0.2)),
+    "PDw": ((0.0, 0.25, 0.40, 0.66, 0.84, 1.0, 2.0), (0.0, 0.8, 0.85, 0.8, 0.62, 0.55, 0.5)),
+    "FLAIR": ((0.0, 0.25, 0.40, 0.66, 0.84, 1.0, 2.0), (0.0, 0.15, 0.2, 0.75, 0.55, 0.5, 0.45)),
+}
+CONTRASTS = ("T1w", *_CONTRAST_FROM_T1)
+
+
 def simulate_subject(
-    anatomy: Anatomy, *, seed: int, n_lesions: int | None = None
+    anatomy: Anatomy,
+    *,
+    seed: int,
+    n_lesions: int | None = None,
+    contrast: str = "T1w",
+    tilt_deg: float = 0.0,
+    slice_thickness_mm: float | None = None,
 ) -> Subject:
     """Simulate one subject (image and truth) from an anatomy. Data are SIMULATED.
 
@@ -418,6 +438,19 @@ def simulate_subject(
        (600-1600) and Rician noise [3]_ (sigma 1-4 % of white matter), then a global
        offset (-3 % to +5 % of the scale).
 
+    Acquisition variations, off by default (a heterogeneous, multi-site cohort):
+
+    - ``contrast``: before step 3 the T1 intensities are mapped through a fixed curve:
+      "T2w" (CSF bright, grey above white matter, T1-dark lesions bright), "PDw"
+      (flatter than T2w: CSF, then grey, above white) or "FLAIR" (CSF dark, grey
+      above white). These are contrast-LIKE images, not simulations of MR physics.
+    - ``tilt_deg``: the head is rotated by that angle about the centre of the brain,
+      around an axis near left-right (pitch, with a random 0-30 % roll/yaw part), as in
+      clinical scans not aligned to a template; labels move with it.
+    - ``slice_thickness_mm``: before the noise, the signal is averaged over slabs of
+      that thickness along the last axis and shown on the original grid (a 2-D
+      thick-slice acquisition; partial volume between slices).
+
     Parameters
     ----------
     anatomy : Anatomy
@@ -428,6 +461,13 @@ def simulate_subject(
         Number of lesions; None draws 0..4 from the seed. The deformation, contrast,
         bias and noise do not depend on it: ``simulate_subject(a, seed=s, n_lesions=0)``
         is the lesion-free twin of any other call with seed ``s``.
+    contrast : {"T1w", "T2w", "PDw", "FLAIR"}
+        See above.
+    tilt_deg : float
+        Head rotation in degrees, 0 to 45.
+    slice_thickness_mm : float or None
+        Thick-slice acquisition along the last axis; None (or at most one voxel) for
+        none.
 
     Returns
     -------
@@ -454,8 +494,18 @@ def simulate_subject(
             f"n_lesions: expected None or an integer >= 0, got {n_lesions!r}"
         )
 
-    rng_deform, rng_contrast, rng_lesions, rng_noise = (
-        np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(4)
+    if contrast not in CONTRASTS:
+        raise ValueError(f"contrast: expected one of {CONTRASTS}, got {contrast!r}")
+    tilt_deg = float(tilt_deg)
+    if not 0.0 <= tilt_deg <= 45.0:
+        raise ValueError(f"tilt_deg: expected 0 to 45 degrees, got {tilt_deg}")
+    if slice_thickness_mm is not None and not float(slice_thickness_mm) > 0:
+        raise ValueError(f"slice_thickness_mm: expected None or > 0, got {slice_thickness_mm!r}")
+
+    # Children 0-3 are the streams of the original design; 4 (tilt axis) is new, so
+    # subjects without variations are unchanged.
+    rng_deform, rng_contrast, rng_lesions, rng_noise, rng_tilt = (
+        np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(5)
     )
     shape = anatomy.t1.shape
     spacing = np.asarray(anatomy.spacing)
@@ -472,8 +522,14 @@ def simulate_subject(
     bounds = _nonzero_bounds(np.asarray(anatomy.labels))
     if bounds is None:
         raise ValueError("anatomy: labels are all background")
-    lo = [max(a - m, 0) for (a, _), m in zip(bounds, margin, strict=True)]
-    hi = [min(b + m, n) for (_, b), m, n in zip(bounds, margin, shape, strict=True)]
+    rotation = None
+    if tilt_deg > 0:
+        rotation = _tilt(rng_tilt, tilt_deg)
+        centre_mm = np.array([(a + b - 1) / 2 for a, b in bounds]) * spacing
+        lo, hi = [0, 0, 0], list(shape)  # a rotated brain may leave the template's box
+    else:
+        lo = [max(a - m, 0) for (a, _), m in zip(bounds, margin, strict=True)]
+        hi = [min(b + m, n) for (_, b), m, n in zip(bounds, margin, shape, strict=True)]
     box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     positions = [np.arange(a, b) * s for a, b, s in zip(lo, hi, spacing, strict=True)]
     bases = [
@@ -482,6 +538,18 @@ def simulate_subject(
     ]
     box_shape = tuple(b - a for a, b in zip(lo, hi, strict=True))
     grid = np.indices(box_shape, dtype=np.float32)
+    if rotation is not None:
+        # Sample the template at centre + R^T (x - centre): the head appears rotated by R.
+        offsets_mm = [
+            (grid[axis] + lo[axis]) * np.float32(spacing[axis]) - np.float32(centre_mm[axis])
+            for axis in range(3)
+        ]
+        grid = np.stack([
+            (sum(np.float32(rotation[j, axis]) * offsets_mm[j] for j in range(3))
+             + np.float32(centre_mm[axis])) / np.float32(spacing[axis]) - lo[axis]
+            for axis in range(3)
+        ])
+        del offsets_mm
     coords = np.empty((3, *box_shape), dtype=np.float32)
     for axis in range(3):
         displacement = _spline_field(coefficients[axis], bases)
@@ -529,9 +597,14 @@ def simulate_subject(
         rng_contrast, positions, extents_mm, _BIAS_NODE_SPACING_MM, bias_rms, 1
     )
     np.clip(t1, 0.0, None, out=t1)
+    if contrast != "T1w":
+        t1 = np.interp(t1, *_CONTRAST_FROM_T1[contrast]).astype(np.float32)
     signal = np.zeros(shape, dtype=np.float32)
     signal[box] = (t1**gamma) * np.exp(log_bias) * np.float32(intensity_scale)
     del t1, log_bias
+    slab = 1 if slice_thickness_mm is None else round(float(slice_thickness_mm) / float(spacing[2]))
+    if slab > 1:
+        signal = _thick_slices(signal, slab)
     sigma = np.float32(noise_fraction * intensity_scale * wm_level**gamma)
     real = rng_noise.standard_normal(shape, dtype=np.float32)
     real *= sigma
@@ -545,6 +618,10 @@ def simulate_subject(
     full_labels = np.zeros(shape, dtype=np.uint8)
     full_labels[box] = labels
     parameters = {
+        "contrast": contrast,
+        "tilt_deg": tilt_deg,
+        "tilt_axis": None if rotation is None else _rotation_axis(rotation),
+        "slice_thickness_mm": None if slab <= 1 else float(slab * spacing[2]),
         "displacement_rms_mm": deform_rms,
         "gamma": gamma,
         "intensity_scale": intensity_scale,
@@ -569,6 +646,30 @@ def simulate_subject(
         seed=seed,
         parameters=parameters,
     )
+
+
+def _tilt(rng: np.random.Generator, degrees: float) -> np.ndarray:
+    """Rotation by ``degrees`` about a random axis near the left-right (x) axis."""
+    axis = np.array([1.0, *rng.uniform(-0.3, 0.3, size=2)])
+    axis /= np.linalg.norm(axis)
+    angle = np.deg2rad(degrees) * (1 if rng.random() < 0.5 else -1)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)  # Rodrigues
+
+
+def _rotation_axis(rotation: np.ndarray) -> tuple[float, float, float]:
+    w = np.array([rotation[2, 1] - rotation[1, 2], rotation[0, 2] - rotation[2, 0],
+                  rotation[1, 0] - rotation[0, 1]])
+    return tuple(float(v) for v in w / (np.linalg.norm(w) or 1.0))
+
+
+def _thick_slices(signal: np.ndarray, slab: int) -> np.ndarray:
+    """Average ``slab`` consecutive slices along the last axis, shown on the same grid."""
+    n = signal.shape[2]
+    blocks = -(-n // slab)
+    padded = np.pad(signal, ((0, 0), (0, 0), (0, blocks * slab - n)), mode="edge")
+    means = padded.reshape(*signal.shape[:2], blocks, slab).mean(axis=3)
+    return np.ascontiguousarray(np.repeat(means, slab, axis=2)[:, :, :n])
 
 
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:

@@ -250,12 +250,89 @@ def test_same_seed_same_deformation_at_1_and_2_mm():
         assert same < 0.5 * other
 
 
+# ------------------------------------------------------- acquisition variations (sites)
+
+
+def _tissue_medians(subject):
+    return {k: float(np.median(subject.image[subject.labels == k])) for k in TISSUES}
+
+
+@pytest.mark.parametrize(
+    ("contrast", "order"),
+    [
+        ("T2w", (sim.WHITE_MATTER, sim.GREY_MATTER, sim.CSF)),  # CSF brightest
+        ("PDw", (sim.WHITE_MATTER, sim.GREY_MATTER, sim.CSF)),  # as T2w, flatter
+        ("FLAIR", (sim.CSF, sim.WHITE_MATTER, sim.GREY_MATTER)),  # CSF darkest
+    ],
+)
+def test_other_contrasts_reorder_tissues_and_keep_the_labels(anatomy, twin, contrast, order):
+    other = sim.simulate_subject(anatomy, seed=5, n_lesions=0, contrast=contrast)
+    np.testing.assert_array_equal(other.labels, twin.labels)  # same anatomy, other sequence
+    median = _tissue_medians(other)
+    assert median[order[0]] < median[order[1]] < median[order[2]], median
+    assert other.parameters["contrast"] == contrast
+
+
+def test_t2w_lesions_are_bright_where_t1w_lesions_are_dark(anatomy):
+    t1 = sim.simulate_subject(anatomy, seed=5, n_lesions=3)
+    t2 = sim.simulate_subject(anatomy, seed=5, n_lesions=3, contrast="T2w")
+    lesion = t1.labels == sim.LESION
+    dark = [les for les in t1.parameters["lesions"] if les["contrast"] < 1]
+    assert dark, "seed 5 should have a hypointense lesion"
+    wm = t1.labels == sim.WHITE_MATTER
+    assert np.median(t1.image[lesion]) < np.median(t1.image[wm])
+    assert np.median(t2.image[lesion]) > np.median(t2.image[wm])
+
+
+def _principal_axis(mask, spacing):
+    points = np.argwhere(mask) * np.asarray(spacing)
+    points -= points.mean(axis=0)
+    _, vectors = np.linalg.eigh(points.T @ points)
+    return vectors[:, -1]  # the longest axis of the brain (anterior-posterior)
+
+
+def test_tilt_rotates_the_head_by_the_asked_angle(anatomy, twin):
+    tilted = sim.simulate_subject(anatomy, seed=5, n_lesions=0, tilt_deg=25)
+    brain, brain_tilted = twin.labels > 0, tilted.labels > 0
+    assert abs(int(brain_tilted.sum()) - int(brain.sum())) < 0.02 * brain.sum()  # rigid: volume kept
+    v = _principal_axis(brain, anatomy.spacing)
+    w = _principal_axis(brain_tilted, anatomy.spacing)
+    measured = np.degrees(np.arccos(min(1.0, abs(float(v @ w)))))
+    # Rotating v by 25 degrees about the recorded axis a turns it by
+    # arccos(cos 25 + (1 - cos 25) (v.a)^2) (exactly 25 when a is perpendicular to v).
+    a = np.asarray(tilted.parameters["tilt_axis"])
+    c = np.cos(np.radians(25))
+    expected = np.degrees(np.arccos(c + (1 - c) * float(v @ a) ** 2))
+    assert abs(measured - expected) < 2.0, (measured, expected)
+    assert abs(a[0]) > 0.9  # near left-right: a pitch, as a head tilts in a scanner
+
+
+def test_thick_slices_blur_along_the_last_axis_only(anatomy, twin):
+    thick = sim.simulate_subject(anatomy, seed=5, n_lesions=0, slice_thickness_mm=6)
+    np.testing.assert_array_equal(thick.labels, twin.labels)
+    assert thick.parameters["slice_thickness_mm"] == 6.0  # slabs of 3 voxels of 2 mm
+    brain = (twin.labels > 0)[:, :, :-1]  # where a z-step starts in the brain
+    boundary = np.arange(brain.shape[2]) % 3 == 2  # steps from one slab to the next
+
+    def mean_step(image, where):
+        steps = np.abs(np.diff(image, axis=2))
+        return float(steps[:, :, where][brain[:, :, where]].mean())
+
+    within, between = mean_step(thick.image, ~boundary), mean_step(thick.image, boundary)
+    assert between > 1.5 * within  # inside a slab only the noise changes
+    assert within < 0.8 * mean_step(twin.image, ~boundary)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
         ({"seed": -1}, "seed"),
         ({"seed": 1.5}, "seed"),
         ({"seed": 0, "n_lesions": -1}, "n_lesions"),
+        ({"seed": 0, "contrast": "T3w"}, "contrast"),
+        ({"seed": 0, "tilt_deg": -5}, "tilt_deg"),
+        ({"seed": 0, "tilt_deg": 60}, "tilt_deg"),
+        ({"seed": 0, "slice_thickness_mm": 0}, "slice_thickness_mm"),
     ],
 )
 def test_subject_rejects_bad_arguments(anatomy, kwargs, match):
