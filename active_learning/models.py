@@ -49,6 +49,7 @@ class ScanScore(models.Model):
     disagreement = models.FloatField(null=True, help_text="1 - mean pairwise Dice of raters who submitted")
     whole_volume = models.BooleanField(default=False, help_text="nothing predicted: scored over the whole volume")
     prelabel = models.FileField(max_length=255, blank=True)
+    features = models.JSONField(null=True, blank=True, help_text="cold-start image features (no model)")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

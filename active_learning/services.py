@@ -226,30 +226,60 @@ def _disagreement(scan: Scan) -> float:
 
 def scores_update(*, project_id: int) -> dict:
     """Score the project's open scans with the latest model (or order them for a cold start),
-    store the scores and pre-labels, and set the open assignments' worklist priorities."""
+    store the scores and pre-labels, and set the open assignments' worklist priorities.
+
+    Incremental: a scan that already has a score from this model (or cold-start features)
+    is not run through the network again; only the ranking over all open scans and the
+    rater disagreement are recomputed. So the task that each upload queues costs the new
+    scans, not the whole project, and a retried task redoes nothing.
+    """
     project = Project.objects.get(pk=project_id)
     scans = list(open_scans(project=project))
     model_version = latest_model(project=project)
     strategy = STRATEGY_KERNEL[project.al_strategy]
     if not scans:
-        return {"scored": 0}
+        return {"scored": 0, "computed": 0}
+    known = {
+        score.scan_id: score
+        for score in ScanScore.objects.filter(model_version=model_version, scan__in=scans)
+    }
+    computed = 0
     if model_version is None:
         config = network_config(project=project)
-        features = np.stack(
-            [uncertainty.image_features(network.to_working(_read_volume(s.image)[0], config=config, spacing=s.spacing)[0])
-             for s in scans]
-        )
-        order = uncertainty.diversity_order(features)
+        features = []
+        for scan in scans:
+            cached = known.get(scan.pk)
+            if cached is not None and cached.features is not None:
+                features.append(np.asarray(cached.features, dtype=np.float64))
+                continue
+            working = network.to_working(_read_volume(scan.image)[0], config=config, spacing=scan.spacing)[0]
+            features.append(uncertainty.image_features(working))
+            computed += 1
+        order = uncertainty.diversity_order(np.stack(features))
         scores = np.empty(len(scans))
         scores[order] = np.linspace(1.0, 0.0, len(scans)) if len(scans) > 1 else [1.0]
-        rows = [dict(scan=s, score=float(v), strategy="diversity") for s, v in zip(scans, scores)]
+        rows = [
+            dict(scan=s, score=float(v), strategy="diversity", features=[float(x) for x in f])
+            for s, v, f in zip(scans, scores, features)
+        ]
         note = "Cold start: no model yet, scans in diversity order (greedy k-centre on image features)."
     else:
-        with default_storage.open(model_version.weights.name, "rb") as handle:
-            model, config = network.load_checkpoint(handle.read())
+        model = config = None
+        to_score = [s for s in scans if s.pk not in known or not known[s.pk].prelabel]
         rows = []
-        for i, scan in enumerate(scans):
-            ModelVersion.objects.filter(pk=model_version.pk).update(message=f"scoring scan {i + 1} of {len(scans)}")
+        for scan in scans:
+            cached = known.get(scan.pk)
+            if cached is not None and cached.prelabel:
+                rows.append(dict(scan=scan, entropy=cached.entropy, bald=cached.bald,
+                                 disagreement=_disagreement(scan), whole_volume=cached.whole_volume,
+                                 prelabel=cached.prelabel.name))
+                continue
+            if model is None:
+                with default_storage.open(model_version.weights.name, "rb") as handle:
+                    model, config = network.load_checkpoint(handle.read())
+            computed += 1
+            ModelVersion.objects.filter(pk=model_version.pk).update(
+                message=f"scoring scan {computed} of {len(to_score)}")
             image, _ = _read_volume(scan.image)
             working, geometry = network.to_working(image, config=config, spacing=scan.spacing)
             samples = training.mc_dropout_probabilities(model, working, n_samples=8, seed=scan.pk)
@@ -291,7 +321,8 @@ def scores_update(*, project_id: int) -> dict:
         Project.objects.filter(pk=project.pk).update(priority_note=note)
         if model_version is not None:
             ModelVersion.objects.filter(pk=model_version.pk).update(scored_at=timezone.now(), message=note)
-    return {"scored": len(rows), "model_version": model_version.version if model_version else None, "note": note}
+    return {"scored": len(rows), "computed": computed,
+            "model_version": model_version.version if model_version else None, "note": note}
 
 
 def prelabel_for(*, assignment: Assignment) -> ScanScore | None:

@@ -58,6 +58,14 @@ def test_cold_start_orders_by_diversity_and_says_so():
     assert [w["priority"] for w in worklist] == sorted((w["priority"] for w in worklist), reverse=True)
     assert worklist[0]["priority_note"].startswith("Cold start")
 
+    # Each upload queues a ranking: only the new scan's features are computed again.
+    assert services.scores_update(project_id=world.project.pk)["computed"] == 0
+    factories.add_scan(world, seed=9, shape=SHAPE)
+    result = services.scores_update(project_id=world.project.pk)
+    assert (result["scored"], result["computed"]) == (6, 1)
+    priorities = Assignment.objects.filter(scan__project=world.project).values_list("priority", flat=True)
+    assert len(set(priorities)) == 6
+
 
 @pytest.mark.django_db
 def test_train_score_rank_and_prelabel():
@@ -76,9 +84,13 @@ def test_train_score_rank_and_prelabel():
     assert version.hyperparameters["training"]["steps"] == 6
 
     result = services.scores_update(project_id=world.project.pk)
-    assert result["model_version"] == 1 and result["scored"] == 2  # the two scans without ground truth
+    assert result["model_version"] == 1 and result["scored"] == result["computed"] == 2  # the two scans without ground truth
     scores = ScanScore.objects.filter(model_version=version)
     assert scores.count() == 2 and all(s.entropy >= 0 and s.bald >= 0 for s in scores)
+    before = sorted(scores.values_list("scan_id", "score", "prelabel"))
+    again = services.scores_update(project_id=world.project.pk)  # a retried or repeated task
+    assert (again["scored"], again["computed"]) == (2, 0)
+    assert sorted(ScanScore.objects.filter(model_version=version).values_list("scan_id", "score", "prelabel")) == before
     for score in scores:
         assert set(Assignment.objects.filter(scan=score.scan).values_list("priority", flat=True)) == {score.score}
     ranking = world.client(world.lead).get(f"/api/v1/projects/{world.project.pk}/ranking/").json()
