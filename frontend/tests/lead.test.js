@@ -1,11 +1,11 @@
-// Unit tests of the lead pages' pure modules: NIfTI posterior -> uncertainty, the flagged-scan
+// Unit tests of the lead pages' pure modules: reading NIfTI channels, the flagged-scan
 // walk, polling, formatting, and the heat map's colour scale (node --test frontend/tests/).
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { diceDomain, textColourOn, viridis } from "../src/js/charts.js";
 import { flaggedNeighbours } from "../src/js/flagged.js";
-import { float32Volume, gunzipIfNeeded, readChannels, readHeader, summarise, uncertainty } from "../src/js/nifti.js";
+import { gunzipIfNeeded, readChannels, readHeader, summarise } from "../src/js/nifti.js";
 import { pollJob } from "../src/js/poll.js";
 import { fmt, humanSize, pct } from "../src/js/tables.js";
 
@@ -36,31 +36,18 @@ const P = [
   [0.0, 0.0, 0.5, 0.9],
 ];
 
-test("the uncertainty is 1 - the largest probability of each voxel", () => {
+test("a 4-D posterior is read as one channel per label, a 3-D volume as one", () => {
   const raw = nifti([2, 2, 1, 3], P.flat());
   const { header, channels, nvox } = readChannels(raw);
   assert.deepEqual(header.dims.slice(0, 4), [2, 2, 1, 3]);
   assert.equal(nvox, 4);
+  assert.equal(channels.length, 3);
   assert.deepEqual(Array.from(channels[2]), Array.from(Float32Array.from(P[2])));
-  const u = uncertainty(channels, nvox);
-  assert.deepEqual(Array.from(u).map((v) => +v.toFixed(6)), [0, 0.5, 0.5, 0.1]);
-  assert.deepEqual(summarise(u, 0.05), { max: u[1], above: 3 });
-});
-
-test("the 3-D overlay keeps the posterior's grid and affine", () => {
-  const raw = nifti([2, 2, 1, 3], P.flat());
-  const data = Float32Array.from([0.25, 0.5, 0.75, 1]);
-  const out = float32Volume(raw, data, { description: "uncertainty" });
-  const header = readHeader(out);
-  assert.equal(header.ndim, 3);
-  assert.deepEqual(header.dims, [2, 2, 1, 1, 1, 1, 1]);
-  assert.equal(header.datatype, 16);
-  assert.equal(header.voxOffset, 352);
-  assert.deepEqual(Array.from(new Float32Array(out.buffer.slice(352))), Array.from(data));
-  const dv = new DataView(out.buffer);
-  assert.equal(dv.getInt16(68, true), 0, "not a label volume any more");
-  assert.equal(dv.getFloat32(280 + 12, true), -10, "sform kept");
-  assert.equal(new TextDecoder().decode(out.subarray(148, 159)), "uncertainty");
+  const u = Float32Array.from([0, 0.5, 0.5, 0.1]); // 1 - max posterior, as the server sends it
+  const three = readChannels(nifti([2, 2, 1], Array.from(u)));
+  assert.equal(three.channels.length, 1);
+  assert.deepEqual(Array.from(three.channels[0]), Array.from(u));
+  assert.deepEqual(summarise(three.channels[0], 0.05), { max: 0.5, above: 3 });
 });
 
 test("gzip bytes are unpacked, plain bytes are left alone", async () => {

@@ -85,7 +85,7 @@ def test_review_accept_rerun_edit_and_walk_flagged_scans(live_server, page, revi
     np.testing.assert_array_equal(drawing(page), labels_of(revision.file))
     assert page.inner_text("#readout-overlay") == "Rater 3: rater3"
 
-    # The uncertainty overlay: 1 - max posterior, computed in the page from the stored posterior.
+    # The uncertainty overlay: 1 - max posterior of the stored posterior (the API computes it).
     show(page, "uncertainty")
     posterior = np.asarray(read_nifti(run.posterior_file.name).dataobj, dtype=np.float32)
     expected = 1.0 - posterior.max(axis=-1)

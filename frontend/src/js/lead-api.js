@@ -18,7 +18,7 @@ export const leadApi = {
   review: (scanId) => request(`scans/${scanId}/review/`),
   run: (runId) => request(`consensus-runs/${runId}/`),
   runLabels: (runId) => request(`consensus-runs/${runId}/labels/`, { expect: "bytes" }),
-  runPosterior: (runId) => request(`consensus-runs/${runId}/posterior/`, { expect: "bytes" }),
+  runUncertainty: (runId) => request(`consensus-runs/${runId}/uncertainty/`, { expect: "bytes" }),
   /**
    * Ask for a consensus run of the scan's submitted revisions (202; the same inputs give the same run).
    * @returns {Promise<{id:number, status:string, reused:boolean}>}

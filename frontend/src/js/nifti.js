@@ -4,7 +4,6 @@
 // lands on the scan's voxels.
 
 const HEADER_BYTES = 348;
-const VOX_OFFSET = 352;
 const DT_UINT8 = 2;
 const DT_INT16 = 4;
 const DT_INT32 = 8;
@@ -68,13 +67,14 @@ function voxels(raw, header) {
 }
 
 /**
- * The posterior as one Float32Array per label channel.
- * @param {Uint8Array} raw plain NIfTI bytes of an (X, Y, Z, L) volume
+ * A volume as one Float32Array per channel (a 3-D volume has one).
+ * @param {Uint8Array} raw plain NIfTI bytes of an (X, Y, Z) or (X, Y, Z, L) volume
  * @returns {{header: object, channels: Float32Array[], nvox: number}}
  */
 export function readChannels(raw) {
   const header = readHeader(raw);
-  const [nx, ny, nz, nl] = header.dims;
+  const [nx, ny, nz] = header.dims;
+  const nl = header.ndim >= 4 ? header.dims[3] : 1;
   const nvox = nx * ny * nz;
   const data = voxels(raw, header);
   const channels = [];
@@ -85,50 +85,6 @@ export function readChannels(raw) {
     channels.push(channel);
   }
   return { header, channels, nvox };
-}
-
-/** Per voxel, 1 - the largest posterior probability: 0 where the consensus is sure. */
-export function uncertainty(channels, nvox) {
-  const out = new Float32Array(nvox);
-  for (let i = 0; i < nvox; i++) {
-    let best = 0;
-    for (const channel of channels) if (channel[i] > best) best = channel[i];
-    out[i] = Math.max(0, 1 - best);
-  }
-  return out;
-}
-
-/**
- * A 3-D float32 NIfTI-1 (.nii) with the header of ``template`` (grid, qform, sform) and ``data``.
- * @param {Uint8Array} template plain NIfTI bytes whose first 3 dims match ``data``
- * @param {Float32Array} data x fastest
- * @returns {Uint8Array}
- */
-export function float32Volume(template, data, { description = "" } = {}) {
-  const header = readHeader(template);
-  const little = header.little;
-  const out = new Uint8Array(VOX_OFFSET + data.byteLength);
-  out.set(template.subarray(0, HEADER_BYTES), 0);
-  const dv = new DataView(out.buffer);
-  dv.setInt16(40, 3, little); // dim[0]: three dimensions
-  for (let i = 4; i <= 7; i++) dv.setInt16(40 + 2 * i, 1, little);
-  dv.setInt16(68, 0, little); // intent_code: none
-  dv.setInt16(70, DT_FLOAT32, little);
-  dv.setInt16(72, 32, little); // bitpix
-  dv.setFloat32(108, VOX_OFFSET, little);
-  dv.setFloat32(112, 1, little); // scl_slope
-  dv.setFloat32(116, 0, little); // scl_inter
-  dv.setFloat32(124, 0, little); // cal_max
-  dv.setFloat32(128, 0, little); // cal_min
-  const descrip = new TextEncoder().encode(description.slice(0, 79));
-  out.fill(0, 148, 228);
-  out.set(descrip, 148);
-  out.set([0x6e, 0x2b, 0x31, 0x00], 344); // magic "n+1": one file
-  // bytes 348..351: no extension
-  const values = new Float32Array(data);
-  if (little) out.set(new Uint8Array(values.buffer), VOX_OFFSET);
-  else for (let i = 0; i < values.length; i++) dv.setFloat32(VOX_OFFSET + 4 * i, values[i], false);
-  return out;
 }
 
 /** Summary figures of a volume: maximum and the count of voxels above ``threshold``. */

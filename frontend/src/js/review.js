@@ -8,7 +8,7 @@ import { NVImage } from "@niivue/niivue";
 import { ApiError, api, isAuthError, redirectToLogin } from "./api.js";
 import { flaggedNeighbours } from "./flagged.js";
 import { leadApi } from "./lead-api.js";
-import { float32Volume, gunzipIfNeeded, readChannels, summarise, uncertainty } from "./nifti.js";
+import { gunzipIfNeeded, readChannels, summarise } from "./nifti.js";
 import { ProgressView, pollJob } from "./poll.js";
 import { requireUser, showPageError, showUser } from "./session.js";
 import { Shortcuts } from "./shortcuts.js";
@@ -167,7 +167,10 @@ function setUncertaintyVisible(visible) {
   if (index > 0) app.viewer.nv.setOpacity(index, visible ? app.uncertaintyOpacity : 0);
 }
 
-/** The uncertainty volume of the run shown, computed here from its posterior (once per run). */
+/**
+ * The uncertainty volume of the run shown (once per run): 1 - max posterior, computed by the
+ * server (3-D, a fifth of the 4-D posterior's bytes with five labels).
+ */
 async function ensureUncertainty() {
   const run = app.run;
   if (app.uncertainty?.runId === run.id) return app.uncertainty;
@@ -175,15 +178,13 @@ async function ensureUncertainty() {
     app.viewer.nv.removeVolume(app.uncertainty.image);
     app.uncertainty = null;
   }
-  message("Loading the posterior…");
-  const raw = await gunzipIfNeeded(await leadApi.runPosterior(run.id));
-  const { channels, nvox } = readChannels(raw);
-  const data = uncertainty(channels, nvox);
-  const bytes = float32Volume(raw, data, { description: `uncertainty of consensus run ${run.id}` });
+  message("Loading the uncertainty…");
+  const raw = await gunzipIfNeeded(await leadApi.runUncertainty(run.id));
+  const data = readChannels(raw).channels[0];
   const image = await NVImage.loadFromUrl({
     url: `uncertainty-${run.id}.nii`,
     name: `uncertainty-${run.id}.nii`,
-    buffer: bytes.buffer,
+    buffer: raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength),
     colormap: UNCERTAINTY_COLORMAP,
     cal_min: UNCERTAINTY_RANGE[0],
     cal_max: UNCERTAINTY_RANGE[1],
