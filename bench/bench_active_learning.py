@@ -4,7 +4,10 @@ Data: by default a SIMULATED cohort: ``labeling.simulation.simulate_subject`` de
 the MNI152 2009a template (2 mm) with smooth random deformations, contrast, bias and
 noise changes and 0-4 synthetic white-matter lesions of varied size and contrast
 (labels 1 CSF, 2 grey matter, 3 white matter, 4 lesion). Nothing real and nothing
-downloaded. ``--nnunet-dir PATH`` runs on any nnU-Net raw dataset folder instead
+downloaded. ``--cohort multisite`` (default) draws the pool mostly from one research
+site (T1w) and 2 scans each from two small clinical sites (tilted heads with thick
+slices; T2w/FLAIR/PDw-like contrast), with a site-balanced test set (see ``SITES``);
+``--cohort homogeneous`` makes every subject research-T1w-like. ``--nnunet-dir PATH`` runs on any nnU-Net raw dataset folder instead
 (``imagesTr/<case>_0000.nii.gz``, ``labelsTr/<case>.nii.gz``, optional
 ``dataset.json`` with v2 ``{"name": value}`` or v1/MSD ``{"value": "name"}`` labels;
 MSD's ``imagesTr/<case>.nii.gz`` is accepted too; first channel only). Label values
@@ -37,7 +40,7 @@ Markdown table on stdout. ``--resume`` reuses the seeds already in the JSON.
 
 Usage::
 
-    .venv/bin/python bench/bench_active_learning.py                 # full run (~1 h on 2 cores)
+    .venv/bin/python bench/bench_active_learning.py                 # full run (~25 min on 2 cores)
     .venv/bin/python bench/bench_active_learning.py --quick         # smoke test, minutes
     .venv/bin/python bench/bench_active_learning.py --nnunet-dir /data/Task04_Hippocampus \\
         --working-shape 32,48,32 --n-test 50 --schedule 5,10,20,40,80
@@ -72,19 +75,66 @@ SPLIT_SEED = 12345
 # --------------------------------------------------------------------------------------
 
 
-def simulated_cohort(n: int, *, resolution: int = 2, first_seed: int = 1000):
-    """SIMULATED subjects from the MNI152 template: (ids, images, labels, spacings, labels)."""
+# The multi-site cohort: (site, scans in the pool, share of the test set). The pool is
+# dominated by one research site; two small clinical sites have scans unlike it. The
+# test set is site-balanced (every site weighs about the same), as multi-site studies
+# report, because a ground truth is built to serve every site's scans.
+SITES = (
+    ("research T1w", None, 0.4),
+    ("clinical T1w, tilted 20-35 deg, 6 mm slices", 2, 0.3),
+    ("clinical T2w/FLAIR/PDw-like", 2, 0.3),
+)
+
+
+def _site_variation(site: int, k: int, rng) -> dict:
+    """simulate_subject keyword arguments of the k-th scan of a site."""
+    if site == 1:
+        return {"tilt_deg": float(rng.uniform(20, 35)), "slice_thickness_mm": 6.0}
+    if site == 2:
+        return {"contrast": ("T2w", "FLAIR", "PDw")[k % 3]}
+    return {}
+
+
+def simulated_cohort(n: int, *, n_test: int, multisite: bool = True, resolution: int = 2,
+                     first_seed: int = 1000):
+    """SIMULATED subjects from the MNI152 template.
+
+    Returns (ids, images, labels, spacings, label values, sites), pool first, then the
+    ``n_test`` test scans. ``multisite=False`` gives the homogeneous cohort (every subject
+    a research-T1w-like deformation of the template).
+    """
     from labeling import simulation as sim
 
     anatomy = sim.mni152_anatomy(resolution=resolution)
-    ids, images, labels, spacings = [], [], [], []
-    for i in range(n):
-        subject = sim.simulate_subject(anatomy, seed=first_seed + i)
-        ids.append(f"sim{first_seed + i}")
+    n_pool = n - n_test
+    if multisite:
+        pool_counts = [n_pool - sum(c for _, c, _ in SITES[1:])] + [c for _, c, _ in SITES[1:]]
+        test_counts = [round(share * n_test) for _, _, share in SITES[1:]]
+        test_counts = [n_test - sum(test_counts)] + test_counts
+        if min(pool_counts) < 1 or min(test_counts) < 1:
+            raise SystemExit(f"--n-scans {n} / --n-test {n_test}: too few scans for {len(SITES)} sites")
+    else:
+        pool_counts, test_counts = [n_pool], [n_test]
+    plan = []
+    for counts in (pool_counts, test_counts):
+        for site, count in enumerate(counts):
+            plan += [(site, k) for k in range(count)]
+        # Within the pool and within the test set, order does not matter: interleave so
+        # that ids do not reveal the site.
+    rng = np.random.default_rng([SPLIT_SEED, 7])
+    pool_part = [plan[i] for i in rng.permutation(n_pool)]
+    plan = pool_part + plan[n_pool:]
+    ids, images, labels, spacings, sites = [], [], [], [], []
+    for i, (site, k) in enumerate(plan):
+        seed = first_seed + i
+        variation = _site_variation(site, k, np.random.default_rng([seed, 99])) if multisite else {}
+        subject = sim.simulate_subject(anatomy, seed=seed, **variation)
+        ids.append(f"sim{seed}")
         images.append(subject.image)
         labels.append(subject.labels)
         spacings.append(anatomy.spacing)
-    return ids, images, labels, spacings, tuple(sorted(sim.LABELS))
+        sites.append(SITES[site][0] if multisite else "homogeneous")
+    return ids, images, labels, spacings, tuple(sorted(sim.LABELS)), sites
 
 
 def nnunet_cohort(folder: Path, *, limit: int | None = None):
@@ -129,7 +179,7 @@ def nnunet_cohort(folder: Path, *, limit: int | None = None):
         values = sorted(int(v) for v in meta["labels"].values() if not isinstance(v, list))
     else:
         values = sorted(set().union(*(np.unique(s).tolist() for s in labels)) | {0})
-    return ids, images, labels, spacings, tuple(values)
+    return ids, images, labels, spacings, tuple(values), ["all"] * len(ids)
 
 
 # --------------------------------------------------------------------------------------
@@ -148,11 +198,13 @@ def evaluate(model, config, test):
     """Mean Dice over test scans on the original grid and on the working grid."""
     values = config.labels[1:]
     original, working, per_label = [], [], {v: [] for v in values}
+    by_site = {}
     for item in test:
         probs = training.predict_probabilities(model, item["work"])
         labels = network.probabilities_to_labels(probs, item["geometry"], config=config)
         scores, mean = scan_dice(labels, item["labels"], values)
         original.append(mean)
+        by_site.setdefault(item["site"], []).append(mean)
         for v, s in scores.items():
             if not math.isnan(s):
                 per_label[v].append(s)
@@ -162,6 +214,7 @@ def evaluate(model, config, test):
         "dice": float(np.nanmean(original)),
         "dice_working": float(np.nanmean(working)),
         "dice_per_label": {str(v): (float(np.mean(s)) if s else None) for v, s in per_label.items()},
+        "dice_per_site": {site: float(np.nanmean(d)) for site, d in by_site.items()},
     }
 
 
@@ -280,6 +333,9 @@ def _metric(record, metric):
     if metric.startswith("label:"):
         value = record["dice_per_label"][metric.split(":", 1)[1]]
         return np.nan if value is None else value
+    if metric == "minority_sites":
+        values = [v for site, v in record["dice_per_site"].items() if site != SITES[0][0]]
+        return float(np.mean(values)) if values else np.nan
     return record[metric]
 
 
@@ -401,7 +457,11 @@ def report(results, strategies, pool_size, png, title):
     hardest = min(finite, key=finite.get) if finite else None
     panels = [(summaries["original"], "test Dice, original grid (mean over labels)"),
               (summaries["working"], "test Dice, working grid (mean over labels)")]
-    if hardest is not None:
+    multisite = len(results["seeds"][0]["full"].get("dice_per_site", {})) > 1
+    if multisite:
+        summaries["minority_sites"] = analyse(results, strategies, pool_size, metric="minority_sites")
+        panels.append((summaries["minority_sites"], "test Dice, the two small sites' scans"))
+    elif hardest is not None:
         panels.append((summaries[f"label:{hardest}"],
                        f"test Dice of label {hardest} (hardest), original grid"))
     plot(panels, strategies, png, title)
@@ -412,10 +472,38 @@ def report(results, strategies, pool_size, png, title):
     for value in full_labels:
         print()
         print(markdown(summaries[f"label:{value}"], strategies, f"label {value}, original grid"))
+    if multisite:
+        print()
+        print(markdown(summaries["minority_sites"], strategies, "the two small sites' test scans"))
+        print()
+        print(picks_table(results, strategies))
     print()
     print("Full-data Dice per label (original grid):",
           {k: round(v, 4) for k, v in full_labels.items()})
     return summaries, full_labels
+
+
+def picks_table(results, strategies):
+    """Scans from the small sites among the labelled ones, mean over seeds, per round."""
+    sites = results["pool_sites"]
+    seeds = results["seeds"]
+    counts = [r["n"] for r in seeds[0]["strategies"][strategies[0]]]
+    minority = sum(1 for site in sites.values() if site != SITES[0][0])
+    lines = [f"Small-site scans among the labelled ones (mean over seeds; the pool has {minority}):", "",
+             "| strategy | " + " | ".join(str(n) for n in counts) + " |",
+             "|" + "---|" * (len(counts) + 1)]
+    for s in strategies:
+        cells = []
+        for r in range(len(counts)):
+            per_seed = []
+            for seed in seeds:
+                labelled = list(seed["initial"])
+                for rnd in seed["strategies"][s][1: r + 1]:
+                    labelled += rnd["added"]
+                per_seed.append(sum(sites[i] != SITES[0][0] for i in labelled))
+            cells.append(f"{np.mean(per_seed):.1f}")
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------
@@ -431,6 +519,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nnunet-dir", type=Path, help="nnU-Net raw dataset folder instead of the simulated cohort")
     parser.add_argument("--n-scans", type=int, default=35, help="simulated cohort size (default 35)")
+    parser.add_argument("--cohort", choices=("multisite", "homogeneous"), default="multisite",
+                        help="simulated cohort: three sites, one dominant (default), or one "
+                             "homogeneous site")
     parser.add_argument("--n-test", type=int, default=10, help="fixed test scans (default 10)")
     parser.add_argument("--limit", type=int, help="nnU-Net: use only the first N cases")
     parser.add_argument("--seeds", type=int, default=5)
@@ -487,6 +578,7 @@ def main(argv=None):
             "summary": summaries["original"],
             "summary_working_grid": summaries["working"],
             "summary_per_label": {k: v for k, v in summaries.items() if k.startswith("label:")},
+        "summary_minority_sites": summaries.get("minority_sites"),
             "full_data_dice_per_label": full_labels,
         })
         args.json.write_text(json.dumps(results, indent=1))
@@ -495,12 +587,13 @@ def main(argv=None):
 
     t_start = time.perf_counter()
     if args.nnunet_dir:
-        ids, images, labels, spacings, values = nnunet_cohort(args.nnunet_dir, limit=args.limit)
+        ids, images, labels, spacings, values, sites = nnunet_cohort(args.nnunet_dir, limit=args.limit)
         source = f"nnU-Net raw folder {args.nnunet_dir}"
     else:
-        ids, images, labels, spacings, values = simulated_cohort(args.n_scans)
-        source = (f"SIMULATED cohort: {args.n_scans} subjects from the MNI152 2009a template "
-                  "at 2 mm (labeling.simulation, seeds 1000..)")
+        ids, images, labels, spacings, values, sites = simulated_cohort(
+            args.n_scans, n_test=args.n_test, multisite=args.cohort == "multisite")
+        source = (f"SIMULATED {args.cohort} cohort: {args.n_scans} subjects from the MNI152 "
+                  "2009a template at 2 mm (labeling.simulation, seeds 1000..)")
     if args.n_test >= len(ids) or len(ids) - args.n_test < args.schedule[-1]:
         parser.error(f"cohort of {len(ids)} scans too small for --n-test {args.n_test} and "
                      f"--schedule up to {args.schedule[-1]}")
@@ -514,13 +607,13 @@ def main(argv=None):
     )
     order = np.random.default_rng(SPLIT_SEED).permutation(len(ids))
     if not args.nnunet_dir:
-        order = np.arange(len(ids))  # simulated scans are exchangeable: last ones test
+        order = np.arange(len(ids))  # simulated_cohort puts the pool first, the test scans last
     items = []
     t0 = time.perf_counter()
     for i in order:
         work, geometry = network.to_working(images[i], config=config, spacing=spacings[i])
         items.append({
-            "id": ids[i], "work": work, "geometry": geometry, "labels": labels[i],
+            "id": ids[i], "site": sites[i], "work": work, "geometry": geometry, "labels": labels[i],
             "target": network.labels_to_working(labels[i], geometry, config=config),
         })
     prep_seconds = time.perf_counter() - t0
@@ -531,7 +624,9 @@ def main(argv=None):
         f"prep {prep_seconds:.1f} s, {torch.get_num_threads()} threads")
 
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    results = {"settings": settings, "seeds": []}
+    results = {"settings": settings, "seeds": [],
+               "pool_sites": {item["id"]: item["site"] for item in pool},
+               "test_sites": {item["id"]: item["site"] for item in test}}
     if args.resume and args.json.exists():
         previous = json.loads(args.json.read_text())
         if previous.get("settings", {}).get("schedule") == args.schedule:
@@ -546,7 +641,7 @@ def main(argv=None):
         results["seeds"].sort(key=lambda s: s["seed"])
         args.json.write_text(json.dumps(results, indent=1))
 
-    title = (f"{'SIMULATED MNI152 cohort' if not args.nnunet_dir else args.nnunet_dir.name}: "
+    title = (f"{f'SIMULATED MNI152 {args.cohort} cohort' if not args.nnunet_dir else args.nnunet_dir.name}: "
              f"{len(results['seeds'])} seeds, pool {len(pool)}, test {len(test)}")
     args.png.parent.mkdir(parents=True, exist_ok=True)
     summaries, full_labels = report(results, args.strategies, len(pool), args.png, title)
@@ -556,6 +651,7 @@ def main(argv=None):
         "summary": summaries["original"],
         "summary_working_grid": summaries["working"],
         "summary_per_label": {k: v for k, v in summaries.items() if k.startswith("label:")},
+        "summary_minority_sites": summaries.get("minority_sites"),
         "full_data_dice_per_label": full_labels,
         "network": config.to_dict(),
         "working_spacing_mm": items[0]["geometry"].working_spacing_mm,
