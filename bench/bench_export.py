@@ -127,7 +127,7 @@ def main() -> int:
 
         with default_storage.open(export.file.name, "rb") as handle:
             files = len(zipfile.ZipFile(handle).namelist())
-        print(f"{fmt:<8} {str(bool(options)):<18} {seconds:>8.1f} {export.size / 1e6:>8.1f} {files:>6}  "
+        print(f"{fmt:<8} {bool(options)!s:<18} {seconds:>8.1f} {export.size / 1e6:>8.1f} {files:>6}  "
               f"{export.summary.get('checks')}", flush=True)
     redis.stop()
     return 0

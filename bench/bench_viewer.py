@@ -38,7 +38,8 @@ FRONTEND = ROOT / "frontend"
 OUT = ROOT / "bench" / "out"
 PYTHON = sys.executable
 sys.path.insert(0, str(ROOT))
-from tests.frontend.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402  (one list of launch flags)
+from tests.frontend.conftest import CHROMIUM, CHROMIUM_ARGS
+
 VIEWPORT = {"width": 1280, "height": 860}
 USER, PASSWORD = "bench", "bench-password-1"
 
