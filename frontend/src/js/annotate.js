@@ -3,6 +3,7 @@
 import { ApiError, api, isAuthError, redirectToLogin } from "./api.js";
 import { Autosave, STATE } from "./autosave.js";
 import { OfflineStore } from "./offline-store.js";
+import { markPalette, renderPalette } from "./palette.js";
 import { requireUser, showPageError, showUser } from "./session.js";
 import { Shortcuts } from "./shortcuts.js";
 import { loadStartingPoint } from "./starting-point.js";
@@ -126,37 +127,6 @@ function setReadOnly(text) {
 
 // --- controls ------------------------------------------------------------------------------
 
-function renderPalette(labels) {
-  const list = $("palette");
-  const items = labels.map((label, index) => {
-    const li = document.createElement("li");
-    const button = document.createElement("button");
-    button.type = "button";
-    button.dataset.value = String(label.value);
-    button.title = index < 9 ? `${label.name} (key ${index + 1})` : label.name;
-    const swatch = document.createElement("span");
-    swatch.className = "swatch";
-    swatch.style.background = label.color;
-    const name = document.createElement("span");
-    name.className = "label-name";
-    name.textContent = label.name;
-    const meta = document.createElement("span");
-    meta.className = "label-meta";
-    meta.textContent = `${label.value}${index < 9 ? ` · key ${index + 1}` : ""}`;
-    button.append(swatch, name, meta);
-    button.addEventListener("click", () => app.tools.setLabel(label.value));
-    li.append(button);
-    return li;
-  });
-  if (!items.length) {
-    const li = document.createElement("li");
-    li.className = "muted";
-    li.textContent = "This project has no labels yet: a lead must add them before you can draw.";
-    items.push(li);
-  }
-  list.replaceChildren(...items);
-}
-
 function refreshControls() {
   const { tools, viewer } = app;
   if (!tools) return;
@@ -164,9 +134,7 @@ function refreshControls() {
     button.classList.toggle("active", button.dataset.tool === tools.tool);
     button.setAttribute("aria-pressed", String(button.dataset.tool === tools.tool));
   }
-  for (const button of document.querySelectorAll("#palette button")) {
-    button.classList.toggle("active", Number(button.dataset.value) === tools.label);
-  }
+  markPalette($("palette"), tools.label);
   for (const button of document.querySelectorAll("#view-buttons [data-view]")) {
     button.classList.toggle("active", button.dataset.view === viewer.view);
   }
@@ -474,7 +442,9 @@ async function main() {
     onChange: refreshControls,
   });
   app.tools = tools;
-  renderPalette(tools.labels);
+  renderPalette($("palette"), tools.labels, (value) => app.tools.setLabel(value), {
+    emptyText: "This project has no labels yet: a lead must add them before you can draw.",
+  });
   app.autosave = new Autosave({
     assignmentId: assignment.id,
     username: me.username,

@@ -9,6 +9,7 @@ import { ApiError, api, isAuthError, redirectToLogin } from "./api.js";
 import { flaggedNeighbours } from "./flagged.js";
 import { leadApi } from "./lead-api.js";
 import { gunzipIfNeeded, readChannels, summarise } from "./nifti.js";
+import { markPalette, renderPalette } from "./palette.js";
 import { ProgressView, pollJob } from "./poll.js";
 import { requireUser, showPageError, showUser } from "./session.js";
 import { Shortcuts } from "./shortcuts.js";
@@ -539,29 +540,6 @@ async function rerun(event) {
   }
 }
 
-function renderPalette() {
-  const { tools } = app;
-  $("palette").replaceChildren(
-    ...tools.labels.map((label, index) => {
-      const li = document.createElement("li");
-      const button = document.createElement("button");
-      button.type = "button";
-      button.dataset.value = String(label.value);
-      button.title = index < 9 ? `${label.name} (key ${index + 1})` : label.name;
-      const swatch = document.createElement("span");
-      swatch.className = "swatch";
-      swatch.style.background = label.color;
-      const name = document.createElement("span");
-      name.className = "label-name";
-      name.textContent = label.name;
-      button.append(swatch, name);
-      button.addEventListener("click", () => tools.setLabel(label.value));
-      li.append(button);
-      return li;
-    }),
-  );
-}
-
 function refreshEditControls() {
   const { tools } = app;
   if (!tools) return;
@@ -569,9 +547,7 @@ function refreshEditControls() {
     button.classList.toggle("active", button.dataset.tool === tools.tool);
     button.setAttribute("aria-pressed", String(button.dataset.tool === tools.tool));
   }
-  for (const button of document.querySelectorAll("#palette button")) {
-    button.classList.toggle("active", Number(button.dataset.value) === tools.label);
-  }
+  markPalette($("palette"), tools.label);
   $("pen-size").value = String(tools.penSize);
   $("pen-size-value").textContent = String(tools.penSize);
   $("undo").disabled = !app.editing || !tools.history.canUndo;
@@ -779,7 +755,7 @@ async function main() {
   app.tools = tools;
   tools.attach();
   tools.setReadOnly(true);
-  renderPalette();
+  renderPalette($("palette"), app.tools.labels, (value) => app.tools.setLabel(value));
   renderLegend();
   buildOverlays();
   renderAll();
