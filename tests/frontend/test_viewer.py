@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from django.core.files.storage import default_storage
 from scipy import ndimage
 
+from labeling import volumes
 from tests.frontend.helpers import (
     canvas_point,
     click,
@@ -63,6 +65,12 @@ def test_paint_lands_on_the_stored_voxels(live_server, page, viewer_world, shot)
     assert set(painted[:, 2].tolist()) == {first[2]}, "an axial stroke stays in one axial slice"
     assert len(painted) >= max(abs(last[0] - first[0]), abs(last[1] - first[1])) + 1
     assert set(np.unique(stored).tolist()) == {0, 2}
+    # The page sends the canonical form, so the server keeps the bytes as sent
+    # (volumes.storable_as_sent) instead of re-encoding them, which would give other bytes.
+    with default_storage.open(revision.file.name, "rb") as handle:
+        raw = handle.read()
+    assert volumes.storable_as_sent(raw)
+    assert raw != volumes.label_map_to_bytes(stored, np.asarray(assignment.scan.affine))
 
     # The crosshair read-out agrees with the stored scan: world position and intensity.
     image, affine = scan_image(assignment.scan)
