@@ -119,11 +119,11 @@ def simulated_cohort(n: int, *, n_test: int, multisite: bool = True, resolution:
     for counts in (pool_counts, test_counts):
         for site, count in enumerate(counts):
             plan += [(site, k) for k in range(count)]
-        # Within the pool and within the test set, order does not matter: interleave so
-        # that ids do not reveal the site.
-    rng = np.random.default_rng([SPLIT_SEED, 7])
-    pool_part = [plan[i] for i in rng.permutation(n_pool)]
-    plan = pool_part + plan[n_pool:]
+    if multisite:
+        # Shuffle the pool so that neither its order nor the ids reveal the site (the
+        # homogeneous cohort keeps the first session's order, so its run is reproducible).
+        rng = np.random.default_rng([SPLIT_SEED, 7])
+        plan = [plan[i] for i in rng.permutation(n_pool)] + plan[n_pool:]
     ids, images, labels, spacings, sites = [], [], [], [], []
     for i, (site, k) in enumerate(plan):
         seed = first_seed + i
