@@ -49,6 +49,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -233,6 +234,9 @@ def run_seed(seed, pool, test, config, args):
     initial = sorted(rng.choice(len(pool), size=schedule[0], replace=False).tolist())
     hyper = training.TrainingConfig(
         steps=args.steps,
+        steps_per_scan=args.steps_per_scan,
+        max_steps=max(args.max_steps, args.steps),
+        scan_sampling=args.scan_sampling,
         batch_size=args.batch_size,
         patch_shape=None,
         learning_rate=args.learning_rate,
@@ -240,14 +244,13 @@ def run_seed(seed, pool, test, config, args):
         flip_axes=tuple(args.flip_axes),
     )
 
-    def fit(indices):
-        result = training.train_segmentation(
+    def fit(indices, recipe=hyper):
+        return training.train_segmentation(
             [pool[i]["work"] for i in indices],
             [pool[i]["target"] for i in indices],
             config=config,
-            training=hyper,
+            training=recipe,
         )
-        return result
 
     def score(model, candidates):
         t0 = time.perf_counter()
@@ -300,7 +303,14 @@ def run_seed(seed, pool, test, config, args):
     full = fit(list(range(len(pool))))
     train_seconds.append(full.seconds)
     out["full"] = {"n": len(pool), **evaluate(full.model, config, test)}
-    log(f"seed {seed} full n={len(pool)} dice {out['full']['dice']:.4f}")
+    log(f"seed {seed} full n={len(pool)} dice {out['full']['dice']:.4f} "
+        f"(train {full.seconds:.0f} s)")
+    if hyper.scan_sampling != "uniform":
+        # Control: the same full-data model with shuffled passes, to show what the
+        # loss-prioritised sampler does to the reference.
+        control = fit(list(range(len(pool))), dataclasses.replace(hyper, scan_sampling="uniform"))
+        out["full_uniform_sampling"] = {"n": len(pool), **evaluate(control.model, config, test)}
+        log(f"seed {seed} full, uniform sampling: dice {out['full_uniform_sampling']['dice']:.4f}")
     out["timing"] = {
         "seconds": time.perf_counter() - t0,
         "train_seconds_mean": float(np.mean(train_seconds)),
@@ -480,7 +490,27 @@ def report(results, strategies, pool_size, png, title):
     print()
     print("Full-data Dice per label (original grid):",
           {k: round(v, 4) for k, v in full_labels.items()})
+    controls = [s["full_uniform_sampling"] for s in results["seeds"] if "full_uniform_sampling" in s]
+    if controls:
+        sampled = [s["full"] for s in results["seeds"] if "full_uniform_sampling" in s]
+        print()
+        print(sampling_table(sampled, controls))
     return summaries, full_labels
+
+
+def sampling_table(sampled, controls):
+    """The full-data model with loss-prioritised vs uniform scan sampling (same steps)."""
+    sites = list(sampled[0].get("dice_per_site", {}))
+    lines = ["Full-data model, loss-prioritised vs uniform scan sampling (mean ± SD over "
+             f"{len(sampled)} seeds, original grid):", "",
+             "| scan sampling | all test scans | " + " | ".join(sites) + " |",
+             "|" + "---|" * (len(sites) + 2)]
+    for name, runs in (("loss (the recipe)", sampled), ("uniform (control)", controls)):
+        cells = [np.array([r["dice"] for r in runs])]
+        cells += [np.array([r["dice_per_site"][site] for r in runs]) for site in sites]
+        lines.append(f"| {name} | " + " | ".join(f"{c.mean():.4f} ± {c.std(ddof=1) if len(c) > 1 else 0:.4f}"
+                                                  for c in cells) + " |")
+    return "\n".join(lines)
 
 
 def picks_table(results, strategies):
@@ -532,9 +562,15 @@ def main(argv=None):
     parser.add_argument("--channels", type=_ints, default=[16, 32, 64, 128])
     parser.add_argument("--res-units", type=int, default=0)
     parser.add_argument("--dropout", type=float, default=0.2)
-    parser.add_argument("--steps", type=int, default=500)
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--learning-rate", type=float, default=2e-2)
+    recipe = training.TrainingConfig()  # the product's recipe unless told otherwise
+    parser.add_argument("--steps", type=int, default=recipe.steps, help="fewest steps per model")
+    parser.add_argument("--steps-per-scan", type=int, default=recipe.steps_per_scan,
+                        help="steps per labelled scan (0: always --steps)")
+    parser.add_argument("--max-steps", type=int, default=recipe.max_steps)
+    parser.add_argument("--scan-sampling", choices=training.SCAN_SAMPLING,
+                        default=recipe.scan_sampling)
+    parser.add_argument("--batch-size", type=int, default=recipe.batch_size)
+    parser.add_argument("--learning-rate", type=float, default=recipe.learning_rate)
     parser.add_argument("--flip-axes", type=_ints, default=None,
                         help="mirror axes during training (default 0 for the simulated "
                              "brains, none for --nnunet-dir)")
@@ -547,10 +583,11 @@ def main(argv=None):
     parser.add_argument("--analyse-only", action="store_true",
                         help="no training: redo the tables and the PNG from --json")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke test: 12 scans, 2 seeds, 20 steps, 4 MC samples")
+                        help="smoke test: 12 scans, 2 seeds, 20-40 steps, 4 MC samples")
     args = parser.parse_args(argv)
     if args.quick:
         args.n_scans, args.n_test, args.seeds, args.steps, args.mc_samples = 12, 4, 2, 20, 4
+        args.steps_per_scan, args.max_steps = 2, 40
         args.schedule = [2, 4, 6]
         if args.json == parser.get_default("json"):
             args.json = ROOT / "bench/out/active_learning_quick.json"

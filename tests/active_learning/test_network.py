@@ -30,6 +30,7 @@ from active_learning.network import (
 )
 from active_learning.training import (
     TrainingConfig,
+    _next_scan,
     TrainingResult,
     dice_per_label,
     evaluate_dice,
@@ -274,8 +275,8 @@ def test_mc_dropout_context_restores_modes():
 def trained():
     pairs = [_working_pair(seed) for seed in range(6)]
     progress = []
-    training = TrainingConfig(steps=60, batch_size=2, patch_shape=None, learning_rate=1e-2,
-                              seed=3, flip_axes=(0,))
+    training = TrainingConfig(steps=60, steps_per_scan=0, batch_size=2, patch_shape=None,
+                              learning_rate=1e-2, seed=3, flip_axes=(0,))
     result = train_segmentation(
         [p[0] for p in pairs],
         [p[1] for p in pairs],
@@ -319,13 +320,59 @@ def test_training_is_seeded_and_leaves_global_rng_alone():
     pairs = [_working_pair(seed) for seed in range(2)]
     images, targets = [p[0] for p in pairs], [p[1] for p in pairs]
     before = [i.copy() for i in images]
-    config = TrainingConfig(steps=3, patch_shape=(8, 8, 8), seed=5, flip_axes=(0, 1))
+    config = TrainingConfig(steps=3, steps_per_scan=0, patch_shape=(8, 8, 8), seed=5,
+                            flip_axes=(0, 1))
     state = torch.random.get_rng_state()
     a = train_segmentation(images, targets, config=TINY, training=config)
     assert torch.equal(torch.random.get_rng_state(), state)
     b = train_segmentation(images, targets, config=TINY, training=config)
     assert a.losses == b.losses
     assert all(np.array_equal(x, y) for x, y in zip(images, before, strict=True))
+
+
+def test_steps_grow_with_the_training_scans_between_bounds():
+    recipe = TrainingConfig(steps=10, steps_per_scan=4, max_steps=30)
+    assert [recipe.steps_for(n) for n in (1, 2, 3, 5, 7, 8, 100)] == [10, 10, 12, 20, 28, 30, 30]
+    assert TrainingConfig(steps=10, steps_per_scan=0).steps_for(1000) == 10
+    pairs = [_working_pair(seed) for seed in range(3)]
+    result = train_segmentation([p[0] for p in pairs], [p[1] for p in pairs], config=TINY,
+                                training=TrainingConfig(steps=2, steps_per_scan=2, max_steps=5,
+                                                        patch_shape=(8, 8, 8)))
+    assert len(result.losses) == 5
+
+
+def test_loss_sampling_draws_scans_in_proportion_to_their_last_loss():
+    recipe = TrainingConfig(scan_sampling="loss", loss_share=0.5)
+    rng = np.random.default_rng(0)
+    # First pass: every scan exactly once, in a shuffled order, whatever the losses so far.
+    queue, losses = [], np.array([np.nan, np.nan, np.nan, np.nan])
+    first = [_next_scan(rng, queue, losses, recipe) for _ in range(4)]
+    assert sorted(first) == [0, 1, 2, 3]
+    # After it: p_i = 0.5 / 4 + 0.5 * L_i / sum(L) = [0.5, 0.25, 0.125, 0.125].
+    losses = np.array([3.0, 1.0, 0.0, 0.0])
+    draws = np.array([_next_scan(rng, queue, losses, recipe) for _ in range(40_000)])
+    frequency = np.bincount(draws, minlength=4) / draws.size
+    np.testing.assert_allclose(frequency, [0.5, 0.25, 0.125, 0.125], atol=0.01)
+    # Uniform sampling ignores the losses: shuffled passes, every scan once per pass.
+    uniform = TrainingConfig(scan_sampling="uniform")
+    queue = []
+    draws = [_next_scan(rng, queue, losses, uniform) for _ in range(400)]
+    assert all(sorted(draws[k:k + 4]) == [0, 1, 2, 3] for k in range(0, 400, 4))
+    # All losses zero (a perfect fit): uniform draws.
+    draws = np.array([_next_scan(rng, [], np.zeros(4), recipe) for _ in range(40_000)])
+    np.testing.assert_allclose(np.bincount(draws, minlength=4) / draws.size, 0.25, atol=0.01)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"steps": 10, "max_steps": 9}, "max_steps"),
+    ({"steps_per_scan": -1}, "steps_per_scan"),
+    ({"scan_sampling": "hard"}, "scan_sampling"),
+    ({"loss_share": 1.5}, "loss_share"),
+    ({"steps_per_scan": 1.5}, "steps_per_scan"),
+])
+def test_training_config_rejects_bad_sampling_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainingConfig(**kwargs)
 
 
 def test_training_validates_inputs():

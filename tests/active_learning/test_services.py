@@ -17,7 +17,7 @@ from labeling.models import Assignment, Split
 from tests import factories
 
 TINY_NETWORK = {"working_shape": (16, 16, 16), "channels": (4, 8), "strides": (2,), "num_res_units": 0}
-TINY_TRAINING = {"steps": 6, "patch_shape": None, "batch_size": 2}
+TINY_TRAINING = {"steps": 6, "steps_per_scan": 0, "patch_shape": None, "batch_size": 2}
 SHAPE = (24, 20, 16)
 
 
