@@ -214,14 +214,11 @@ def latest_model(*, project: Project) -> ModelVersion | None:
 
 def _disagreement(scan: Scan) -> float:
     """1 - mean pairwise Dice of the raters who already submitted this scan (NaN with < 2)."""
-    maps = []
-    for assignment in scan.assignments.filter(status=AssignmentStatus.SUBMITTED):
-        head = assignment_head(assignment=assignment)
-        if head is not None:
-            maps.append(_read_volume(head.file)[0])
-    if len(maps) < 2:
+    heads = [assignment_head(assignment=a) for a in scan.assignments.filter(status=AssignmentStatus.SUBMITTED)]
+    heads = [head for head in heads if head is not None]
+    if len(heads) < 2:  # nothing to compare: read no volume
         return float("nan")
-    return float(uncertainty.rater_disagreement(np.stack(maps)))
+    return float(uncertainty.rater_disagreement(np.stack([_read_volume(h.file)[0] for h in heads])))
 
 
 def scores_update(*, project_id: int) -> dict:

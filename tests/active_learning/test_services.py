@@ -7,13 +7,13 @@ import time
 import numpy as np
 import pytest
 
-from active_learning import services
+from active_learning import services, uncertainty
 from active_learning.models import EditingEffort, ModelVersion, ScanScore
 from consensus import services as consensus_services
 from consensus.models import RunStatus
 from labeling import services as labeling_services
 from labeling import volumes
-from labeling.models import Assignment, Split
+from labeling.models import ALStrategy, Assignment, Split
 from tests import factories
 
 TINY_NETWORK = {"working_shape": (16, 16, 16), "channels": (4, 8), "strides": (2,), "num_res_units": 0}
@@ -169,3 +169,39 @@ def test_a_training_runs_through_a_real_worker(celery_worker):
     assert version.status == RunStatus.DONE, version.error
     assert version.scored_at is not None  # the worker scored the open scans after training
     assert ScanScore.objects.filter(model_version=version).count() == 2
+
+
+@pytest.mark.django_db
+def test_combined_strategy_weighs_model_uncertainty_with_rater_disagreement():
+    world = factories.make_world(raters_per_scan=3, n_annotators=3)
+    world.project.al_strategy = ALStrategy.ENTROPY_DISAGREEMENT
+    world.project.save()
+    splits = (Split.TRAIN, Split.TRAIN, Split.VALIDATION) + (Split.UNASSIGNED,) * 3
+    scans = []
+    for i, split in enumerate(splits):
+        scan = factories.add_scan(world, seed=i, shape=SHAPE)
+        scan.split = split
+        scan.save()
+        scans.append(scan)
+    for scan in scans[:3]:
+        _ground_truth(world, scan)
+    version, _ = services.model_version_request(project=world.project)
+    services.model_version_train(version_id=version.pk)
+    agreeing = factories.sphere_truth(SHAPE)
+    missing_inner = agreeing.copy()
+    missing_inner[missing_inner == 2] = 1  # the second rater did not draw label 2
+    factories.submit_panel(world, scans[3], [agreeing, missing_inner])  # 2 of 3 raters
+    factories.submit_panel(world, scans[4], [agreeing])  # 1 of 3: nothing to compare
+
+    result = services.scores_update(project_id=world.project.pk)
+    assert result["scored"] == 3
+    scores = {s.scan_id: s for s in ScanScore.objects.filter(model_version=version)}
+    expected = uncertainty.rater_disagreement(np.stack([agreeing, missing_inner]))
+    assert expected > 0.1
+    assert scores[scans[3].pk].disagreement == pytest.approx(expected)
+    assert scores[scans[4].pk].disagreement is None and scores[scans[5].pk].disagreement is None
+    open_ids = [scans[3].pk, scans[4].pk, scans[5].pk]
+    entropy_rank = uncertainty.rank_normalise(np.array([scores[i].entropy for i in open_ids]))
+    assert scores[scans[3].pk].score == pytest.approx(0.5 * entropy_rank[0] + 0.5 * expected)
+    assert scores[scans[4].pk].score == pytest.approx(entropy_rank[1])
+    assert all(s.strategy == "combined" for s in scores.values())
