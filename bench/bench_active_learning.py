@@ -170,16 +170,23 @@ def nnunet_cohort(folder: Path, *, limit: int | None = None):
         seg = np.rint(np.asarray(lab.dataobj)).astype(np.int64)
         if data.shape != seg.shape:
             raise SystemExit(f"--nnunet-dir: {case}: image {data.shape} vs labels {seg.shape}")
+        if seg.size and (seg.min() < 0 or seg.max() > 255):
+            raise SystemExit(f"--nnunet-dir: {case}: label values must lie in 0..255, got "
+                             f"{seg.min()}..{seg.max()}")
         ids.append(case)
         images.append(data)
         labels.append(seg.astype(np.uint8))
         spacings.append(tuple(float(z) for z in img.header.get_zooms()[:3]))
+    found = set().union(*(np.unique(s).tolist() for s in labels))
     if "labels" in meta and all(str(k).isdigit() for k in meta["labels"]):
         values = sorted(int(k) for k in meta["labels"])  # v1 / MSD: {"0": "background", ...}
     elif "labels" in meta:
         values = sorted(int(v) for v in meta["labels"].values() if not isinstance(v, list))
     else:
-        values = sorted(set().union(*(np.unique(s).tolist() for s in labels)) | {0})
+        values = sorted(found | {0})
+    if found - set(values):
+        raise SystemExit(f"--nnunet-dir: labelsTr holds label values {sorted(found - set(values))} "
+                         f"that dataset.json does not name (it names {values})")
     return ids, images, labels, spacings, tuple(values), ["all"] * len(ids)
 
 
