@@ -25,7 +25,11 @@ Protocol (ALGORITHMS.md section 3):
   so data are the only difference). ``random`` ranks by seeded random scores;
   ``entropy`` and ``bald`` by MC-dropout scores (``--mc-samples`` passes) averaged
   over the predicted foreground dilated by ``--margin`` voxels.
-* A full-data model (whole pool) per seed gives the reference Dice.
+* Training uses the product's recipe (``active_learning.training.TrainingConfig``
+  defaults: steps grow with the labelled scans, loss-prioritised scan sampling) unless
+  ``--steps``, ``--steps-per-scan``, ``--max-steps`` or ``--scan-sampling`` say otherwise.
+* A full-data model (whole pool) per seed gives the reference Dice; with loss sampling a
+  second one with uniform sampling is the sampler's control.
 * Dice: per test scan, the mean over foreground labels present in the truth or the
   prediction, then the mean over test scans. Primary: on each scan's ORIGINAL grid
   (the pre-label a rater would see); also on the working grid.
@@ -40,7 +44,7 @@ Markdown table on stdout. ``--resume`` reuses the seeds already in the JSON.
 
 Usage::
 
-    .venv/bin/python bench/bench_active_learning.py                 # full run (~25 min on 2 cores)
+    .venv/bin/python bench/bench_active_learning.py                 # full run, 5 seeds (~40 min on 2 cores)
     .venv/bin/python bench/bench_active_learning.py --quick         # smoke test, minutes
     .venv/bin/python bench/bench_active_learning.py --nnunet-dir /data/Task04_Hippocampus \\
         --working-shape 32,48,32 --n-test 50 --schedule 5,10,20,40,80
