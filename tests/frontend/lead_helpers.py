@@ -57,3 +57,15 @@ def purge_queues(app) -> None:
                 channel.queue_purge(queue)
             except Exception:  # noqa: BLE001 - a queue that was never declared has nothing to purge
                 pass
+
+
+def record_text(page, element_id: str) -> None:
+    """Record every text the element shows in ``window.progressSeen`` (a progress line's steps)."""
+    page.evaluate(
+        """(id) => {
+          window.progressSeen = [];
+          new MutationObserver(() => window.progressSeen.push(document.getElementById(id).textContent))
+            .observe(document.getElementById(id), { childList: true, characterData: true, subtree: true });
+        }""",
+        element_id,
+    )

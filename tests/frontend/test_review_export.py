@@ -16,7 +16,7 @@ from consensus.models import ConsensusRun, Export, GroundTruth, RunStatus
 from labeling.models import ScanStatus
 from tests import factories
 from tests.frontend.helpers import canvas_point, drawing, log_in, read_nifti, stroke
-from tests.frontend.lead_helpers import purge_queues, rated_project
+from tests.frontend.lead_helpers import purge_queues, rated_project, record_text
 
 pytestmark = [pytest.mark.browser, pytest.mark.celery]
 
@@ -168,13 +168,7 @@ def test_export_with_options_progress_and_download(live_server, page, review_wor
     assert page.inner_text("#exports-body") == "No export yet."
 
     # nnU-Net with the raters' labels and the posteriors; the progress shows while it builds.
-    page.evaluate(
-        """() => {
-          window.progressSeen = [];
-          new MutationObserver(() => window.progressSeen.push(document.getElementById('export-text').textContent))
-            .observe(document.getElementById('export-text'), { childList: true, characterData: true, subtree: true });
-        }"""
-    )
+    record_text(page, "export-text")
     page.check("input[name=format][value=nnunet]")
     page.check("#include-raters")
     page.check("#include-posterior")

@@ -14,6 +14,11 @@ export const leadApi = {
   agreementCsvUrl: (projectId, table) => `${BASE}projects/${projectId}/agreement/?table=${encodeURIComponent(table)}`,
   flaggedScans: (projectId) => request(`projects/${projectId}/flagged-scans/`),
   models: (projectId) => request(`projects/${projectId}/models/`),
+  model: (versionId) => request(`models/${versionId}/`),
+  /** Ask for a new model version (202; a version already queued or training is returned instead). */
+  requestModel: (projectId) => request(`projects/${projectId}/models/`, { method: "POST" }),
+  /** The open scans in worklist order, and the note saying what orders them. */
+  ranking: (projectId) => request(`projects/${projectId}/ranking/`),
 
   review: (scanId) => request(`scans/${scanId}/review/`),
   run: (runId) => request(`consensus-runs/${runId}/`),

@@ -1,0 +1,90 @@
+// The dashboard's active-learning card: how the worklists are ordered now, every model
+// version (status, training and validation ground truths, validation Dice per label), and a
+// button that asks for a new model and follows its training and scoring to the end.
+import { leadApi } from "./lead-api.js";
+import { ProgressView, pollJob } from "./poll.js";
+import { badge, cell, fillBody, fmt, row } from "./tables.js";
+
+const $ = (id) => document.getElementById(id);
+
+const STATUS_KIND = { done: "ok", failed: "bad", running: "warn", queued: "" };
+
+/** Mean of the validation Dice values that are numbers (null when there are none). */
+export function meanDice(perLabel) {
+  const values = Object.values(perLabel || {}).filter((v) => typeof v === "number" && Number.isFinite(v));
+  return values.length ? values.reduce((a, b) => a + b, 0) / values.length : null;
+}
+
+function diceText(perLabel) {
+  const entries = Object.entries(perLabel || {});
+  if (!entries.length) return "no validation ground truth";
+  return entries.map(([label, dice]) => `${label}: ${fmt(dice)}`).join(" · ");
+}
+
+function renderVersions(versions) {
+  const rows = [...versions]
+    .sort((a, b) => b.version - a.version)
+    .map((v) =>
+      row(
+        [
+          cell(`v${v.version}`),
+          cell(badge(v.status, STATUS_KIND[v.status] ?? "")),
+          cell(v.trigger),
+          cell(v.ground_truth_ids.length, { num: true }),
+          cell(v.validation_ground_truth_ids.length, { num: true }),
+          cell(fmt(meanDice(v.validation_dice)), { num: true, title: diceText(v.validation_dice) }),
+          cell(v.status === "failed" ? v.error || v.message : diceText(v.validation_dice), { className: "small" }),
+          cell(v.finished_at ? new Date(v.finished_at).toLocaleString() : "–"),
+        ],
+        { version: v.version, status: v.status },
+      ),
+    );
+  fillBody($("models-body"), rows, { empty: "No model yet: the worklists are in cold-start order.", columns: 8 });
+}
+
+async function refresh(projectId) {
+  const [versions, ranking] = await Promise.all([leadApi.models(projectId), leadApi.ranking(projectId)]);
+  renderVersions(versions);
+  $("al-note").textContent = ranking.note;
+  $("al-open").textContent = `${ranking.scans.length} open scan${ranking.scans.length === 1 ? "" : "s"} ranked.`;
+  return versions;
+}
+
+async function follow(projectId, versionId) {
+  const view = new ProgressView($("train-progress"), $("train-bar"), $("train-text"));
+  $("train-model").disabled = true;
+  try {
+    // Training ends with status "done"; scoring the open scans follows (scored_at is set then).
+    const job = await pollJob(async () => {
+      const v = await leadApi.model(versionId);
+      return v.status === "done" && !v.scored_at ? { ...v, status: "running", message: v.message || "scoring the open scans" } : v;
+    }, { onUpdate: (v) => view.show(v, (j) => `model v${j.version}: ${j.message || j.status}`) });
+    view.show(job, (j) => (j.status === "done" ? `model v${j.version} trained, open scans re-ranked` : j.message));
+  } finally {
+    $("train-model").disabled = false;
+    await refresh(projectId);
+  }
+}
+
+/** Fill the card and wire its button; resumes following a model still queued or training. */
+export async function showModels(projectId) {
+  const versions = await refresh(projectId);
+  $("al-card").hidden = false;
+  $("train-model").addEventListener("click", async () => {
+    $("train-model").disabled = true;
+    $("train-error").hidden = true;
+    try {
+      const queued = await leadApi.requestModel(projectId);
+      await refresh(projectId);
+      await follow(projectId, queued.id);
+    } catch (error) {
+      $("train-model").disabled = false;
+      $("train-error").hidden = false;
+      $("train-error").textContent = `No model was queued: ${error.message}`;
+    }
+  });
+  const newest = versions.reduce((a, b) => (a && a.version > b.version ? a : b), null);
+  if (newest && (newest.status === "queued" || newest.status === "running" || (newest.status === "done" && !newest.scored_at))) {
+    follow(projectId, newest.id).catch((error) => console.error(error));
+  }
+}
