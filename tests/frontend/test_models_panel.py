@@ -71,8 +71,9 @@ def test_lead_trains_a_model_from_the_dashboard_and_follows_it(live_server, page
     assert cells[:5] == ["v1", "done", "manual", "2", "1"], cells
     measured = [d for d in version.validation_dice.values() if d is not None]  # None: label absent
     assert measured and cells[5] == f"{sum(measured) / len(measured):.3f}"
+    names = {str(c.value): c.name for c in project.label_classes.all()}
     assert cells[6] == " · ".join(
-        f"{label}: {'–' if dice is None else f'{dice:.3f}'}" for label, dice in version.validation_dice.items()
+        f"{names[value]}: {'–' if dice is None else f'{dice:.3f}'}" for value, dice in version.validation_dice.items()
     )
     ranking = world.client(world.lead).get(f"/api/v1/projects/{project.pk}/ranking/").json()
     assert ranking["note"].startswith("Model v1") and page.inner_text("#al-note") == ranking["note"]

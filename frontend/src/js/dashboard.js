@@ -305,7 +305,7 @@ async function showDashboard(projectId) {
   renderLabels(data);
   renderRaters(data);
   renderDownloads(projectId);
-  await showModels(projectId);
+  await showModels(project);
   document.body.dataset.ready = "true";
 }
 

@@ -15,10 +15,12 @@ export function meanDice(perLabel) {
   return values.length ? values.reduce((a, b) => a + b, 0) / values.length : null;
 }
 
+let labelNames = {}; // label value -> name, from the project
+
 function diceText(perLabel) {
   const entries = Object.entries(perLabel || {});
   if (!entries.length) return "no validation ground truth";
-  return entries.map(([label, dice]) => `${label}: ${fmt(dice)}`).join(" · ");
+  return entries.map(([value, dice]) => `${labelNames[value] ?? value}: ${fmt(dice)}`).join(" · ");
 }
 
 function renderVersions(versions) {
@@ -66,8 +68,13 @@ async function follow(projectId, versionId) {
   }
 }
 
-/** Fill the card and wire its button; resumes following a model still queued or training. */
-export async function showModels(projectId) {
+/**
+ * Fill the card and wire its button; resumes following a model still queued or training.
+ * @param {{id:number, labels:{value:number, name:string}[]}} project
+ */
+export async function showModels(project) {
+  const projectId = project.id;
+  labelNames = Object.fromEntries(project.labels.map((l) => [String(l.value), l.name]));
   const versions = await refresh(projectId);
   $("al-card").hidden = false;
   $("train-model").addEventListener("click", async () => {
