@@ -65,8 +65,10 @@ def test_lead_trains_a_model_from_the_dashboard_and_follows_it(live_server, page
     assert version.status == RunStatus.DONE and version.scored_at is not None
     seen = page.evaluate("window.progressSeen")
     assert seen[-1] == "100 % · model v1 trained, open scans re-ranked", seen
+    # The table and the note are reloaded once the job is over.
+    page.wait_for_selector('#models-body tr[data-version="1"][data-status=done]')
+    page.wait_for_function("document.getElementById('al-note').textContent.startsWith('Model v1')")
     row = page.locator('#models-body tr[data-version="1"]')
-    assert row.get_attribute("data-status") == "done"
     cells = [c.strip() for c in row.locator("td").all_inner_texts()]
     assert cells[:5] == ["v1", "done", "manual", "2", "1"], cells
     measured = [d for d in version.validation_dice.values() if d is not None]  # None: label absent

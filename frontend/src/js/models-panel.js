@@ -2,7 +2,7 @@
 // version (status, training and validation ground truths, validation Dice per label), and a
 // button that asks for a new model and follows its training and scoring to the end.
 import { leadApi } from "./lead-api.js";
-import { ProgressView, pollJob } from "./poll.js";
+import { FINISHED, ProgressView, pollJob } from "./poll.js";
 import { badge, cell, fillBody, fmt, row } from "./tables.js";
 
 const $ = (id) => document.getElementById(id);
@@ -52,15 +52,16 @@ async function refresh(projectId) {
   return versions;
 }
 
+/** A version as a job: training ends with status "done", then scoring the open scans sets scored_at. */
+function asJob(v) {
+  return v.status === "done" && !v.scored_at ? { ...v, status: "running", message: v.message || "scoring the open scans" } : v;
+}
+
 async function follow(projectId, versionId) {
   const view = new ProgressView($("train-progress"), $("train-bar"), $("train-text"));
   $("train-model").disabled = true;
   try {
-    // Training ends with status "done"; scoring the open scans follows (scored_at is set then).
-    const job = await pollJob(async () => {
-      const v = await leadApi.model(versionId);
-      return v.status === "done" && !v.scored_at ? { ...v, status: "running", message: v.message || "scoring the open scans" } : v;
-    }, { onUpdate: (v) => view.show(v, (j) => `model v${j.version}: ${j.message || j.status}`) });
+    const job = await pollJob(async () => asJob(await leadApi.model(versionId)), { onUpdate: (v) => view.show(v, (j) => `model v${j.version}: ${j.message || j.status}`) });
     view.show(job, (j) => (j.status === "done" ? `model v${j.version} trained, open scans re-ranked` : j.message));
   } finally {
     $("train-model").disabled = false;
@@ -80,18 +81,18 @@ export async function showModels(project) {
   $("train-model").addEventListener("click", async () => {
     $("train-model").disabled = true;
     $("train-error").hidden = true;
+    let queued;
     try {
-      const queued = await leadApi.requestModel(projectId);
-      await refresh(projectId);
-      await follow(projectId, queued.id);
+      queued = await leadApi.requestModel(projectId);
     } catch (error) {
       $("train-model").disabled = false;
       $("train-error").hidden = false;
       $("train-error").textContent = `No model was queued: ${error.message}`;
+      return;
     }
+    await refresh(projectId);
+    await follow(projectId, queued.id);
   });
   const newest = versions.reduce((a, b) => (a && a.version > b.version ? a : b), null);
-  if (newest && (newest.status === "queued" || newest.status === "running" || (newest.status === "done" && !newest.scored_at))) {
-    follow(projectId, newest.id).catch((error) => console.error(error));
-  }
+  if (newest && !FINISHED.has(asJob(newest).status)) follow(projectId, newest.id).catch((error) => console.error(error));
 }
