@@ -55,7 +55,7 @@ class RunOutput(serializers.ModelSerializer):
         fields = [
             "id", "scan", "method", "options", "kernel_report", "revision_ids", "status", "progress", "message", "error",
             "attempts", "code_version", "created_at", "started_at", "finished_at", "timings", "label_values",
-            "iterations", "converged", "ambiguity", "ambiguity_details", "flagged",
+            "iterations", "converged", "ambiguity", "ambiguity_details", "flagged", "flag_reasons",
         ]
 
 
@@ -133,7 +133,12 @@ class FlaggedScanListApi(APIView):
         require_manager(request, project)
         return Response(
             [
-                {**ScanOutput(scan).data, "run": run.pk if run else None, "ambiguity": run.ambiguity if run else None}
+                {
+                    **ScanOutput(scan).data,
+                    "run": run.pk if run else None,
+                    "ambiguity": run.ambiguity if run else None,
+                    "flag_reasons": run.flag_reasons if run else [],
+                }
                 for scan, run in selectors.flagged_scans(project=project)
             ]
         )

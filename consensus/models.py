@@ -53,6 +53,9 @@ class ConsensusRun(models.Model):
     ambiguity = models.FloatField(null=True, blank=True)
     ambiguity_details = models.JSONField(default=dict)
     flagged = models.BooleanField(default=False)
+    flag_reasons = models.JSONField(
+        default=list, help_text="why the run needs a lead: [{code, message, value, threshold, label?, rater?}]"
+    )
     agreement = models.JSONField(null=True, blank=True, help_text="inter-rater agreement report")
 
     class Meta:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
@@ -29,7 +30,7 @@ from mriannot.errors import Conflict, ValidationFailed
 from mriannot.queue import enqueue_on_commit
 from mriannot.version import code_version
 
-from . import agreement, staple, voting
+from . import agreement, flagging, staple, voting
 from .models import (
     ConsensusRun,
     Export,
@@ -163,6 +164,7 @@ class Fusion:
     iterations: int | None
     converged: bool | None
     options: dict
+    decision: dict | None = None  # what STAPLE's decision rule did (collapse, margin)
 
 
 def fuse(segmentations: np.ndarray, *, method: str, options: dict, values: list[int]) -> Fusion:
@@ -177,7 +179,8 @@ def fuse(segmentations: np.ndarray, *, method: str, options: dict, values: list[
             prior=result.prior,
             iterations=result.iterations,
             converged=result.converged,
-            options=result.options,
+            options={**result.options, "decision": result.decision},
+            decision=result.decision,
         )
     result = voting.majority_vote(segmentations, labels=values, **options)
     label_values = [int(v) for v in result.label_values]
@@ -274,6 +277,34 @@ def ambiguity(segmentations: np.ndarray, fusion: Fusion, report: dict | None) ->
     return score, details
 
 
+def flag_rules(project) -> flagging.FlagRules:
+    """The project's thresholds for sending a consensus to a lead."""
+    return flagging.FlagRules(
+        max_uncertain_fraction=project.ambiguity_threshold,
+        min_label_dice=project.flag_min_label_dice,
+        max_volume_spread=project.flag_max_volume_spread,
+        max_rater_gap=project.flag_max_rater_gap,
+    )
+
+
+def run_flag_reasons(*, scan: Scan, revisions: list[AnnotationRevision], fusion: Fusion, report: dict,
+                     performances: list[dict], uncertain_fraction: float) -> list[dict]:
+    """Every reason this consensus needs a lead (see consensus.flagging), with figures."""
+    names = {label.value: label.name for label in scan.project.label_classes.all()}
+    users = {u.pk: u.get_username() for u in get_user_model().objects.filter(
+        pk__in=[r.created_by_id for r in revisions])}
+    return flagging.flag_reasons(
+        uncertain_fraction=uncertain_fraction,
+        report=report,
+        rater_dice=[{k: v for k, v in perf["dice"].items() if k != "0"} for perf in performances],
+        voxel_ml=float(np.prod(scan.spacing)) / 1000.0,
+        decision=fusion.decision,
+        label_names=names,
+        rater_names=[users.get(r.created_by_id, f"rater {i + 1}") for i, r in enumerate(revisions)],
+        rules=flag_rules(scan.project),
+    )
+
+
 def consensus_run_execute(*, run_id: int) -> ConsensusRun:
     """Execute a run. Safe to call twice: a finished run is returned as it is."""
     with transaction.atomic():
@@ -327,6 +358,8 @@ def _execute(run: ConsensusRun) -> ConsensusRun:
     report = agreement.agreement_report(segmentations, spacing=spacing, labels=schema_labels).to_dict()
     performances = rater_performance(segmentations, fusion)
     score, details = ambiguity(segmentations, fusion, report)
+    reasons = run_flag_reasons(scan=scan, revisions=revisions, fusion=fusion, report=report,
+                               performances=performances, uncertain_fraction=score)
     timings["agreement"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -358,12 +391,13 @@ def _execute(run: ConsensusRun) -> ConsensusRun:
         run.agreement = report
         run.ambiguity = score
         run.ambiguity_details = details
-        run.flagged = score > scan.project.ambiguity_threshold
+        run.flag_reasons = reasons
+        run.flagged = bool(reasons)
         run.timings = timings
         run.code_version = code_version()
         run.status = RunStatus.DONE
         run.progress = 1.0
-        run.message = "flagged for adjudication" if run.flagged else "done"
+        run.message = f"flagged for adjudication: {reasons[0]['message']}"[:200] if run.flagged else "done"
         run.finished_at = timezone.now()
         run.save()
         # The newest finished run decides the scan's state, unless a lead already set a ground truth.
@@ -371,7 +405,7 @@ def _execute(run: ConsensusRun) -> ConsensusRun:
             pk=scan.pk, status__in=[ScanStatus.SUBMITTED, ScanStatus.CONSENSUS, ScanStatus.FLAGGED]
         ).update(status=ScanStatus.FLAGGED if run.flagged else ScanStatus.CONSENSUS)
         if not run.flagged and current_ground_truth(scan=scan) is None:
-            # Not ambiguous and nothing adjudicated yet: the consensus is the ground truth.
+            # No evidence of disagreement and nothing adjudicated yet: the consensus is the ground truth.
             _ground_truth_create(
                 scan=scan,
                 actor=None,
@@ -380,14 +414,15 @@ def _execute(run: ConsensusRun) -> ConsensusRun:
                 file_name=labels_name,
                 sha=sha256_hex(labels_bytes),
                 counts=label_counts(fusion.labels),
-                note=f"ambiguity {score:.4f} <= threshold {scan.project.ambiguity_threshold}",
+                note=f"no flag: ambiguity {score:.4f} <= {scan.project.ambiguity_threshold}, raters agree",
             )
         audit_log(
             actor=None,
             project=scan.project,
             action="consensus.done",
             target=run,
-            data={"ambiguity": score, "flagged": run.flagged, "iterations": run.iterations},
+            data={"ambiguity": score, "flagged": run.flagged, "reasons": [r["code"] for r in reasons],
+                  "iterations": run.iterations},
         )
     return run
 

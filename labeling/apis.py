@@ -86,6 +86,9 @@ class ProjectOutput(serializers.ModelSerializer):
             "description",
             "raters_per_scan",
             "ambiguity_threshold",
+            "flag_min_label_dice",
+            "flag_max_volume_spread",
+            "flag_max_rater_gap",
             "al_strategy",
             "al_retrain_every",
             "al_offer_prelabels",
@@ -219,6 +222,9 @@ class ProjectListApi(APIView):
         description = serializers.CharField(required=False, allow_blank=True, default="")
         raters_per_scan = serializers.IntegerField(min_value=1, max_value=20, default=3)
         ambiguity_threshold = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.05)
+        flag_min_label_dice = serializers.FloatField(min_value=0.0, max_value=1.0, allow_null=True, default=0.5)
+        flag_max_volume_spread = serializers.FloatField(min_value=0.0, allow_null=True, default=0.5)
+        flag_max_rater_gap = serializers.FloatField(min_value=0.0, max_value=1.0, allow_null=True, default=0.25)
         al_strategy = serializers.ChoiceField(choices=ALStrategy.choices, default=ALStrategy.ENTROPY)
         labels = LabelClassInput(many=True, required=False, default=list)
 
@@ -247,6 +253,9 @@ class ProjectDetailApi(APIView):
         description = serializers.CharField(required=False, allow_blank=True)
         raters_per_scan = serializers.IntegerField(min_value=1, max_value=20, required=False)
         ambiguity_threshold = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+        flag_min_label_dice = serializers.FloatField(min_value=0.0, max_value=1.0, allow_null=True, required=False)
+        flag_max_volume_spread = serializers.FloatField(min_value=0.0, allow_null=True, required=False)
+        flag_max_rater_gap = serializers.FloatField(min_value=0.0, max_value=1.0, allow_null=True, required=False)
         al_strategy = serializers.ChoiceField(choices=ALStrategy.choices, required=False)
         al_retrain_every = serializers.IntegerField(min_value=1, max_value=1000, required=False)
         al_offer_prelabels = serializers.BooleanField(required=False)

@@ -47,6 +47,23 @@ class Project(models.Model):
         validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         help_text="Scans whose consensus ambiguity exceeds this are flagged for adjudication.",
     )
+    flag_min_label_dice = models.FloatField(
+        null=True, blank=True, default=0.5,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Flag a scan when a label's mean pairwise Dice between raters is below this (empty: off).",
+    )
+    flag_max_volume_spread = models.FloatField(
+        null=True, blank=True, default=0.5,
+        validators=[MinValueValidator(0.0)],
+        help_text="Flag a scan when a label's rater volumes differ by more than this fraction of their mean "
+        "(empty: off).",
+    )
+    flag_max_rater_gap = models.FloatField(
+        null=True, blank=True, default=0.25,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="Flag a scan when a rater's mean Dice against the consensus is this far below the median "
+        "rater's (empty: off).",
+    )
     al_strategy = models.CharField(max_length=32, choices=ALStrategy.choices, default=ALStrategy.ENTROPY)
     al_retrain_every = models.PositiveSmallIntegerField(
         default=5,

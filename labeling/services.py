@@ -97,6 +97,9 @@ def project_create(
     description: str = "",
     raters_per_scan: int = 3,
     ambiguity_threshold: float = 0.05,
+    flag_min_label_dice: float | None = 0.5,
+    flag_max_volume_spread: float | None = 0.5,
+    flag_max_rater_gap: float | None = 0.25,
     al_strategy: str = "entropy",
     labels: Iterable[dict] = (),
     is_simulated: bool = False,
@@ -109,6 +112,9 @@ def project_create(
         description=description,
         raters_per_scan=raters_per_scan,
         ambiguity_threshold=ambiguity_threshold,
+        flag_min_label_dice=flag_min_label_dice,
+        flag_max_volume_spread=flag_max_volume_spread,
+        flag_max_rater_gap=flag_max_rater_gap,
         al_strategy=al_strategy,
         is_simulated=is_simulated,
         created_by=actor,
@@ -124,7 +130,7 @@ def project_create(
 def project_update(*, project: Project, actor, **fields) -> Project:
     allowed = {
         "name", "description", "raters_per_scan", "ambiguity_threshold", "al_strategy", "al_retrain_every",
-        "al_offer_prelabels",
+        "al_offer_prelabels", "flag_min_label_dice", "flag_max_volume_spread", "flag_max_rater_gap",
     }
     unknown = set(fields) - allowed
     if unknown:

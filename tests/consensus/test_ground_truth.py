@@ -19,20 +19,22 @@ def every_voxel_uncertain(monkeypatch):
     monkeypatch.setattr(services, "UNCERTAIN_BELOW", 1.01)
 
 
-def _scan_with_run(threshold: float):
+def _scan_with_run(threshold: float, shift: int = 2):
+    """Three raters: the truth, and the truth moved by ``shift`` voxels along x and along y."""
     world = factories.make_world(raters_per_scan=3, n_annotators=3)
     world.project.ambiguity_threshold = threshold
     world.project.save()
     scan = factories.add_scan(world, shape=(24, 20, 16))
     truth = factories.sphere_truth((24, 20, 16))
-    shifted = np.roll(truth, 2, axis=0)
-    factories.submit_panel(world, scan, [truth, shifted, np.roll(truth, -2, axis=1)])
+    shifted = np.roll(truth, shift, axis=0)
+    factories.submit_panel(world, scan, [truth, shifted, np.roll(truth, -shift, axis=1)])
     run = services.consensus_run_execute(run_id=ConsensusRun.objects.get(scan=scan).pk)
     return world, scan, run, truth
 
 
 def test_a_clear_scan_gets_its_consensus_as_ground_truth():
-    world, scan, run, truth = _scan_with_run(threshold=1.0)
+    world, scan, run, truth = _scan_with_run(threshold=1.0, shift=1)
+    assert run.flag_reasons == [] and not run.flagged
     gt = GroundTruth.objects.get(scan=scan)
     assert (gt.source, gt.run_id, gt.created_by, gt.file.name) == (GroundTruthSource.CONSENSUS, run.pk, None, run.labels_file.name)
     scan.refresh_from_db()
@@ -91,7 +93,7 @@ def test_only_leads_adjudicate(every_voxel_uncertain):
 
 
 def test_a_rerun_does_not_replace_an_adjudicated_ground_truth():
-    world, scan, run, truth = _scan_with_run(threshold=1.0)
+    world, scan, run, truth = _scan_with_run(threshold=1.0, shift=1)
     first = GroundTruth.objects.get(scan=scan)
     rerun, _ = services.consensus_run_request(scan=scan, actor=world.lead, method=Method.MAJORITY_VOTE)
     services.consensus_run_execute(run_id=rerun.pk)
