@@ -142,6 +142,59 @@ class Calibration:
         return float((self.count[used] / total * gap).sum())
 
 
+def chosen_posterior(result) -> np.ndarray:
+    """The posterior of the consensus label at every voxel: how likely the label is right."""
+    index = np.zeros(int(result.label_values.max()) + 1, dtype=np.intp)
+    index[result.label_values.astype(np.intp)] = np.arange(result.label_values.size)
+    return np.take_along_axis(result.posterior, index[result.labels][None], axis=0)[0]
+
+
+TEMPERATURES = np.round(np.exp(np.linspace(np.log(0.1), np.log(4.0), 41)), 4)
+
+
+def fit_temperatures(designs: list[PanelDesign]) -> dict:
+    """Fit the kernel's two calibration temperatures on these designs' contested voxels.
+
+    The default kernel runs with both temperatures at 1 (its posterior is then the raters'
+    vote share); for every contested voxel the posterior of its consensus label is
+    recomputed as softmax(log p / T) for each T of TEMPERATURES, separately for panels of
+    two or three raters ("few") and of four or more ("many").  Returns, per panel size, the
+    T of least expected calibration error and its ECE.
+    """
+    import consensus.staple as kernel
+
+    saved = kernel._TEMPERATURE_FEW, kernel._TEMPERATURE_MANY
+    kernel._TEMPERATURE_FEW = kernel._TEMPERATURE_MANY = 1.0
+    bins = {source: [Calibration() for _ in TEMPERATURES] for source in ("few", "many")}
+    try:
+        for design in designs:
+            truth, segs, _ = simulate_design(design)
+            result = staple_multilabel(segs, labels=list(design.labels))
+            source = "few" if len(design.raters) <= 3 else "many"
+            contested = segs.min(axis=0) != segs.max(axis=0)
+            p = result.posterior[:, contested].astype(np.float64)
+            chosen = chosen_posterior(result)[contested].astype(np.float64)
+            correct = result.labels[contested] == truth[contested]
+            logs = np.log(np.clip(p, 1e-300, None))
+            for t, calibration in zip(TEMPERATURES, bins[source], strict=True):
+                scaled = np.where(p > 0, np.exp((logs - logs.max(axis=0)) / t), 0.0)
+                top = np.exp((np.log(np.clip(chosen, 1e-300, None)) - logs.max(axis=0)) / t)
+                calibration.add(np.clip(top / scaled.sum(axis=0), 0.0, 1.0), correct)
+            print(f"design {design.index} ({source}) fitted", file=sys.stderr, flush=True)
+    finally:
+        kernel._TEMPERATURE_FEW, kernel._TEMPERATURE_MANY = saved
+    out = {}
+    for source, calibrations in bins.items():
+        eces = [c.ece() for c in calibrations]
+        if all(np.isnan(eces)):
+            continue
+        best = int(np.nanargmin(eces))
+        out[source] = {"temperature": float(TEMPERATURES[best]), "ece": eces[best],
+                       "ece_at_1": eces[int(np.argmin(np.abs(TEMPERATURES - 1.0)))],
+                       "voxels": int(calibrations[best].count.sum())}
+    return out
+
+
 def run_design(design: PanelDesign, variants: dict[str, dict], sitk,
                calibration: dict[str, dict[str, Calibration]]) -> dict:
     """Simulate one design, run every method, return its Dice and timings."""
@@ -182,7 +235,7 @@ def run_design(design: PanelDesign, variants: dict[str, dict], sitk,
         result = staple_multilabel(segs, labels=list(design.labels), **options)
         times[name] = time.perf_counter() - t0
         score(name, lambda k, labels_out=result.labels: labels_out == k)
-        confidence = result.posterior.max(axis=0)
+        confidence = chosen_posterior(result)
         correct = result.labels == truth
         for region, mask in (("contested", contested), ("foreground", foreground)):
             calibration[name][region].add(confidence[mask].astype(np.float64), correct[mask])
@@ -356,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write every raw number to this JSON file")
     parser.add_argument("--calibration", type=Path, metavar="PATH",
                         help="save a reliability diagram (contested voxels) to this PNG")
+    parser.add_argument("--fit-temperatures", action="store_true",
+                        help="only fit the kernel's calibration temperatures on these designs "
+                             "and print them (no peers, no table)")
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 1 when a variant fails a target")
     args = parser.parse_args(argv)
@@ -375,6 +431,15 @@ def main(argv: list[str] | None = None) -> int:
     for resolution in sorted({2 if d.grid == "2mm" else 1 for d in designs}):
         mni152_anatomy(resolution=resolution)
     setup = time.perf_counter() - started
+    if args.fit_temperatures:
+        fitted = fit_temperatures(designs)
+        print(f"# Calibration temperatures fitted on seed {args.seed}, {len(designs)} designs "
+              "(SIMULATED), contested voxels\n")
+        print("| raters | temperature | ECE | ECE at T = 1 | voxels |\n|---|---|---|---|---|")
+        for source, figures in fitted.items():
+            print(f"| {source} | {figures['temperature']} | {figures['ece']:.4f} | "
+                  f"{figures['ece_at_1']:.4f} | {figures['voxels']} |")
+        return 0
     rows = []
     for design in designs:
         t0 = time.perf_counter()

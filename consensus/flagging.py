@@ -6,7 +6,7 @@ of ~1 everywhere (docs/staple.md, "Degenerate fits").  So a run is flagged when 
 these holds, and each one found is stored as a reason:
 
 ``uncertain``
-    The fraction of labelled voxels whose posterior maximum is below 0.9 exceeds the
+    The fraction of labelled voxels whose consensus label has a posterior below 0.9 exceeds the
     project's ambiguity threshold.
 ``low_agreement``
     A label's mean pairwise Dice between raters is below the project's minimum.
@@ -61,7 +61,7 @@ def flag_reasons(
     Parameters
     ----------
     uncertain_fraction
-        Fraction of labelled voxels whose posterior maximum is below 0.9.
+        Fraction of labelled voxels whose consensus label has a posterior below 0.9.
     report
         ``agreement.agreement_report(...).to_dict()``: per-label pairwise Dice and volumes.
     rater_dice

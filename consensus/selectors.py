@@ -109,6 +109,7 @@ def project_agreement(*, project) -> dict:
                 "krippendorff_alpha": overall.get("krippendorff_alpha"),
                 "ambiguity": run.ambiguity,
                 "flagged": run.flagged,
+                "flag_reasons": "; ".join(r["message"] for r in run.flag_reasons),
             }
         )
         for perf in run.performances.all():

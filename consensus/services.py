@@ -45,7 +45,7 @@ from .models import (
 )
 from .signals import ground_truth_created
 
-#: A voxel is uncertain when its consensus posterior maximum is below this.
+#: A voxel is uncertain when the posterior of its consensus label is below this.
 UNCERTAIN_BELOW = 0.9
 
 KERNELS = {Method.STAPLE: staple.staple_multilabel, Method.MAJORITY_VOTE: voting.majority_vote}
@@ -250,19 +250,29 @@ def _jsonable(array: np.ndarray) -> list:
     return [[_finite(v) for v in row] for row in np.asarray(array, dtype=np.float64)]
 
 
+def label_posterior(fusion: Fusion) -> np.ndarray:
+    """The posterior of the consensus label at every voxel: how likely that label is right."""
+    index = np.zeros(max(fusion.label_values) + 1, np.intp)
+    index[fusion.label_values] = np.arange(len(fusion.label_values))
+    return np.take_along_axis(fusion.posterior, index[fusion.labels][None], axis=0)[0]
+
+
 def ambiguity(segmentations: np.ndarray, fusion: Fusion, report: dict | None) -> tuple[float, dict]:
-    """How unsure the consensus is: the fraction of labelled voxels whose posterior maximum is
-    below :data:`UNCERTAIN_BELOW` (the score), plus the lowest pairwise rater Dice."""
+    """How unsure the consensus is: the fraction of labelled voxels whose consensus label has a
+    posterior below :data:`UNCERTAIN_BELOW` (the score), the expected fraction of labelled voxels
+    whose label is wrong (the mean of 1 - posterior; the kernel's posterior is calibrated), and
+    the lowest pairwise rater Dice."""
     labelled = (segmentations != 0).any(axis=0) | (fusion.labels != 0)
     n = int(labelled.sum())
-    pmax = fusion.posterior.max(axis=0)
-    uncertain = int((pmax[labelled] < UNCERTAIN_BELOW).sum()) if n else 0
+    chosen = label_posterior(fusion)[labelled]
+    uncertain = int((chosen < UNCERTAIN_BELOW).sum()) if n else 0
     score = uncertain / n if n else 0.0
     details = {
         "uncertain_fraction": score,
         "uncertain_voxels": uncertain,
         "labelled_voxels": n,
         "uncertain_below": UNCERTAIN_BELOW,
+        "expected_error_fraction": float((1.0 - chosen.astype(np.float64)).mean()) if n else 0.0,
     }
     if report and report.get("pairs"):
         per_pair: dict[tuple, list] = {}

@@ -47,7 +47,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy import ndimage as ndi
 
 from consensus.voting import _label_table_to_numpy, _Patterns, _vote_patterns
 
@@ -60,7 +59,7 @@ __all__ = [
 
 REGIONS = ("all", "disagreement")
 PRIORS = ("global", "spatial")
-OVERRULES = ("close", "any")
+OVERRULES = ("ties", "any")
 
 # Confusion entries are clamped to at least this before taking logs, so that one rater who
 # never used a label on the EM region cannot veto it with probability 0.
@@ -72,6 +71,12 @@ _KAPPA = 10.0
 _COLLAPSE_SELF = 0.98
 # ... while that rater's mean Dice with every other rater is below this.
 _COLLAPSE_OTHERS = 0.8
+# Calibration (docs/staple.md, "Calibration"): the posterior is softmax(log(vote share) / T),
+# T fitted for the least expected calibration error on the contested voxels of the panel
+# designs of seed 1 (bench/bench_consensus_panels.py --fit-temperatures) and checked on
+# those of seed 2.  A T below 1 sharpens: a 2-1 vote is right more often than 2/3 of the time.
+_TEMPERATURE_FEW = 0.2091  # two or three raters
+_TEMPERATURE_MANY = 0.3637  # four or more
 
 
 @dataclass(frozen=True)
@@ -174,11 +179,9 @@ def _small_op_threads(device: torch.device):
         torch.set_num_threads(previous)
 
 
-def _check_options(region, prior, max_iter, tol, band=1, overrule="close"):
+def _check_options(region, prior, max_iter, tol, overrule="ties"):
     if overrule not in OVERRULES:
         raise ValueError(f"overrule: expected one of {OVERRULES}, got {overrule!r}")
-    if isinstance(band, bool) or not isinstance(band, (int, np.integer)) or not 0 <= band <= 5:
-        raise ValueError(f"band: expected an integer from 0 to 5 (voxels), got {band!r}")
     if region not in REGIONS:
         raise ValueError(f"region: expected one of {REGIONS}, got {region!r}")
     if prior not in PRIORS:
@@ -243,34 +246,8 @@ def _candidates(frac: torch.Tensor, n: torch.Tensor) -> tuple[torch.Tensor, torc
     return inverse, groups
 
 
-def _band_counts(patterns: _Patterns, contested_group: torch.Tensor, in_region: torch.Tensor,
-                 members: torch.Tensor, width: int) -> torch.Tensor:
-    """Unanimous voxels next to each group of contested voxels: (G, L) voxel counts.
-
-    A unanimous voxel within ``width`` voxels (a cube) of a contested voxel of group g,
-    whose label is one of g's candidates, counts once for g (the group with the highest
-    index when several are near).  These are the voxels where the raters could have
-    erred and did not: they tell EM how often each rater is right at that boundary, which
-    the contested voxels alone cannot (see docs/staple.md, "Boundary band").
-    """
-    n_groups, n_labels = members.shape
-    table = torch.zeros(patterns.digits.shape[0], dtype=torch.int16, device=patterns.digits.device)
-    table[in_region] = (contested_group + 1).to(torch.int16)
-    volume = patterns.scatter(table).reshape(patterns.spatial_shape).cpu().numpy()
-    near = ndi.maximum_filter(volume, size=2 * width + 1, mode="constant", cval=0)
-    label_of = patterns.digits[:, 0].to(torch.int16)
-    label_of[in_region] = -1
-    voxel_label = patterns.scatter(label_of).cpu().numpy().reshape(-1)
-    near = near.reshape(-1)
-    keep = (near > 0) & (voxel_label >= 0)
-    flat = (near[keep].astype(np.int64) - 1) * n_labels + voxel_label[keep]
-    counts = np.bincount(flat, minlength=n_groups * n_labels).reshape(n_groups, n_labels)
-    counts = torch.as_tensor(counts, dtype=torch.float64, device=members.device)
-    return counts * members.to(torch.float64)
-
-
 def _run_em(patterns: _Patterns, *, region: str, prior: str, max_iter: int, tol: float,
-            eps: float = _EPS, kappa: float | None = None, band: int = 0) -> _EmResult:
+            eps: float = _EPS, kappa: float | None = None) -> _EmResult:
     """EM over the distinct vote patterns; the model is described in docs/staple.md.
 
     region="all": one EM over every pattern with ITK's model and start (W = mean vote,
@@ -301,21 +278,11 @@ def _run_em(patterns: _Patterns, *, region: str, prior: str, max_iter: int, tol:
         return _EmResult(posterior, _whole_volume_confusion(digits, counts, posterior),
                          prior_vec, 0, True, 0)
 
-    n_contested = d.shape[0]
     if region == "disagreement":
         group, members = _candidates(frac, n)
         frac = frac * members[group]
         frac = frac / frac.sum(dim=1, keepdim=True)
         kappa = _KAPPA if kappa is None else float(kappa)
-        if band > 0:
-            # Append the unanimous voxels of the boundary band as one pseudo-pattern per
-            # (group, candidate label): all raters say that label, weighted by the count.
-            counts_gl = _band_counts(patterns, group, in_region, members, band)
-            g_idx, l_idx = torch.nonzero(counts_gl > 0, as_tuple=True)
-            d = torch.cat([d, l_idx[:, None].expand(-1, n_raters)])
-            n = torch.cat([n, counts_gl[g_idx, l_idx]])
-            frac = torch.cat([frac, torch.nn.functional.one_hot(l_idx, n_labels).to(frac.dtype)])
-            group = torch.cat([group, g_idx])
     else:
         group = torch.zeros(d.shape[0], dtype=torch.int64, device=device)
         members = torch.ones((1, n_labels), dtype=torch.bool, device=device)
@@ -378,7 +345,7 @@ def _run_em(patterns: _Patterns, *, region: str, prior: str, max_iter: int, tol:
                 converged = True
                 break
             theta_prev = theta
-        posterior[in_region] = weights[:n_contested]
+        posterior[in_region] = weights
         confusion = _whole_volume_confusion(digits, counts, posterior)
     return _EmResult(posterior, confusion, prior_vec, iterations, converged, region_voxels)
 
@@ -401,14 +368,14 @@ def _whole_volume_confusion(digits, counts, posterior):
     return confusion
 
 
-def _options(region, prior, max_iter, tol, band=None, overrule=None):
+def _options(region, prior, max_iter, tol, overrule=None):
     opts = {"region": region, "prior": prior, "max_iter": int(max_iter), "tol": float(tol),
             "confusion_floor": _EPS}
     if overrule is not None:
         opts["overrule"] = overrule
     if region == "disagreement":
         opts.update({"candidates": "most-voted label and runner-up (all if tied)",
-                     "dirichlet_kappa": _KAPPA, "band": int(band or 0)})
+                     "dirichlet_kappa": _KAPPA})
     return opts
 
 
@@ -491,8 +458,7 @@ def staple_binary(segmentations, *, region: str = "disagreement", prior: str = "
 
 def staple_multilabel(segmentations, *, labels=None, region: str = "disagreement",
                       prior: str = "spatial", max_iter: int = 1000,
-                      tol: float = 1e-7, band: int = 0,
-                      overrule: str = "close") -> MultiLabelStapleResult:
+                      tol: float = 1e-7, overrule: str = "ties") -> MultiLabelStapleResult:
     """Fuse rater label maps into a consensus label map (multi-label STAPLE).
 
     The defaults are the method the app runs for ground truth (see docs/staple.md).
@@ -570,42 +536,42 @@ def staple_multilabel(segmentations, *, labels=None, region: str = "disagreement
     >>> result.labels.tolist(), result.posterior.shape, result.region_voxels
     ([0, 1, 2, 2], (3, 4), 1)
     """
-    _check_options(region, prior, max_iter, tol, band, overrule)
+    _check_options(region, prior, max_iter, tol, overrule)
     patterns = _vote_patterns(segmentations, labels=labels)
-    em = _run_em(patterns, region=region, prior=prior, max_iter=max_iter, tol=tol, band=band)
-    return _multilabel_result(patterns, em, _options(region, prior, max_iter, tol, band, overrule),
-                              overrule)
+    em = _run_em(patterns, region=region, prior=prior, max_iter=max_iter, tol=tol)
+    return _multilabel_result(patterns, em, _options(region, prior, max_iter, tol, overrule), overrule)
 
 
-def _pattern_dice(digits: np.ndarray, counts: np.ndarray, a: np.ndarray, b: np.ndarray,
-                  labels: np.ndarray) -> float:
-    """Mean Dice over ``labels`` between two per-pattern label columns (counts as weights)."""
-    scores = []
+def _pattern_dice(counts: np.ndarray, a: np.ndarray, b: np.ndarray, labels: np.ndarray) -> float:
+    """Dice pooled over ``labels`` (every label's overlap and volume summed, so a tiny label
+    weighs by its size) between two per-pattern label columns, voxel counts as weights."""
+    overlap = volume = 0.0
     for label in labels:
         in_a, in_b = a == label, b == label
-        total = counts[in_a].sum() + counts[in_b].sum()
-        if total:
-            scores.append(2.0 * counts[in_a & in_b].sum() / total)
-    return float(np.mean(scores)) if scores else 1.0
+        overlap += counts[in_a & in_b].sum()
+        volume += counts[in_a].sum() + counts[in_b].sum()
+    return 2.0 * overlap / volume if volume else 1.0
 
 
-def _collapse(digits: np.ndarray, counts: np.ndarray, winner: np.ndarray) -> dict | None:
+def _collapse(digits: np.ndarray, counts: np.ndarray, winner: np.ndarray,
+              background: int | None) -> dict | None:
     """A rater the fit declares (near) perfect while agreeing poorly with every other rater.
 
     EM over few raters has fixed points where one rater is taken as the truth (its
     confusion matrix ~ identity) and the others as noise; the posterior is then ~1
     everywhere and says nothing.  The test: the rater's mean Dice against the model's own
-    consensus is at least ``_COLLAPSE_SELF`` while its mean Dice with each other rater is
-    below ``_COLLAPSE_OTHERS`` (labels other than the most frequent one, the background).
-    Returns the worst such rater with its figures, or None.
+    consensus is at least ``_COLLAPSE_SELF`` while its Dice with each other rater is below
+    ``_COLLAPSE_OTHERS`` (Dice pooled over the labels used, background excluded:
+    ``background`` is the index of label value 0, if any).  Returns the most extreme such rater with its
+    figures, or None.
     """
     n_raters = digits.shape[1]
     totals = np.bincount(digits.ravel(), weights=np.repeat(counts, n_raters))
-    labels = np.setdiff1d(np.flatnonzero(totals), [int(np.argmax(totals))])
+    labels = np.setdiff1d(np.flatnonzero(totals), [] if background is None else [background])
     found = None
     for r in range(n_raters):
-        own = _pattern_dice(digits, counts, digits[:, r], winner, labels)
-        others = [_pattern_dice(digits, counts, digits[:, r], digits[:, s], labels)
+        own = _pattern_dice(counts, digits[:, r], winner, labels)
+        others = [_pattern_dice(counts, digits[:, r], digits[:, s], labels)
                   for s in range(n_raters) if s != r]
         if (own >= _COLLAPSE_SELF and max(others) < _COLLAPSE_OTHERS
                 and (found is None or own > found["dice_with_consensus"])):
@@ -613,56 +579,68 @@ def _collapse(digits: np.ndarray, counts: np.ndarray, winner: np.ndarray) -> dic
     return found
 
 
-def _decide(patterns: _Patterns, posterior: torch.Tensor, overrule: str
-            ) -> tuple[torch.Tensor, dict]:
-    """Each pattern's consensus label, and what the decision rule did.
+def _tempered(posterior: torch.Tensor, temperature: float) -> torch.Tensor:
+    """softmax(log(posterior) / temperature) over each row: labels with probability 0 stay 0."""
+    if temperature == 1.0:
+        return posterior
+    return torch.softmax(torch.log(posterior) / temperature, dim=1)
 
-    ``overrule="any"``: the posterior argmax (ITK).  ``overrule="close"`` (default): the
-    posterior decides only between labels whose vote count is within ``margin`` of the
-    most-voted label, so a clear majority always stands.  ``margin`` is 1 with four or
-    more raters (a 3-2 vote can be overruled, a 4-1 vote cannot) and 0 with two or three
-    raters, or when the fit collapsed onto one rater (see _collapse): then only ties are
-    decided by the model.  With three raters a contested voxel is a 2-1 vote and the
-    contested voxels cannot tell "rater A is an expert among two sloppy raters" from
-    "rater A is sloppy between a generous and a conservative rater" (docs/staple.md).
+
+def _decide(patterns: _Patterns, posterior: torch.Tensor, overrule: str
+            ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Each pattern's consensus label and posterior, and what the decision rule did.
+
+    ``overrule="any"``: the fitted posterior and its argmax decide every voxel (ITK).
+    ``overrule="ties"`` (default), an explicit rule:
+
+    - a majority always stands.  With two or three raters, or when the fit collapsed onto
+      one rater (see _collapse), ties go to the lowest label value, as the majority vote.
+      Two raters' disagreements are ties that nothing in the data can break.  Three raters'
+      contested voxels cannot tell "an expert between two sloppy raters" from "a sloppy
+      rater between a generous and a conservative one": both look like one rater in the
+      middle, and EM follows that rater either way (docs/staple.md).  A collapsed fit has
+      declared one rater the truth.
+    - with four or more raters, where the top vote is tied, the fit chooses among the tied
+      labels by the raters' estimated performance.
+
+    The posterior is the calibrated vote share, softmax(log(vote fraction) / T) with T
+    fitted per panel size on simulated panels (``_TEMPERATURE_FEW``: two or three raters,
+    ``_TEMPERATURE_MANY``: four or more).  EM's own posterior was far from calibrated on the
+    same panels (docs/staple.md, "Calibration"): it decides ties and measures the raters.
     """
     digits = patterns.digits
     n_raters = digits.shape[1]
-    n_labels = posterior.shape[1]
     free = torch.argmax(posterior, dim=1)
-    digits_np = digits.cpu().numpy()
-    counts_np = patterns.counts.cpu().numpy().astype(np.float64)
-    collapse = _collapse(digits_np, counts_np, free.cpu().numpy())
+    zero = torch.nonzero(patterns.label_values == 0).flatten()
+    collapse = _collapse(digits.cpu().numpy(), patterns.counts.cpu().numpy().astype(np.float64),
+                         free.cpu().numpy(), int(zero[0]) if zero.numel() else None)
     report = {"overrule": overrule, "collapse": collapse}
     if overrule == "any":
-        report["margin"] = None
-        return free, report
-    votes = torch.zeros((digits.shape[0], n_labels), dtype=torch.int64, device=digits.device)
-    votes.scatter_add_(1, digits, torch.ones_like(digits))
-    top = votes.max(dim=1, keepdim=True).values
-    plurality = torch.argmax(votes, dim=1)  # the majority vote: ties to the lowest label
-    strict = (votes == top).sum(dim=1) == 1
-    if n_raters == 2 or (n_raters == 3 and collapse is not None):
-        margin, winner = None, plurality
-    else:
-        margin = 0 if n_raters == 3 or collapse is not None else 1
-        allowed = (votes >= top - margin) & (votes > 0)
-        winner = torch.argmax(torch.where(allowed, posterior, torch.full_like(posterior, -1.0)), dim=1)
-    counts = patterns.counts
+        report["rule"] = "posterior argmax"
+        return free, posterior, report
+    fractions = _vote_fractions(digits, posterior.shape[1])
+    calibrated = _tempered(fractions, _TEMPERATURE_FEW if n_raters <= 3 else _TEMPERATURE_MANY)
+    plurality = torch.argmax(fractions, dim=1)  # the majority vote: ties to the lowest label
+    if collapse is not None or n_raters <= 3:
+        report["rule"] = ("majority vote: the fit followed one rater" if collapse is not None
+                          else f"majority vote: {n_raters} raters")
+        return plurality, calibrated, report
+    top = fractions.max(dim=1, keepdim=True).values
+    tied = (fractions > top - 0.5 / n_raters)
+    winner = torch.argmax(torch.where(tied, posterior, torch.full_like(posterior, -1.0)), dim=1)
     report.update({
-        "margin": margin,
-        "overruled_voxels": int(counts[strict & (winner != plurality)].sum()),
-        "held_voxels": int(counts[winner != free].sum()),
+        "rule": "majority vote, ties broken by the fit",
+        "changed_voxels": int(patterns.counts[winner != plurality].sum()),
     })
-    return winner, report
+    return winner, calibrated, report
 
 
 def _multilabel_result(patterns: _Patterns, em: _EmResult, options: dict,
-                       overrule: str = "close") -> MultiLabelStapleResult:
-    winner, decision = _decide(patterns, em.posterior, overrule)
+                       overrule: str = "ties") -> MultiLabelStapleResult:
+    winner, posterior, decision = _decide(patterns, em.posterior, overrule)
     return MultiLabelStapleResult(
         labels=_label_table_to_numpy(patterns, winner),
-        posterior=patterns.scatter_rows(em.posterior, torch.float32),
+        posterior=patterns.scatter_rows(posterior, torch.float32),
         confusion=em.confusion.cpu().numpy(),
         prior=em.prior.cpu().numpy(),
         label_values=patterns.label_values.cpu().numpy().astype(patterns.numpy_dtype),

@@ -161,6 +161,18 @@ function renderTimeChart(data) {
   });
 }
 
+/** The flagged badge and, beside it, the first reason (all of them in the cell's title). */
+function flaggedWithReasons(reasons) {
+  const span = document.createElement("span");
+  span.className = "flag-cell";
+  const parts = (reasons || "").split("; ").filter(Boolean);
+  const text = document.createElement("small");
+  text.className = "flag-reason";
+  text.textContent = parts.length > 1 ? `${parts[0]} (+${parts.length - 1} more)` : parts[0] || "";
+  span.append(badge("flagged", "flag"), " ", text);
+  return span;
+}
+
 function renderScans(data) {
   const rows = data.scans.map((s) =>
     row(
@@ -171,7 +183,7 @@ function renderScans(data) {
         cell(fmt(s.fleiss_kappa), { num: true }),
         cell(fmt(s.krippendorff_alpha), { num: true }),
         cell(pct(s.ambiguity), { num: true, title: "fraction of labelled voxels whose consensus is unsure" }),
-        cell(s.flagged ? badge("flagged", "flag") : ""),
+        cell(s.flagged ? flaggedWithReasons(s.flag_reasons) : "", { title: s.flag_reasons || "" }),
         cell(link(`/review/${s.scan}/`, "Review", { className: "button small" })),
       ],
       { scan: s.scan },

@@ -318,15 +318,31 @@ function renderRunFacts() {
   if (!run) {
     $("run-method").textContent = "–";
     $("run-ambiguity").textContent = "no finished consensus yet";
+    renderFlagReasons([]);
     return;
   }
   $("run-method").textContent = `${runText(run)}${run.iterations ? ` · ${run.iterations} iterations${run.converged ? ", converged" : ", not converged"}` : ""}`;
   const details = run.ambiguity_details || {};
   $("run-ambiguity").textContent =
-    `${pct(run.ambiguity)} of labelled voxels unsure (posterior max < ${details.uncertain_below ?? 0.9}) · ` +
-    `${run.flagged ? "flagged" : "not flagged"} (threshold ${pct(project.ambiguity_threshold)})`;
+    `${pct(run.ambiguity)} of labelled voxels unsure (posterior of the consensus label < ${details.uncertain_below ?? 0.9}) · ` +
+    `${run.flagged ? "flagged" : "not flagged"} (uncertainty threshold ${pct(project.ambiguity_threshold)})`;
+  renderFlagReasons(run.flag_reasons || []);
   const truth = app.review.ground_truth;
   $("accept").textContent = truth?.run === run.id && truth.source !== "edited" ? "Accepted ✓ (accept again)" : "Accept this consensus";
+}
+
+/** Each reason the run was flagged, with its figures, as the server wrote it. */
+function renderFlagReasons(reasons) {
+  const list = $("flag-reasons-list");
+  list.replaceChildren(
+    ...reasons.map((r) => {
+      const li = document.createElement("li");
+      li.dataset.code = r.code;
+      li.textContent = r.message;
+      return li;
+    }),
+  );
+  $("flag-reasons").hidden = reasons.length === 0;
 }
 
 function renderPerformance() {
