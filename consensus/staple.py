@@ -136,6 +136,10 @@ class MultiLabelStapleResult:
         Number of voxels the EM ran on.
     options : dict
         The options used.
+    decision : dict
+        What the decision rule did (see ``overrule``): ``rule`` in words, ``collapse``
+        (None, or ``{"rater", "dice_with_consensus", "max_dice_with_others"}`` when the fit
+        followed one rater), ``changed_voxels`` (ties the fit decided otherwise than the vote).
     """
 
     labels: np.ndarray
@@ -490,6 +494,12 @@ def staple_multilabel(segmentations, *, labels=None, region: str = "disagreement
     tol : float
         Stop when no confusion entry moves by more than ``tol`` (default 1e-7; ITK's
         multi-label filter uses 1e-5).
+    overrule : {"ties", "any"}
+        ``"ties"`` (default): a majority always stands; the fit breaks ties of the top vote
+        with four or more raters (with two or three, and when the fit collapsed onto one
+        rater, ties go to the lowest label as in the majority vote); the posterior is the
+        calibrated vote share.  ``"any"``: the fitted posterior and its argmax, as ITK.
+        See docs/staple.md for why.
 
     Returns
     -------
@@ -497,11 +507,12 @@ def staple_multilabel(segmentations, *, labels=None, region: str = "disagreement
         ``labels`` (X, Y, Z) in the input dtype; ``posterior`` float32 (L, X, Y, Z);
         ``confusion`` float64 (R, L, L) [rater, rater's label, true label]; ``prior``
         float64 (L,); ``label_values`` (L,); ``iterations``; ``converged``;
-        ``region_voxels``; ``options``.
+        ``region_voxels``; ``options``; ``decision`` (the rule applied, and ``collapse``:
+        None, or the rater the fit followed with its Dice figures).
 
     Notes
     -----
-    ``region="all", prior="global"`` reproduces ITK's filter (ITK 5.4: same labels on
+    ``region="all", prior="global", overrule="any"`` reproduces ITK's filter (ITK 5.4: same labels on
     >= 99.7 % of the voxels it decides on the simulated panels of docs/staple.md).
     Differences: ITK starts from a row-normalised majority-vote confusion matrix (whose
     exact zeros then stay zero; releases <= 5.4.7 also corrupt it at tied votes) while we
@@ -509,8 +520,9 @@ def staple_multilabel(segmentations, *, labels=None, region: str = "disagreement
     clamped to >= 1e-6 inside the logarithm; ITK marks exact ties with an extra label
     (max + 1), we give them to the first label in ``label_values`` order.
 
-    ``confusion`` is one M-step on the final posterior over *all* voxels, whatever the
-    region: each rater's performance against the consensus over the whole volume.
+    ``confusion`` is one M-step on the returned posterior over *all* voxels, whatever the
+    region: each rater's performance against the consensus as returned, over the whole
+    volume (never against a fit that followed one rater).
     Columns of true labels with no posterior mass are NaN.  When every voxel is
     unanimous there is nothing to estimate: ``iterations`` is 0 and the vote is returned.
 
@@ -550,7 +562,7 @@ def _pattern_dice(counts: np.ndarray, a: np.ndarray, b: np.ndarray, labels: np.n
         in_a, in_b = a == label, b == label
         overlap += counts[in_a & in_b].sum()
         volume += counts[in_a].sum() + counts[in_b].sum()
-    return 2.0 * overlap / volume if volume else 1.0
+    return float(2.0 * overlap / volume) if volume else 1.0
 
 
 def _collapse(digits: np.ndarray, counts: np.ndarray, winner: np.ndarray,
@@ -638,10 +650,12 @@ def _decide(patterns: _Patterns, posterior: torch.Tensor, overrule: str
 def _multilabel_result(patterns: _Patterns, em: _EmResult, options: dict,
                        overrule: str = "ties") -> MultiLabelStapleResult:
     winner, posterior, decision = _decide(patterns, em.posterior, overrule)
+    confusion = em.confusion if posterior is em.posterior else _whole_volume_confusion(
+        patterns.digits, patterns.counts.to(torch.float64), posterior)
     return MultiLabelStapleResult(
         labels=_label_table_to_numpy(patterns, winner),
         posterior=patterns.scatter_rows(posterior, torch.float32),
-        confusion=em.confusion.cpu().numpy(),
+        confusion=confusion.cpu().numpy(),
         prior=em.prior.cpu().numpy(),
         label_values=patterns.label_values.cpu().numpy().astype(patterns.numpy_dtype),
         iterations=em.iterations,

@@ -106,7 +106,7 @@ def test_multilabel_with_two_labels_is_binary_staple():
     masks = (truth[None] ^ flips).astype(np.uint8)
     for options in ({}, ITK):
         binary = staple_binary(masks, **options)
-        multi = staple_multilabel(masks, **options)
+        multi = staple_multilabel(masks, **options, overrule="any")  # the fitted posterior
         np.testing.assert_allclose(multi.posterior[1], binary.probability, atol=1e-6)
         np.testing.assert_allclose(multi.confusion[:, 1, 1], binary.sensitivity, atol=1e-9)
         np.testing.assert_allclose(multi.confusion[:, 0, 0], binary.specificity, atol=1e-9)
@@ -116,11 +116,12 @@ def test_multilabel_with_two_labels_is_binary_staple():
 def test_contested_voxels_choose_among_their_candidate_labels():
     # Candidates: the most-voted label and the runner-up; a tie for runner-up goes to the
     # label with more votes over the contested voxels; a shared top keeps all tied labels.
+    # (The fitted posterior: overrule="any"; the default returns the calibrated vote share.)
     segs = np.array([[0, 0, 1, 1, 0, 1, 0],
                      [0, 0, 1, 1, 0, 1, 1],
                      [1, 0, 1, 0, 0, 1, 2],
                      [2, 0, 1, 1, 0, 1, 3]], dtype=np.uint8)
-    result = staple_multilabel(segs)
+    result = staple_multilabel(segs, overrule="any")
     # Voxel 0 votes 0,0,1,2: runner-up tie 1 vs 2; label 1 has more contested votes
     # (voxels 0, 3, 6: 1 + 3 + 1 = 5 against 1 + 0 + 1 = 2) -> candidates {0, 1}.
     assert result.posterior[2, 0] == 0.0 and result.posterior[3, 0] == 0.0
