@@ -117,8 +117,9 @@ def run_speed(repeat: int) -> None:
     rows.append(("ours majority_vote", _best(lambda: majority_vote(segs), repeat)))
     t_ml = _best(lambda: staple_multilabel(segs), repeat)
     rows.append(("ours staple_multilabel (defaults)", t_ml))
-    rows.append(("ours staple_multilabel (all, global)",
-                 _best(lambda: staple_multilabel(segs, region="all", prior="global"), repeat)))
+    rows.append(("ours staple_multilabel (ITK model: all, global, any)",
+                 _best(lambda: staple_multilabel(segs, region="all", prior="global", overrule="any"),
+                       repeat)))
     images = [sitk.GetImageFromArray(s) for s in segs]
     t0 = time.perf_counter()
     sitk.MultiLabelSTAPLE(images)
@@ -216,9 +217,9 @@ def run_accuracy(resolution: int, seeds: list[int], profiles: list[str], lesions
         "SimpleITK STAPLE (binary, per label)": None,
         "SimpleITK MultiLabelSTAPLE": None,
         "ours: staple_multilabel defaults": {},
-        "ours: region=all, prior=global (ITK model)": {"region": "all", "prior": "global"},
-        "ours: region=disagreement, prior=global": {"region": "disagreement",
-                                                    "prior": "global"},
+        "ours: fitted posterior decides (overrule=any)": {"overrule": "any"},
+        "ours: ITK model (region=all, prior=global, overrule=any)": {
+            "region": "all", "prior": "global", "overrule": "any"},
         "ours: staple_binary defaults, per label": "binary",
     }
     scores = {name: [] for name in methods}

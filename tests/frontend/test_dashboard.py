@@ -117,6 +117,12 @@ def test_dashboard_draws_its_plots_from_real_data(live_server, page, lead_world,
     first = expected["scans"][0]
     assert f"{first['mean_pairwise_dice']:.3f}" in rows.first.inner_text()
     assert rows.first.locator("a").get_attribute("href") == f"/review/{first['scan']}/"
+    # A flagged scan says why beside its badge, and every reason in the cell's title.
+    flagged_rows = [(i, s) for i, s in enumerate(expected["scans"]) if s["flagged"]]
+    assert flagged_rows
+    for i, s in flagged_rows:
+        assert s["flag_reasons"].split("; ")[0] in rows.nth(i).inner_text()
+        assert rows.nth(i).locator("td[title]").filter(has_text="flagged").get_attribute("title") == s["flag_reasons"]
 
     # Per-label and per-rater tables, and a CSV download of every table.
     assert page.locator("#labels-body tr").count() == 3

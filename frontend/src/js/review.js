@@ -20,7 +20,7 @@ import { Viewer } from "./viewer.js";
 const $ = (id) => document.getElementById(id);
 
 /** Uncertainty shown from (transparent below) and saturating at. */
-const UNCERTAINTY_RANGE = [0.05, 0.5];
+const UNCERTAINTY_RANGE = [0.01, 0.5]; // a calibrated 2-1 vote of three raters is ~0.035
 /** NiiVue colormap of the uncertainty overlay: orange to yellow, visible on grey MRI. */
 const UNCERTAINTY_COLORMAP = "warm";
 
@@ -306,6 +306,7 @@ function fillRerunForm(run) {
   const o = run.options || {};
   if (o.region) $("opt-region").value = o.region;
   if (o.prior) $("opt-prior").value = o.prior;
+  if (o.overrule) $("opt-overrule").value = o.overrule;
   if (o.max_iter !== undefined) $("opt-max-iter").value = String(o.max_iter);
   if (o.tol !== undefined) $("opt-tol").value = String(o.tol);
 }
@@ -531,7 +532,7 @@ function readRerunForm() {
   if (method !== "staple") return { method, options: {} };
   const maxIter = Number.parseInt($("opt-max-iter").value, 10);
   const tol = Number.parseFloat($("opt-tol").value);
-  const options = { region: $("opt-region").value, prior: $("opt-prior").value };
+  const options = { region: $("opt-region").value, prior: $("opt-prior").value, overrule: $("opt-overrule").value };
   if (Number.isFinite(maxIter)) options.max_iter = maxIter;
   if (Number.isFinite(tol)) options.tol = tol;
   return { method, options };
