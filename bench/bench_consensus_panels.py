@@ -24,13 +24,19 @@ the worst-label margin vs majority vote is >= -0.002 on every design; the mean, 
 designs, of the margin vs the best peer is >= +0.002; on 3-rater panels ours is never
 below majority vote by more than 0.002 on any label.
 
-Calibration of each variant's posterior (max posterior as confidence, argmax == truth as
-correct), pooled over designs, on the contested voxels (raters not unanimous) and on every
+Calibration of each variant's posterior (the posterior of the consensus label as confidence,
+consensus label == truth as correct), pooled over designs, on the contested voxels (raters not unanimous) and on every
 voxel that a rater or the truth labels non-zero: expected calibration error over 10
 equal-width bins, and a reliability table. ``--calibration PATH`` draws the reliability
 diagram of the contested voxels.
 
 Torch, BLAS and SimpleITK are limited to 2 threads, as in ``bench/bench_staple.py``.
+
+``--fit-temperatures`` fits the kernel's two calibration temperatures on the designs of
+``--seed`` instead (see ``fit_temperatures``); the kernel's were fitted on seed 1.
+
+Seeds: the defaults were chosen on seeds 1 and 2 (docs/staple.md says how); seed 3 is the
+report.
 
 Usage::
 
@@ -375,8 +381,8 @@ def plot_calibration(calibration: dict[str, dict[str, Calibration]], path: Path,
         ax.plot(conf, acc, marker="o", label=f"{name} (ECE {cal.ece():.3f})")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("mean max posterior (confidence), 10 bins")
-    ax.set_ylabel("accuracy (argmax == simulated truth)")
+    ax.set_xlabel("posterior of the consensus label (confidence), 10 bins")
+    ax.set_ylabel("accuracy (consensus label == simulated truth)")
     ax.set_title(title, fontsize=9)
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
