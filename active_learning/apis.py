@@ -1,4 +1,5 @@
 """HTTP API of active learning: model versions, ranking, pre-labels, editing effort."""
+
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
@@ -20,9 +21,24 @@ from .models import EditingEffort, ModelVersion, ScanScore
 class ModelVersionOutput(serializers.ModelSerializer):
     class Meta:
         model = ModelVersion
-        fields = ["id", "project", "version", "status", "progress", "message", "error", "trigger", "ground_truth_ids",
-                  "validation_ground_truth_ids", "hyperparameters", "validation_dice", "code_version", "created_at",
-                  "finished_at", "scored_at"]
+        fields = [
+            "id",
+            "project",
+            "version",
+            "status",
+            "progress",
+            "message",
+            "error",
+            "trigger",
+            "ground_truth_ids",
+            "validation_ground_truth_ids",
+            "hyperparameters",
+            "validation_dice",
+            "code_version",
+            "created_at",
+            "finished_at",
+            "scored_at",
+        ]
 
 
 class ModelVersionListApi(APIView):
@@ -37,8 +53,10 @@ class ModelVersionListApi(APIView):
         project = get_visible_project(request, project_id)
         require_manager(request, project)
         version, queued = services.model_version_request(project=project, actor=request.user)
-        return Response({"id": version.pk, "version": version.version, "status": version.status, "reused": not queued},
-                        status=status.HTTP_202_ACCEPTED)
+        return Response(
+            {"id": version.pk, "version": version.version, "status": version.status, "reused": not queued},
+            status=status.HTTP_202_ACCEPTED,
+        )
 
 
 class ModelVersionDetailApi(APIView):
@@ -61,23 +79,27 @@ class RankingApi(APIView):
         rows = []
         for scan in services.open_scans(project=project):
             score = scores.get(scan.pk)
-            rows.append({
-                "scan": scan.pk,
-                "subject_id": scan.subject_id,
-                "status": scan.status,
-                "score": score.score if score else None,
-                "entropy": score.entropy if score else None,
-                "bald": score.bald if score else None,
-                "disagreement": score.disagreement if score else None,
-                "strategy": score.strategy if score else None,
-            })
+            rows.append(
+                {
+                    "scan": scan.pk,
+                    "subject_id": scan.subject_id,
+                    "status": scan.status,
+                    "score": score.score if score else None,
+                    "entropy": score.entropy if score else None,
+                    "bald": score.bald if score else None,
+                    "disagreement": score.disagreement if score else None,
+                    "strategy": score.strategy if score else None,
+                }
+            )
         rows.sort(key=lambda r: (r["score"] is None, -(r["score"] or 0)))
-        return Response({
-            "strategy": project.al_strategy,
-            "note": project.priority_note or "Not ranked yet.",
-            "model_version": model.version if model else None,
-            "scans": rows,
-        })
+        return Response(
+            {
+                "strategy": project.al_strategy,
+                "note": project.priority_note or "Not ranked yet.",
+                "model_version": model.version if model else None,
+                "scans": rows,
+            }
+        )
 
     @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT})
     def post(self, request, project_id: int):
@@ -94,7 +116,9 @@ class PrelabelApi(APIView):
 
     @extend_schema(responses={(200, "application/gzip"): OpenApiTypes.BINARY})
     def get(self, request, assignment_id: int):
-        assignment = get_object_or_404(assignment_list(user=request.user).select_related("scan__project"), pk=assignment_id)
+        assignment = get_object_or_404(
+            assignment_list(user=request.user).select_related("scan__project"), pk=assignment_id
+        )
         if assignment.annotator_id != request.user.pk and not user_manages_project(
             user=request.user, project=assignment.scan.project
         ):
@@ -105,7 +129,9 @@ class PrelabelApi(APIView):
                 "No pre-label for this scan: the project offers none, or no model has scored this scan yet.",
                 code="no_prelabel",
             )
-        response = nifti_response(score.prelabel, f"prelabel-{assignment.scan_id}-v{score.model_version.version}.nii.gz")
+        response = nifti_response(
+            score.prelabel, f"prelabel-{assignment.scan_id}-v{score.model_version.version}.nii.gz"
+        )
         response["X-Model-Version"] = str(score.model_version.version)
         return response
 
@@ -118,8 +144,16 @@ class EditingEffortApi(APIView):
         rows = EditingEffort.objects.filter(assignment__scan__project=project).select_related(
             "assignment__annotator", "model_version"
         )
-        return Response([
-            {"assignment": e.assignment_id, "scan": e.assignment.scan_id, "annotator": e.assignment.annotator.username,
-             "model_version": e.model_version.version if e.model_version else None, "dice": e.dice, "mean_dice": e.mean_dice}
-            for e in rows
-        ])
+        return Response(
+            [
+                {
+                    "assignment": e.assignment_id,
+                    "scan": e.assignment.scan_id,
+                    "annotator": e.assignment.annotator.username,
+                    "model_version": e.model_version.version if e.model_version else None,
+                    "dice": e.dice,
+                    "mean_dice": e.mean_dice,
+                }
+                for e in rows
+            ]
+        )

@@ -1,4 +1,5 @@
 """Model versions trained on ground truth, per-scan uncertainty scores, pre-labels, editing effort."""
+
 from __future__ import annotations
 
 from django.conf import settings

@@ -188,15 +188,11 @@ class NetworkConfig:
             raise ValueError(f"channels: expected at least 2 positive sizes, got {channels}")
         if len(strides) != len(channels) - 1 or min(strides) < 1:
             raise ValueError(
-                f"strides: expected {len(channels) - 1} positive values "
-                f"(one fewer than channels), got {strides}"
+                f"strides: expected {len(channels) - 1} positive values (one fewer than channels), got {strides}"
             )
         factor = int(np.prod(strides))
         if any(n % factor for n in shape):
-            raise ValueError(
-                f"working_shape: every size must be divisible by prod(strides) = {factor}, "
-                f"got {shape}"
-            )
+            raise ValueError(f"working_shape: every size must be divisible by prod(strides) = {factor}, got {shape}")
         if _int(self.num_res_units, "num_res_units") < 0:
             raise ValueError(f"num_res_units: expected >= 0, got {self.num_res_units}")
         if not 0.0 <= float(self.dropout) < 1.0:
@@ -332,9 +328,7 @@ class WorkingGeometry:
     @property
     def content(self) -> tuple[slice, slice, slice]:
         """Slices of the working grid holding the resampled scan."""
-        return tuple(
-            slice(o, o + n) for o, n in zip(self.offset, self.content_shape, strict=True)
-        )
+        return tuple(slice(o, o + n) for o, n in zip(self.offset, self.content_shape, strict=True))
 
     @property
     def crop_slices(self) -> tuple[slice, slice, slice]:
@@ -380,9 +374,7 @@ def _foreground(image: np.ndarray) -> np.ndarray:
     return image > threshold_otsu(image)
 
 
-def _crop_box(
-    mask: np.ndarray, spacing: tuple[float, float, float], margin_mm: float
-) -> tuple[tuple[int, int], ...]:
+def _crop_box(mask: np.ndarray, spacing: tuple[float, float, float], margin_mm: float) -> tuple[tuple[int, int], ...]:
     box = []
     for axis in range(3):
         others = tuple(a for a in range(3) if a != axis)
@@ -451,10 +443,7 @@ def to_working(
 
     extent_mm = [(b - a) * s for (a, b), s in zip(crop, spacing, strict=True)]
     scale = min(w / e for w, e in zip(config.working_shape, extent_mm, strict=True))
-    content = tuple(
-        int(min(max(round(e * scale), 1), w))
-        for e, w in zip(extent_mm, config.working_shape, strict=True)
-    )
+    content = tuple(int(min(max(round(e * scale), 1), w)) for e, w in zip(extent_mm, config.working_shape, strict=True))
     offset = tuple((w - c) // 2 for w, c in zip(config.working_shape, content, strict=True))
 
     z = (torch.from_numpy(np.ascontiguousarray(cropped)).double() - mean) / std
@@ -485,9 +474,7 @@ def _check_geometry(geometry: WorkingGeometry, config: NetworkConfig) -> None:
         )
 
 
-def labels_to_working(
-    labels: np.ndarray, geometry: WorkingGeometry, *, config: NetworkConfig
-) -> np.ndarray:
+def labels_to_working(labels: np.ndarray, geometry: WorkingGeometry, *, config: NetworkConfig) -> np.ndarray:
     """Map a label map to class indices on the working grid (majority of each voxel).
 
     Parameters
@@ -511,10 +498,7 @@ def labels_to_working(
     labels = _check_volume(labels, "labels")
     _check_geometry(geometry, config)
     if labels.shape != geometry.original_shape:
-        raise ValueError(
-            f"labels: shape {labels.shape} differs from the image shape "
-            f"{geometry.original_shape}"
-        )
+        raise ValueError(f"labels: shape {labels.shape} differs from the image shape {geometry.original_shape}")
     if labels.dtype == bool:
         labels = labels.astype(np.uint8)
     if not np.issubdtype(labels.dtype, np.integer):
@@ -522,9 +506,7 @@ def labels_to_working(
     present = np.unique(labels)
     unknown = sorted(set(present.tolist()) - set(config.labels))
     if unknown:
-        raise ValueError(
-            f"labels: values {unknown} are not among the configured labels {config.labels}"
-        )
+        raise ValueError(f"labels: values {unknown} are not among the configured labels {config.labels}")
     lut = np.zeros(256, dtype=np.int64)
     lut[list(config.labels)] = np.arange(config.n_classes)
     classes = torch.from_numpy(lut[labels[geometry.crop_slices].astype(np.int64)])

@@ -3,6 +3,7 @@
 A failure here is logged and never breaks the save, submission or consensus that sent
 the signal: ranking and retraining can always be asked for again from the API.
 """
+
 import logging
 
 from django.dispatch import receiver

@@ -12,6 +12,7 @@
 - Before any model (cold start), scans are ordered by diversity (greedy k-centre on image
   features), and the project says so in ``priority_note``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -192,8 +193,13 @@ def _train(version: ModelVersion) -> ModelVersion:
         version.message = f"trained on {len(train_truths)} scans in {result.seconds:.0f} s"
         version.finished_at = timezone.now()
         version.save()
-        audit_log(actor=None, project=project, action="model.trained", target=version,
-                  data={"validation_dice": dice, "ground_truths": len(train_truths)})
+        audit_log(
+            actor=None,
+            project=project,
+            action="model.trained",
+            target=version,
+            data={"validation_dice": dice, "ground_truths": len(train_truths)},
+        )
         from .tasks import scores_update_task
 
         enqueue_on_commit(scores_update_task, project.pk)
@@ -236,10 +242,7 @@ def scores_update(*, project_id: int) -> dict:
     strategy = STRATEGY_KERNEL[project.al_strategy]
     if not scans:
         return {"scored": 0, "computed": 0}
-    known = {
-        score.scan_id: score
-        for score in ScanScore.objects.filter(model_version=model_version, scan__in=scans)
-    }
+    known = {score.scan_id: score for score in ScanScore.objects.filter(model_version=model_version, scan__in=scans)}
     computed = 0
     if model_version is None:
         config = network_config(project=project)
@@ -267,16 +270,24 @@ def scores_update(*, project_id: int) -> dict:
         for scan in scans:
             cached = known.get(scan.pk)
             if cached is not None and cached.prelabel:
-                rows.append(dict(scan=scan, entropy=cached.entropy, bald=cached.bald,
-                                 disagreement=_disagreement(scan), whole_volume=cached.whole_volume,
-                                 prelabel=cached.prelabel.name))
+                rows.append(
+                    dict(
+                        scan=scan,
+                        entropy=cached.entropy,
+                        bald=cached.bald,
+                        disagreement=_disagreement(scan),
+                        whole_volume=cached.whole_volume,
+                        prelabel=cached.prelabel.name,
+                    )
+                )
                 continue
             if model is None:
                 with default_storage.open(model_version.weights.name, "rb") as handle:
                     model, config = network.load_checkpoint(handle.read())
             computed += 1
             ModelVersion.objects.filter(pk=model_version.pk).update(
-                message=f"scoring scan {computed} of {len(to_score)}")
+                message=f"scoring scan {computed} of {len(to_score)}"
+            )
             image, _ = _read_volume(scan.image)
             working, geometry = network.to_working(image, config=config, spacing=scan.spacing)
             samples = training.mc_dropout_probabilities(model, working, n_samples=8, seed=scan.pk)
@@ -287,8 +298,14 @@ def scores_update(*, project_id: int) -> dict:
                 volumes.label_map_to_bytes(prelabel, np.asarray(scan.affine, dtype=np.float64)),
             )
             rows.append(
-                dict(scan=scan, entropy=float(summary.entropy), bald=float(summary.bald),
-                     disagreement=_disagreement(scan), whole_volume=bool(summary.whole_volume), prelabel=name)
+                dict(
+                    scan=scan,
+                    entropy=float(summary.entropy),
+                    bald=float(summary.bald),
+                    disagreement=_disagreement(scan),
+                    whole_volume=bool(summary.whole_volume),
+                    prelabel=name,
+                )
             )
         if strategy == "random":
             values = uncertainty.random_scores(len(rows), seed=model_version.version)
@@ -309,7 +326,8 @@ def scores_update(*, project_id: int) -> dict:
     with transaction.atomic():
         for row in rows:
             ScanScore.objects.update_or_create(
-                scan=row["scan"], model_version=model_version,
+                scan=row["scan"],
+                model_version=model_version,
                 defaults={k: v for k, v in row.items() if k != "scan"},
             )
             Assignment.objects.filter(scan=row["scan"]).exclude(status=AssignmentStatus.SUBMITTED).update(
@@ -318,8 +336,12 @@ def scores_update(*, project_id: int) -> dict:
         Project.objects.filter(pk=project.pk).update(priority_note=note)
         if model_version is not None:
             ModelVersion.objects.filter(pk=model_version.pk).update(scored_at=timezone.now(), message=note)
-    return {"scored": len(rows), "computed": computed,
-            "model_version": model_version.version if model_version else None, "note": note}
+    return {
+        "scored": len(rows),
+        "computed": computed,
+        "model_version": model_version.version if model_version else None,
+        "note": note,
+    }
 
 
 def prelabel_for(*, assignment: Assignment) -> ScanScore | None:
@@ -356,6 +378,10 @@ def editing_effort_record(*, assignment: Assignment, revision) -> EditingEffort 
     finite = [v for v in clean.values() if v is not None]
     effort, _ = EditingEffort.objects.update_or_create(
         assignment=assignment,
-        defaults={"model_version": score.model_version, "dice": clean, "mean_dice": float(np.mean(finite)) if finite else None},
+        defaults={
+            "model_version": score.model_version,
+            "dice": clean,
+            "mean_dice": float(np.mean(finite)) if finite else None,
+        },
     )
     return effort

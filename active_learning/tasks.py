@@ -1,4 +1,5 @@
 """Celery tasks of active learning (queue 'training'): take an id, call one service."""
+
 from celery import shared_task
 
 from mriannot.queue import task_options

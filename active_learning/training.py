@@ -186,8 +186,7 @@ class TrainingConfig:
                 raise ValueError(f"{name}: expected an integer, got {value!r}")
         if self.steps < 1 or self.batch_size < 1 or self.seed < 0:
             raise ValueError(
-                f"steps, batch_size: expected >= 1 and seed >= 0, got "
-                f"{self.steps}, {self.batch_size}, {self.seed}"
+                f"steps, batch_size: expected >= 1 and seed >= 0, got {self.steps}, {self.batch_size}, {self.seed}"
             )
         if self.steps_per_scan < 0 or self.max_steps < self.steps:
             raise ValueError(
@@ -207,13 +206,9 @@ class TrainingConfig:
         if not 0 <= float(self.intensity_jitter) < 1:
             raise ValueError(f"intensity_jitter: expected [0, 1), got {self.intensity_jitter}")
         if not 0 <= float(self.foreground_oversampling) <= 1:
-            raise ValueError(
-                f"foreground_oversampling: expected [0, 1], got {self.foreground_oversampling}"
-            )
+            raise ValueError(f"foreground_oversampling: expected [0, 1], got {self.foreground_oversampling}")
         if self.scan_sampling not in SCAN_SAMPLING:
-            raise ValueError(
-                f"scan_sampling: expected one of {SCAN_SAMPLING}, got {self.scan_sampling!r}"
-            )
+            raise ValueError(f"scan_sampling: expected one of {SCAN_SAMPLING}, got {self.scan_sampling!r}")
         if not 0 <= float(self.loss_share) <= 1:
             raise ValueError(f"loss_share: expected [0, 1], got {self.loss_share}")
         object.__setattr__(self, "loss_share", float(self.loss_share))
@@ -227,9 +222,7 @@ class TrainingConfig:
         object.__setattr__(self, "learning_rate", float(self.learning_rate))
         object.__setattr__(self, "weight_decay", float(self.weight_decay))
         object.__setattr__(self, "intensity_jitter", float(self.intensity_jitter))
-        object.__setattr__(
-            self, "foreground_oversampling", float(self.foreground_oversampling)
-        )
+        object.__setattr__(self, "foreground_oversampling", float(self.foreground_oversampling))
 
     def steps_for(self, n_scans: int) -> int:
         """Optimiser steps for ``n_scans`` training scans: ``steps_per_scan * n_scans``
@@ -319,9 +312,7 @@ def _patch_start(
 ) -> tuple[int, ...]:
     if centre is None:
         return tuple(int(rng.integers(0, n - p + 1)) for n, p in zip(shape, patch, strict=True))
-    return tuple(
-        int(min(max(c - p // 2, 0), n - p)) for c, p, n in zip(centre, patch, shape, strict=True)
-    )
+    return tuple(int(min(max(c - p // 2, 0), n - p)) for c, p, n in zip(centre, patch, shape, strict=True))
 
 
 def _next_scan(
@@ -405,9 +396,7 @@ def train_segmentation(
         ys.append(target.astype(np.int64))
     patch = training.patch_shape or config.working_shape
     factor = int(np.prod(config.strides))
-    if any(p > n for p, n in zip(patch, config.working_shape, strict=True)) or any(
-        p % factor for p in patch
-    ):
+    if any(p > n for p, n in zip(patch, config.working_shape, strict=True)) or any(p % factor for p in patch):
         raise ValueError(
             f"patch_shape: {patch} must fit working_shape {config.working_shape} and be "
             f"divisible by prod(strides) = {factor}"
@@ -416,9 +405,7 @@ def train_segmentation(
         raise TypeError("callback: expected a callable(fraction, message) or None")
 
     # Voxels of each class per scan, for foreground oversampling.
-    class_voxels = [
-        [np.flatnonzero(y == c) for c in range(1, config.n_classes)] for y in ys
-    ]
+    class_voxels = [[np.flatnonzero(y == c) for c in range(1, config.n_classes)] for y in ys]
     steps = training.steps_for(len(xs))
     report_every = max(1, steps // _PROGRESS_REPORTS)
     rng = np.random.default_rng(training.seed)
@@ -430,9 +417,7 @@ def train_segmentation(
 
         model = build_network(config)
         model.train()
-        optimiser = torch.optim.AdamW(
-            model.parameters(), lr=training.learning_rate, weight_decay=training.weight_decay
-        )
+        optimiser = torch.optim.AdamW(model.parameters(), lr=training.learning_rate, weight_decay=training.weight_decay)
         loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
         queue: list[int] = []
         scan_loss = np.full(len(xs), np.nan)
@@ -626,9 +611,7 @@ def predict_labels(
 # --------------------------------------------------------------------------------------
 
 
-def dice_per_label(
-    prediction: np.ndarray, truth: np.ndarray, *, labels: Sequence[int]
-) -> dict[int, float]:
+def dice_per_label(prediction: np.ndarray, truth: np.ndarray, *, labels: Sequence[int]) -> dict[int, float]:
     """Dice of each label value between two label maps.
 
     Parameters

@@ -136,13 +136,10 @@ def _check_samples(samples: Any) -> np.ndarray:
     samples = _as_numpy(samples)
     if samples.ndim < 3:
         raise ValueError(
-            f"samples: expected shape (T, C, *spatial) with at least one spatial axis, "
-            f"got {samples.shape}"
+            f"samples: expected shape (T, C, *spatial) with at least one spatial axis, got {samples.shape}"
         )
     if samples.shape[0] < 1 or samples.shape[1] < 2:
-        raise ValueError(
-            f"samples: expected T >= 1 samples of C >= 2 classes, got shape {samples.shape}"
-        )
+        raise ValueError(f"samples: expected T >= 1 samples of C >= 2 classes, got shape {samples.shape}")
     if not np.issubdtype(samples.dtype, np.floating):
         raise ValueError(f"samples: expected floating probabilities, got dtype {samples.dtype}")
     samples = samples.astype(np.float64, copy=False)
@@ -156,9 +153,7 @@ def _check_samples(samples: Any) -> np.ndarray:
     sums = samples.sum(axis=1)
     worst = float(np.abs(sums - 1.0).max())
     if worst > _SUM_TOLERANCE:
-        raise ValueError(
-            f"samples: class probabilities must sum to 1 over axis 1, off by up to {worst:.3g}"
-        )
+        raise ValueError(f"samples: class probabilities must sum to 1 over axis 1, off by up to {worst:.3g}")
     return samples
 
 
@@ -269,9 +264,7 @@ def scoring_region(mean_probabilities: Any, *, margin: float = 3) -> tuple[np.nd
     margin = _check_margin(margin)
     probs = _as_numpy(mean_probabilities)
     if probs.ndim < 2 or probs.shape[0] < 2:
-        raise ValueError(
-            f"mean_probabilities: expected shape (C, *spatial) with C >= 2, got {probs.shape}"
-        )
+        raise ValueError(f"mean_probabilities: expected shape (C, *spatial) with C >= 2, got {probs.shape}")
     foreground = np.argmax(probs, axis=0) != 0
     if not foreground.any():
         return np.ones(foreground.shape, dtype=bool), True
@@ -519,9 +512,7 @@ def combined_scores(uncertainty: Any, disagreement: Any, *, weight: float = 0.5)
     u = _check_scores(uncertainty, "uncertainty")
     d = _check_scores(disagreement, "disagreement", allow_nan=True)
     if d.shape != u.shape:
-        raise ValueError(
-            f"disagreement: expected one value per scan ({u.size}), got {d.size}"
-        )
+        raise ValueError(f"disagreement: expected one value per scan ({u.size}), got {d.size}")
     known = ~np.isnan(d)
     if (d[known] < 0).any() or (d[known] > 1).any():
         raise ValueError("disagreement: values must lie in [0, 1] (NaN for no raters)")

@@ -100,8 +100,7 @@ def _site_variation(site: int, k: int, rng) -> dict:
     return {}
 
 
-def simulated_cohort(n: int, *, n_test: int, multisite: bool = True, resolution: int = 2,
-                     first_seed: int = 1000):
+def simulated_cohort(n: int, *, n_test: int, multisite: bool = True, resolution: int = 2, first_seed: int = 1000):
     """SIMULATED subjects from the MNI152 template.
 
     Returns (ids, images, labels, spacings, label values, sites), pool first, then the
@@ -175,8 +174,7 @@ def nnunet_cohort(folder: Path, *, limit: int | None = None):
         if data.shape != seg.shape:
             raise SystemExit(f"--nnunet-dir: {case}: image {data.shape} vs labels {seg.shape}")
         if seg.size and (seg.min() < 0 or seg.max() > 255):
-            raise SystemExit(f"--nnunet-dir: {case}: label values must lie in 0..255, got "
-                             f"{seg.min()}..{seg.max()}")
+            raise SystemExit(f"--nnunet-dir: {case}: label values must lie in 0..255, got {seg.min()}..{seg.max()}")
         ids.append(case)
         images.append(data)
         labels.append(seg.astype(np.uint8))
@@ -189,8 +187,10 @@ def nnunet_cohort(folder: Path, *, limit: int | None = None):
     else:
         values = sorted(found | {0})
     if found - set(values):
-        raise SystemExit(f"--nnunet-dir: labelsTr holds label values {sorted(found - set(values))} "
-                         f"that dataset.json does not name (it names {values})")
+        raise SystemExit(
+            f"--nnunet-dir: labelsTr holds label values {sorted(found - set(values))} "
+            f"that dataset.json does not name (it names {values})"
+        )
     return ids, images, labels, spacings, tuple(values), ["all"] * len(ids)
 
 
@@ -267,9 +267,7 @@ def run_seed(seed, pool, test, config, args):
         t0 = time.perf_counter()
         scores = {}
         for i in candidates:
-            s = training.score_scan(
-                model, pool[i]["work"], n_samples=args.mc_samples, margin=args.margin, seed=i
-            )
+            s = training.score_scan(model, pool[i]["work"], n_samples=args.mc_samples, margin=args.margin, seed=i)
             scores[i] = s
         return scores, time.perf_counter() - t0
 
@@ -277,8 +275,7 @@ def run_seed(seed, pool, test, config, args):
     t0 = time.perf_counter()
     base = fit(initial)
     base_eval = evaluate(base.model, config, test)
-    log(f"seed {seed} round 0 n={len(initial)} dice {base_eval['dice']:.4f} "
-        f"(train {base.seconds:.0f} s)")
+    log(f"seed {seed} round 0 n={len(initial)} dice {base_eval['dice']:.4f} (train {base.seconds:.0f} s)")
     train_seconds = [base.seconds]
     score_seconds = []
     base_scores = None
@@ -306,16 +303,16 @@ def run_seed(seed, pool, test, config, args):
             train_seconds.append(result.seconds)
             model = result.model
             evaluation = evaluate(model, config, test)
-            rounds.append({"n": len(labelled), **evaluation,
-                           "added": [pool[i]["id"] for i in chosen]})
-            log(f"seed {seed} {strategy:8s} round {r} n={len(labelled)} "
-                f"dice {evaluation['dice']:.4f} (train {result.seconds:.0f} s)")
+            rounds.append({"n": len(labelled), **evaluation, "added": [pool[i]["id"] for i in chosen]})
+            log(
+                f"seed {seed} {strategy:8s} round {r} n={len(labelled)} "
+                f"dice {evaluation['dice']:.4f} (train {result.seconds:.0f} s)"
+            )
         out["strategies"][strategy] = rounds
     full = fit(list(range(len(pool))))
     train_seconds.append(full.seconds)
     out["full"] = {"n": len(pool), **evaluate(full.model, config, test)}
-    log(f"seed {seed} full n={len(pool)} dice {out['full']['dice']:.4f} "
-        f"(train {full.seconds:.0f} s)")
+    log(f"seed {seed} full n={len(pool)} dice {out['full']['dice']:.4f} (train {full.seconds:.0f} s)")
     if hyper.scan_sampling != "uniform":
         # Control: the same full-data model with shuffled passes, to show what the
         # loss-prioritised sampler does to the reference.
@@ -363,17 +360,20 @@ def _metric(record, metric):
 def analyse(results, strategies, pool_size, metric="dice", n_boot=10000):
     seeds = results["seeds"]
     counts = [r["n"] for r in seeds[0]["strategies"][strategies[0]]]
-    curves = {s: np.array([[_metric(r, metric) for r in seed["strategies"][s]] for seed in seeds])
-              for s in strategies}
+    curves = {s: np.array([[_metric(r, metric) for r in seed["strategies"][s]] for seed in seeds]) for s in strategies}
     full = np.array([_metric(seed["full"], metric) for seed in seeds])
     target = 0.95 * float(full.mean())
-    aulc = {s: np.array([normalised_aulc(counts, c, pool_size) for c in curves[s]])
-            for s in strategies}
+    aulc = {s: np.array([normalised_aulc(counts, c, pool_size) for c in curves[s]]) for s in strategies}
     rng = np.random.default_rng(0)
     boot_index = rng.integers(0, len(seeds), size=(n_boot, len(seeds)))
-    summary = {"counts": counts, "pool_size": pool_size, "full_mean": float(full.mean()),
-               "full_sd": float(full.std(ddof=1)) if len(full) > 1 else 0.0,
-               "target_95": target, "strategies": {}}
+    summary = {
+        "counts": counts,
+        "pool_size": pool_size,
+        "full_mean": float(full.mean()),
+        "full_sd": float(full.std(ddof=1)) if len(full) > 1 else 0.0,
+        "target_95": target,
+        "strategies": {},
+    }
     for s in strategies:
         mean = curves[s].mean(axis=0)
         sd = curves[s].std(axis=0, ddof=1) if len(seeds) > 1 else np.zeros_like(mean)
@@ -384,15 +384,12 @@ def analyse(results, strategies, pool_size, metric="dice", n_boot=10000):
             "aulc_mean": float(aulc[s].mean()),
             "aulc_sd": float(aulc[s].std(ddof=1)) if len(seeds) > 1 else 0.0,
             "scans_to_95_mean_curve": first_reaching(counts, mean, target),
-            "scans_to_95_per_seed": [
-                first_reaching(counts, c, 0.95 * f) for c, f in zip(curves[s], full, strict=True)
-            ],
+            "scans_to_95_per_seed": [first_reaching(counts, c, 0.95 * f) for c, f in zip(curves[s], full, strict=True)],
         }
         if diff is not None and s != "random":
             boots = diff[boot_index].mean(axis=1)
             entry["aulc_diff_vs_random"] = float(diff.mean())
-            entry["aulc_diff_ci95"] = [float(np.percentile(boots, 2.5)),
-                                       float(np.percentile(boots, 97.5))]
+            entry["aulc_diff_ci95"] = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
             entry["aulc_wins_vs_random"] = int((diff > 0).sum())
         summary["strategies"][s] = entry
     return summary
@@ -400,9 +397,11 @@ def analyse(results, strategies, pool_size, metric="dice", n_boot=10000):
 
 def markdown(summary, strategies, metric_name):
     counts, pool = summary["counts"], summary["pool_size"]
-    title = (f"Dice ({metric_name}) vs labelled scans, mean ± SD over seeds; pool = {pool} "
-             f"scans; full-data Dice {summary['full_mean']:.4f} ± {summary['full_sd']:.4f}, "
-             f"95 % of it = {summary['target_95']:.4f}.")
+    title = (
+        f"Dice ({metric_name}) vs labelled scans, mean ± SD over seeds; pool = {pool} "
+        f"scans; full-data Dice {summary['full_mean']:.4f} ± {summary['full_sd']:.4f}, "
+        f"95 % of it = {summary['target_95']:.4f}."
+    )
     lines = [title, ""]
     head = "| strategy | " + " | ".join(f"{n} ({100 * n / pool:.0f} %)" for n in counts)
     head += " | norm. AULC | ΔAULC vs random [95 % CI] | scans to 95 % (mean curve) | per seed |"
@@ -418,8 +417,11 @@ def markdown(summary, strategies, metric_name):
         reach = e["scans_to_95_mean_curve"]
         reach = f"{reach} ({100 * reach / pool:.0f} %)" if reach else f"not reached (> {counts[-1]})"
         per_seed = ", ".join(str(v) if v else "–" for v in e["scans_to_95_per_seed"])
-        lines.append(f"| {s} | " + " | ".join(cells)
-                     + f" | {e['aulc_mean']:.4f} ± {e['aulc_sd']:.4f} | {delta} | {reach} | {per_seed} |")
+        lines.append(
+            f"| {s} | "
+            + " | ".join(cells)
+            + f" | {e['aulc_mean']:.4f} ± {e['aulc_sd']:.4f} | {delta} | {reach} | {per_seed} |"
+        )
     return "\n".join(lines)
 
 
@@ -439,8 +441,7 @@ def plot(panels, strategies, path, title):
         for s in strategies:
             e = summary["strategies"][s]
             mean, sd = np.array(e["mean"]), np.array(e["sd"])
-            ax.plot(counts, mean, "o-", color=colours.get(s), ms=4,
-                    label=f"{s} (AULC {e['aulc_mean']:.3f})")
+            ax.plot(counts, mean, "o-", color=colours.get(s), ms=4, label=f"{s} (AULC {e['aulc_mean']:.3f})")
             ax.fill_between(counts, mean - sd, mean + sd, color=colours.get(s), alpha=0.15)
         ax.axhline(summary["full_mean"], color="black", lw=1, label=f"full data ({pool} scans)")
         ax.errorbar([pool], [summary["full_mean"]], yerr=[summary["full_sd"]], fmt="ks", ms=4)
@@ -448,8 +449,7 @@ def plot(panels, strategies, path, title):
         for frac in (0.4, 0.6):
             ax.axvline(frac * pool, color="#aaaaaa", lw=0.8, ls=":")
         ax.set_xticks(list(counts) + [pool])
-        ax.set_xticklabels([f"{n}\n{100 * n / pool:.0f}%" for n in list(counts) + [pool]],
-                           fontsize=8)
+        ax.set_xticklabels([f"{n}\n{100 * n / pool:.0f}%" for n in list(counts) + [pool]], fontsize=8)
         ax.set_xlabel("labelled scans (share of the pool)")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=7, loc="lower right")
@@ -472,19 +472,19 @@ def report(results, strategies, pool_size, png, title):
         scores = [v for v in scores if v is not None]
         full_labels[value] = float(np.mean(scores)) if scores else float("nan")
     for value in full_labels:
-        summaries[f"label:{value}"] = analyse(results, strategies, pool_size,
-                                              metric=f"label:{value}")
+        summaries[f"label:{value}"] = analyse(results, strategies, pool_size, metric=f"label:{value}")
     finite = {k: v for k, v in full_labels.items() if math.isfinite(v)}
     hardest = min(finite, key=finite.get) if finite else None
-    panels = [(summaries["original"], "test Dice, original grid (mean over labels)"),
-              (summaries["working"], "test Dice, working grid (mean over labels)")]
+    panels = [
+        (summaries["original"], "test Dice, original grid (mean over labels)"),
+        (summaries["working"], "test Dice, working grid (mean over labels)"),
+    ]
     multisite = len(results["seeds"][0]["full"].get("dice_per_site", {})) > 1
     if multisite:
         summaries["minority_sites"] = analyse(results, strategies, pool_size, metric="minority_sites")
         panels.append((summaries["minority_sites"], "test Dice, the two small sites' scans"))
     elif hardest is not None:
-        panels.append((summaries[f"label:{hardest}"],
-                       f"test Dice of label {hardest} (hardest), original grid"))
+        panels.append((summaries[f"label:{hardest}"], f"test Dice of label {hardest} (hardest), original grid"))
     plot(panels, strategies, png, title)
     print()
     print(markdown(summaries["original"], strategies, "original grid, mean over labels"))
@@ -499,8 +499,7 @@ def report(results, strategies, pool_size, png, title):
         print()
         print(picks_table(results, strategies))
     print()
-    print("Full-data Dice per label (original grid):",
-          {k: round(v, 4) for k, v in full_labels.items()})
+    print("Full-data Dice per label (original grid):", {k: round(v, 4) for k, v in full_labels.items()})
     controls = [s["full_uniform_sampling"] for s in results["seeds"] if "full_uniform_sampling" in s]
     if controls:
         sampled = [s["full"] for s in results["seeds"] if "full_uniform_sampling" in s]
@@ -512,15 +511,21 @@ def report(results, strategies, pool_size, png, title):
 def sampling_table(sampled, controls):
     """The full-data model with loss-prioritised vs uniform scan sampling (same steps)."""
     sites = list(sampled[0].get("dice_per_site", {}))
-    lines = ["Full-data model, loss-prioritised vs uniform scan sampling (mean ± SD over "
-             f"{len(sampled)} seeds, original grid):", "",
-             "| scan sampling | all test scans | " + " | ".join(sites) + " |",
-             "|" + "---|" * (len(sites) + 2)]
+    lines = [
+        "Full-data model, loss-prioritised vs uniform scan sampling (mean ± SD over "
+        f"{len(sampled)} seeds, original grid):",
+        "",
+        "| scan sampling | all test scans | " + " | ".join(sites) + " |",
+        "|" + "---|" * (len(sites) + 2),
+    ]
     for name, runs in (("loss (the recipe)", sampled), ("uniform (control)", controls)):
         cells = [np.array([r["dice"] for r in runs])]
         cells += [np.array([r["dice_per_site"][site] for r in runs]) for site in sites]
-        lines.append(f"| {name} | " + " | ".join(f"{c.mean():.4f} ± {c.std(ddof=1) if len(c) > 1 else 0:.4f}"
-                                                  for c in cells) + " |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{c.mean():.4f} ± {c.std(ddof=1) if len(c) > 1 else 0:.4f}" for c in cells)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -530,16 +535,19 @@ def picks_table(results, strategies):
     seeds = results["seeds"]
     counts = [r["n"] for r in seeds[0]["strategies"][strategies[0]]]
     minority = sum(1 for site in sites.values() if site != SITES[0][0])
-    lines = [f"Small-site scans among the labelled ones (mean over seeds; the pool has {minority}):", "",
-             "| strategy | " + " | ".join(str(n) for n in counts) + " |",
-             "|" + "---|" * (len(counts) + 1)]
+    lines = [
+        f"Small-site scans among the labelled ones (mean over seeds; the pool has {minority}):",
+        "",
+        "| strategy | " + " | ".join(str(n) for n in counts) + " |",
+        "|" + "---|" * (len(counts) + 1),
+    ]
     for s in strategies:
         cells = []
         for r in range(len(counts)):
             per_seed = []
             for seed in seeds:
                 labelled = list(seed["initial"])
-                for rnd in seed["strategies"][s][1: r + 1]:
+                for rnd in seed["strategies"][s][1 : r + 1]:
                     labelled += rnd["added"]
                 per_seed.append(sum(sites[i] != SITES[0][0] for i in labelled))
             cells.append(f"{np.mean(per_seed):.1f}")
@@ -560,14 +568,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nnunet-dir", type=Path, help="nnU-Net raw dataset folder instead of the simulated cohort")
     parser.add_argument("--n-scans", type=int, default=35, help="simulated cohort size (default 35)")
-    parser.add_argument("--cohort", choices=("multisite", "homogeneous"), default="multisite",
-                        help="simulated cohort: three sites, one dominant (default), or one "
-                             "homogeneous site")
+    parser.add_argument(
+        "--cohort",
+        choices=("multisite", "homogeneous"),
+        default="multisite",
+        help="simulated cohort: three sites, one dominant (default), or one homogeneous site",
+    )
     parser.add_argument("--n-test", type=int, default=10, help="fixed test scans (default 10)")
     parser.add_argument("--limit", type=int, help="nnU-Net: use only the first N cases")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--schedule", type=_ints, default=[2, 5, 10, 15],
-                        help="labelled scans after each round (default 2,5,10,15)")
+    parser.add_argument(
+        "--schedule", type=_ints, default=[2, 5, 10, 15], help="labelled scans after each round (default 2,5,10,15)"
+    )
     parser.add_argument("--strategies", default="random,entropy,bald")
     parser.add_argument("--working-shape", type=_ints, default=[48, 56, 48])
     parser.add_argument("--channels", type=_ints, default=[16, 32, 64, 128])
@@ -575,26 +587,29 @@ def main(argv=None):
     parser.add_argument("--dropout", type=float, default=0.2)
     recipe = training.TrainingConfig()  # the product's recipe unless told otherwise
     parser.add_argument("--steps", type=int, default=recipe.steps, help="fewest steps per model")
-    parser.add_argument("--steps-per-scan", type=int, default=recipe.steps_per_scan,
-                        help="steps per labelled scan (0: always --steps)")
+    parser.add_argument(
+        "--steps-per-scan", type=int, default=recipe.steps_per_scan, help="steps per labelled scan (0: always --steps)"
+    )
     parser.add_argument("--max-steps", type=int, default=recipe.max_steps)
-    parser.add_argument("--scan-sampling", choices=training.SCAN_SAMPLING,
-                        default=recipe.scan_sampling)
+    parser.add_argument("--scan-sampling", choices=training.SCAN_SAMPLING, default=recipe.scan_sampling)
     parser.add_argument("--batch-size", type=int, default=recipe.batch_size)
     parser.add_argument("--learning-rate", type=float, default=recipe.learning_rate)
-    parser.add_argument("--flip-axes", type=_ints, default=None,
-                        help="mirror axes during training (default 0 for the simulated "
-                             "brains, none for --nnunet-dir)")
+    parser.add_argument(
+        "--flip-axes",
+        type=_ints,
+        default=None,
+        help="mirror axes during training (default 0 for the simulated brains, none for --nnunet-dir)",
+    )
     parser.add_argument("--mc-samples", type=int, default=8)
     parser.add_argument("--margin", type=float, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=ROOT / "bench/out/active_learning.json")
     parser.add_argument("--png", type=Path, default=ROOT / "docs/learning_curve.png")
     parser.add_argument("--resume", action="store_true", help="reuse finished seeds in --json")
-    parser.add_argument("--analyse-only", action="store_true",
-                        help="no training: redo the tables and the PNG from --json")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test: 12 scans, 2 seeds, 20-40 steps, 4 MC samples")
+    parser.add_argument(
+        "--analyse-only", action="store_true", help="no training: redo the tables and the PNG from --json"
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke test: 12 scans, 2 seeds, 20-40 steps, 4 MC samples")
     args = parser.parse_args(argv)
     if args.quick:
         args.n_scans, args.n_test, args.seeds, args.steps, args.mc_samples = 12, 4, 2, 20, 4
@@ -620,15 +635,18 @@ def main(argv=None):
         results = json.loads(args.json.read_text())
         strategies = results["settings"]["strategies"]
         pool_size = results["summary"]["pool_size"]
-        summaries, full_labels = report(results, strategies, pool_size, args.png,
-                                        results.get("plot_title", results.get("source", "")))
-        results.update({
-            "summary": summaries["original"],
-            "summary_working_grid": summaries["working"],
-            "summary_per_label": {k: v for k, v in summaries.items() if k.startswith("label:")},
-        "summary_minority_sites": summaries.get("minority_sites"),
-            "full_data_dice_per_label": full_labels,
-        })
+        summaries, full_labels = report(
+            results, strategies, pool_size, args.png, results.get("plot_title", results.get("source", ""))
+        )
+        results.update(
+            {
+                "summary": summaries["original"],
+                "summary_working_grid": summaries["working"],
+                "summary_per_label": {k: v for k, v in summaries.items() if k.startswith("label:")},
+                "summary_minority_sites": summaries.get("minority_sites"),
+                "full_data_dice_per_label": full_labels,
+            }
+        )
         args.json.write_text(json.dumps(results, indent=1))
         print(f"PNG {args.png}; JSON {args.json} updated")
         return
@@ -639,12 +657,16 @@ def main(argv=None):
         source = f"nnU-Net raw folder {args.nnunet_dir}"
     else:
         ids, images, labels, spacings, values, sites = simulated_cohort(
-            args.n_scans, n_test=args.n_test, multisite=args.cohort == "multisite")
-        source = (f"SIMULATED {args.cohort} cohort: {args.n_scans} subjects from the MNI152 "
-                  "2009a template at 2 mm (labeling.simulation, seeds 1000..)")
+            args.n_scans, n_test=args.n_test, multisite=args.cohort == "multisite"
+        )
+        source = (
+            f"SIMULATED {args.cohort} cohort: {args.n_scans} subjects from the MNI152 "
+            "2009a template at 2 mm (labeling.simulation, seeds 1000..)"
+        )
     if args.n_test >= len(ids) or len(ids) - args.n_test < args.schedule[-1]:
-        parser.error(f"cohort of {len(ids)} scans too small for --n-test {args.n_test} and "
-                     f"--schedule up to {args.schedule[-1]}")
+        parser.error(
+            f"cohort of {len(ids)} scans too small for --n-test {args.n_test} and --schedule up to {args.schedule[-1]}"
+        )
     config = network.NetworkConfig(
         labels=values,
         working_shape=tuple(args.working_shape),
@@ -660,21 +682,32 @@ def main(argv=None):
     t0 = time.perf_counter()
     for i in order:
         work, geometry = network.to_working(images[i], config=config, spacing=spacings[i])
-        items.append({
-            "id": ids[i], "site": sites[i], "work": work, "geometry": geometry, "labels": labels[i],
-            "target": network.labels_to_working(labels[i], geometry, config=config),
-        })
+        items.append(
+            {
+                "id": ids[i],
+                "site": sites[i],
+                "work": work,
+                "geometry": geometry,
+                "labels": labels[i],
+                "target": network.labels_to_working(labels[i], geometry, config=config),
+            }
+        )
     prep_seconds = time.perf_counter() - t0
     del images
-    pool, test = items[: len(items) - args.n_test], items[len(items) - args.n_test:]
-    log(f"{source}: {len(pool)} pool + {len(test)} test scans, working grid "
+    pool, test = items[: len(items) - args.n_test], items[len(items) - args.n_test :]
+    log(
+        f"{source}: {len(pool)} pool + {len(test)} test scans, working grid "
         f"{config.working_shape} at ~{items[0]['geometry'].working_spacing_mm:.2f} mm, "
-        f"prep {prep_seconds:.1f} s, {torch.get_num_threads()} threads")
+        f"prep {prep_seconds:.1f} s, {torch.get_num_threads()} threads"
+    )
 
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    results = {"settings": settings, "seeds": [],
-               "pool_sites": {item["id"]: item["site"] for item in pool},
-               "test_sites": {item["id"]: item["site"] for item in test}}
+    results = {
+        "settings": settings,
+        "seeds": [],
+        "pool_sites": {item["id"]: item["site"] for item in pool},
+        "test_sites": {item["id"]: item["site"] for item in test},
+    }
     if args.resume and args.json.exists():
         previous = json.loads(args.json.read_text())
         if previous.get("settings", {}).get("schedule") == args.schedule:
@@ -689,30 +722,34 @@ def main(argv=None):
         results["seeds"].sort(key=lambda s: s["seed"])
         args.json.write_text(json.dumps(results, indent=1))
 
-    title = (f"{f'SIMULATED MNI152 {args.cohort} cohort' if not args.nnunet_dir else args.nnunet_dir.name}: "
-             f"{len(results['seeds'])} seeds, pool {len(pool)}, test {len(test)}")
+    title = (
+        f"{f'SIMULATED MNI152 {args.cohort} cohort' if not args.nnunet_dir else args.nnunet_dir.name}: "
+        f"{len(results['seeds'])} seeds, pool {len(pool)}, test {len(test)}"
+    )
     args.png.parent.mkdir(parents=True, exist_ok=True)
     summaries, full_labels = report(results, args.strategies, len(pool), args.png, title)
-    results.update({
-        "source": source,
-        "plot_title": title,
-        "summary": summaries["original"],
-        "summary_working_grid": summaries["working"],
-        "summary_per_label": {k: v for k, v in summaries.items() if k.startswith("label:")},
-        "summary_minority_sites": summaries.get("minority_sites"),
-        "full_data_dice_per_label": full_labels,
-        "network": config.to_dict(),
-        "working_spacing_mm": items[0]["geometry"].working_spacing_mm,
-        "wall_seconds": time.perf_counter() - t_start,
-        "environment": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "monai": metadata.version("monai"),
-            "threads": torch.get_num_threads(),
-            "cpus": os.cpu_count(),
-            "load_average_at_end": os.getloadavg(),
-        },
-    })
+    results.update(
+        {
+            "source": source,
+            "plot_title": title,
+            "summary": summaries["original"],
+            "summary_working_grid": summaries["working"],
+            "summary_per_label": {k: v for k, v in summaries.items() if k.startswith("label:")},
+            "summary_minority_sites": summaries.get("minority_sites"),
+            "full_data_dice_per_label": full_labels,
+            "network": config.to_dict(),
+            "working_spacing_mm": items[0]["geometry"].working_spacing_mm,
+            "wall_seconds": time.perf_counter() - t_start,
+            "environment": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "monai": metadata.version("monai"),
+                "threads": torch.get_num_threads(),
+                "cpus": os.cpu_count(),
+                "load_average_at_end": os.getloadavg(),
+            },
+        }
+    )
     args.json.write_text(json.dumps(results, indent=1))
     print(f"Total wall time {results['wall_seconds'] / 60:.1f} min; JSON {args.json}; PNG {args.png}")
 

@@ -130,12 +130,14 @@ class Calibration:
         rows = []
         for b in range(N_BINS):
             n = int(self.count[b])
-            rows.append({
-                "bin": [b / N_BINS, (b + 1) / N_BINS],
-                "voxels": n,
-                "confidence": self.confidence[b] / n if n else None,
-                "accuracy": self.correct[b] / n if n else None,
-            })
+            rows.append(
+                {
+                    "bin": [b / N_BINS, (b + 1) / N_BINS],
+                    "voxels": n,
+                    "confidence": self.confidence[b] / n if n else None,
+                    "accuracy": self.correct[b] / n if n else None,
+                }
+            )
         return rows
 
     def ece(self) -> float:
@@ -143,8 +145,7 @@ class Calibration:
         if total == 0:
             return float("nan")
         used = self.count > 0
-        gap = np.abs(self.correct[used] / self.count[used]
-                     - self.confidence[used] / self.count[used])
+        gap = np.abs(self.correct[used] / self.count[used] - self.confidence[used] / self.count[used])
         return float((self.count[used] / total * gap).sum())
 
 
@@ -195,14 +196,18 @@ def fit_temperatures(designs: list[PanelDesign]) -> dict:
         if all(np.isnan(eces)):
             continue
         best = int(np.nanargmin(eces))
-        out[source] = {"temperature": float(TEMPERATURES[best]), "ece": eces[best],
-                       "ece_at_1": eces[int(np.argmin(np.abs(TEMPERATURES - 1.0)))],
-                       "voxels": int(calibrations[best].count.sum())}
+        out[source] = {
+            "temperature": float(TEMPERATURES[best]),
+            "ece": eces[best],
+            "ece_at_1": eces[int(np.argmin(np.abs(TEMPERATURES - 1.0)))],
+            "voxels": int(calibrations[best].count.sum()),
+        }
     return out
 
 
-def run_design(design: PanelDesign, variants: dict[str, dict], sitk,
-               calibration: dict[str, dict[str, Calibration]]) -> dict:
+def run_design(
+    design: PanelDesign, variants: dict[str, dict], sitk, calibration: dict[str, dict[str, Calibration]]
+) -> dict:
     """Simulate one design, run every method, return its Dice and timings."""
     t0 = time.perf_counter()
     truth, segs, spacing = simulate_design(design)
@@ -251,8 +256,7 @@ def run_design(design: PanelDesign, variants: dict[str, dict], sitk,
     for name in variants:
         vs_mv = [outputs[name][k] - outputs["MV"][k] for k in labels]
         vs_best = [outputs[name][k] - max(outputs[p][k] for p in PEERS) for k in labels]
-        margins[name] = {"vs_mv_worst": float(np.nanmin(vs_mv)),
-                         "vs_best_peer_mean": float(np.nanmean(vs_best))}
+        margins[name] = {"vs_mv_worst": float(np.nanmin(vs_mv)), "vs_best_peer_mean": float(np.nanmean(vs_best))}
     return {
         "index": design.index,
         "seed": design.seed,
@@ -288,8 +292,13 @@ def print_design_table(rows: list[dict], variants: list[str]) -> None:
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
-        cells = [str(row["index"]), row["description"].split(": ", 1)[1], str(row["n_raters"]),
-                 row["task"], row["grid"]]
+        cells = [
+            str(row["index"]),
+            row["description"].split(": ", 1)[1],
+            str(row["n_raters"]),
+            row["task"],
+            row["grid"],
+        ]
         cells += [f"{_mean_dice(row, m):.4f}" for m in methods]
         for name in variants:
             m = row["margins"][name]
@@ -301,8 +310,13 @@ def _stats(values: list[float]) -> dict:
     a = np.asarray(values, dtype=float)
     if a.size == 0:
         return {"worst": None, "p5": None, "median": None, "mean": None, "n": 0}
-    return {"worst": float(a.min()), "p5": float(np.percentile(a, 5)),
-            "median": float(np.median(a)), "mean": float(a.mean()), "n": int(a.size)}
+    return {
+        "worst": float(a.min()),
+        "p5": float(np.percentile(a, 5)),
+        "median": float(np.median(a)),
+        "mean": float(a.mean()),
+        "n": int(a.size),
+    }
 
 
 def summarise(rows: list[dict], name: str) -> dict:
@@ -318,8 +332,7 @@ def summarise(rows: list[dict], name: str) -> dict:
     }
     checks = {
         "worst label vs MV >= -0.002": bool(vs_mv) and min(vs_mv) >= -TOLERANCE,
-        "mean margin over best peer >= +0.002": bool(vs_best)
-        and float(np.mean(vs_best)) >= TOLERANCE,
+        "mean margin over best peer >= +0.002": bool(vs_best) and float(np.mean(vs_best)) >= TOLERANCE,
         "3-rater panels vs MV >= -0.002": not three or min(three) >= -TOLERANCE,
     }
     summary["checks"] = checks
@@ -331,18 +344,22 @@ def print_summary(name: str, summary: dict, rows: list[dict]) -> None:
     print(f"\n### {name}")
     print("| margin | worst | 5th pct | median | mean |")
     print("|---|---|---|---|---|")
-    for key, title in (("vs_mv_worst_label", "vs MV, worst label"),
-                       ("vs_best_peer_mean", "vs best peer, mean over labels")):
+    for key, title in (
+        ("vs_mv_worst_label", "vs MV, worst label"),
+        ("vs_best_peer_mean", "vs best peer, mean over labels"),
+    ):
         s = summary[key]
-        print(f"| {title} | {s['worst']:+.4f} | {s['p5']:+.4f} | {s['median']:+.4f} "
-              f"| {s['mean']:+.4f} |")
+        print(f"| {title} | {s['worst']:+.4f} | {s['p5']:+.4f} | {s['median']:+.4f} | {s['mean']:+.4f} |")
     three = summary["three_rater_vs_mv_worst"]
-    print(f"worst margin vs MV on 3-rater designs ({summary['three_rater_designs']}): "
-          + ("n/a" if three is None else f"{three:+.4f}"))
+    print(
+        f"worst margin vs MV on 3-rater designs ({summary['three_rater_designs']}): "
+        + ("n/a" if three is None else f"{three:+.4f}")
+    )
     worst = sorted(rows, key=lambda r: r["margins"][name]["vs_mv_worst"])[:3]
-    print("designs with the worst margin vs MV: " + "; ".join(
-        f"#{r['index']} {r['margins'][name]['vs_mv_worst']:+.4f} ({r['description']})"
-        for r in worst))
+    print(
+        "designs with the worst margin vs MV: "
+        + "; ".join(f"#{r['index']} {r['margins'][name]['vs_mv_worst']:+.4f} ({r['description']})" for r in worst)
+    )
     verdict = "PASS" if summary["pass"] else "FAIL"
     details = ", ".join(f"{k}: {'ok' if v else 'FAILED'}" for k, v in summary["checks"].items())
     print(f"{verdict} {name}: {details}")
@@ -352,19 +369,16 @@ def print_calibration(calibration: dict[str, dict[str, Calibration]]) -> None:
     for name, regions in calibration.items():
         for region in REGIONS:
             cal = regions[region]
-            print(f"\ncalibration of {name}, {region} voxels ({int(cal.count.sum())}): "
-                  f"ECE {cal.ece():.4f}")
+            print(f"\ncalibration of {name}, {region} voxels ({int(cal.count.sum())}): ECE {cal.ece():.4f}")
             print("| bin | mean confidence | accuracy | voxels |")
             print("|---|---|---|---|")
             for row in cal.table():
                 if row["voxels"]:
                     lo, hi = row["bin"]
-                    print(f"| {lo:.1f}-{hi:.1f} | {row['confidence']:.4f} "
-                          f"| {row['accuracy']:.4f} | {row['voxels']} |")
+                    print(f"| {lo:.1f}-{hi:.1f} | {row['confidence']:.4f} | {row['accuracy']:.4f} | {row['voxels']} |")
 
 
-def plot_calibration(calibration: dict[str, dict[str, Calibration]], path: Path,
-                     title: str) -> None:
+def plot_calibration(calibration: dict[str, dict[str, Calibration]], path: Path, title: str) -> None:
     """Reliability diagram of the contested voxels, one line per variant."""
     import matplotlib
 
@@ -400,26 +414,38 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--seed", type=int, default=1,
-                        help="seed of draw_designs (default 1); use one nobody tuned on")
-    parser.add_argument("--designs", type=int, default=40,
-                        help="number of designs (default 40); the first n of a seed are "
-                             "the same whatever n")
-    parser.add_argument("--ours", action="append", type=parse_variant, metavar="NAME=JSON",
-                        help="a staple_multilabel variant: a name and its keyword options "
-                             "as a JSON object, e.g. 'global={\"prior\": \"global\"}'; "
-                             "repeatable (default: one variant 'ours={}', the defaults)")
-    parser.add_argument("--only", type=lambda t: {int(i) for i in t.split(",")},
-                        metavar="I,J,...",
-                        help="run only these design indices (of the --designs drawn)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of draw_designs (default 1); use one nobody tuned on")
+    parser.add_argument(
+        "--designs",
+        type=int,
+        default=40,
+        help="number of designs (default 40); the first n of a seed are the same whatever n",
+    )
+    parser.add_argument(
+        "--ours",
+        action="append",
+        type=parse_variant,
+        metavar="NAME=JSON",
+        help="a staple_multilabel variant: a name and its keyword options "
+        'as a JSON object, e.g. \'global={"prior": "global"}\'; '
+        "repeatable (default: one variant 'ours={}', the defaults)",
+    )
+    parser.add_argument(
+        "--only",
+        type=lambda t: {int(i) for i in t.split(",")},
+        metavar="I,J,...",
+        help="run only these design indices (of the --designs drawn)",
+    )
     parser.add_argument("--out", type=Path, help="write every raw number to this JSON file")
-    parser.add_argument("--calibration", type=Path, metavar="PATH",
-                        help="save a reliability diagram (contested voxels) to this PNG")
-    parser.add_argument("--fit-temperatures", action="store_true",
-                        help="only fit the kernel's calibration temperatures on these designs "
-                             "and print them (no peers, no table)")
-    parser.add_argument("--strict", action="store_true",
-                        help="exit with status 1 when a variant fails a target")
+    parser.add_argument(
+        "--calibration", type=Path, metavar="PATH", help="save a reliability diagram (contested voxels) to this PNG"
+    )
+    parser.add_argument(
+        "--fit-temperatures",
+        action="store_true",
+        help="only fit the kernel's calibration temperatures on these designs and print them (no peers, no table)",
+    )
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 when a variant fails a target")
     args = parser.parse_args(argv)
 
     variants = dict(args.ours or [("ours", {})])
@@ -439,24 +465,33 @@ def main(argv: list[str] | None = None) -> int:
     setup = time.perf_counter() - started
     if args.fit_temperatures:
         fitted = fit_temperatures(designs)
-        print(f"# Calibration temperatures fitted on seed {args.seed}, {len(designs)} designs "
-              "(SIMULATED), contested voxels\n")
+        print(
+            f"# Calibration temperatures fitted on seed {args.seed}, {len(designs)} designs "
+            "(SIMULATED), contested voxels\n"
+        )
         print("| raters | temperature | ECE | ECE at T = 1 | voxels |\n|---|---|---|---|---|")
         for source, figures in fitted.items():
-            print(f"| {source} | {figures['temperature']} | {figures['ece']:.4f} | "
-                  f"{figures['ece_at_1']:.4f} | {figures['voxels']} |")
+            print(
+                f"| {source} | {figures['temperature']} | {figures['ece']:.4f} | "
+                f"{figures['ece_at_1']:.4f} | {figures['voxels']} |"
+            )
         return 0
     rows = []
     for design in designs:
         t0 = time.perf_counter()
         rows.append(run_design(design, variants, sitk, calibration))
         rows[-1]["seconds"]["total"] = time.perf_counter() - t0
-        print(f"design {design.index} done in {rows[-1]['seconds']['total']:.1f} s: "
-              f"{design.describe()}", file=sys.stderr, flush=True)
+        print(
+            f"design {design.index} done in {rows[-1]['seconds']['total']:.1f} s: {design.describe()}",
+            file=sys.stderr,
+            flush=True,
+        )
     wall = time.perf_counter() - started
 
-    print(f"# Consensus on random rater panels: seed {args.seed}, {len(designs)} designs "
-          f"(SIMULATED: MNI152-based subjects and raters)\n")
+    print(
+        f"# Consensus on random rater panels: seed {args.seed}, {len(designs)} designs "
+        f"(SIMULATED: MNI152-based subjects and raters)\n"
+    )
     print("Mean Dice over the labels present in the truth; margins are Dice differences.\n")
     print_design_table(rows, list(variants))
     summaries = {name: summarise(rows, name) for name in variants}
@@ -466,11 +501,12 @@ def main(argv: list[str] | None = None) -> int:
 
     per_design = [r["seconds"]["total"] for r in rows]
     simulate = [r["seconds"]["simulate"] for r in rows]
-    print(f"\nwall time {wall:.1f} s for {len(rows)} designs (template loading {setup:.1f} s)",
-          end="")
+    print(f"\nwall time {wall:.1f} s for {len(rows)} designs (template loading {setup:.1f} s)", end="")
     if rows:
-        print(f": {np.mean(per_design):.2f} s per design (max {np.max(per_design):.2f}); "
-              f"simulate_design {np.mean(simulate):.2f} s mean, {np.max(simulate):.2f} s max")
+        print(
+            f": {np.mean(per_design):.2f} s per design (max {np.max(per_design):.2f}); "
+            f"simulate_design {np.mean(simulate):.2f} s mean, {np.max(simulate):.2f} s max"
+        )
     else:
         print()
     for method in (*PEERS, *variants):
@@ -479,8 +515,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {method}: {np.mean(seconds):.2f} s mean, {np.max(seconds):.2f} s max")
 
     if args.calibration:
-        plot_calibration(calibration, args.calibration,
-                         f"Contested voxels, seed {args.seed}, {len(rows)} simulated designs")
+        plot_calibration(
+            calibration, args.calibration, f"Contested voxels, seed {args.seed}, {len(rows)} simulated designs"
+        )
         print(f"reliability diagram: {args.calibration}")
     if args.out:
         payload = {
@@ -491,14 +528,16 @@ def main(argv: list[str] | None = None) -> int:
             "rows": rows,
             "summaries": summaries,
             "calibration": {
-                name: {region: {"ece": cal.ece(), "bins": cal.table()}
-                       for region, cal in regions.items()}
+                name: {region: {"ece": cal.ece(), "bins": cal.table()} for region, cal in regions.items()}
                 for name, regions in calibration.items()
             },
             "wall_seconds": wall,
             "template_loading_seconds": setup,
-            "versions": {"numpy": np.__version__, "torch": torch.__version__,
-                         "SimpleITK": sitk.Version.VersionString()},
+            "versions": {
+                "numpy": np.__version__,
+                "torch": torch.__version__,
+                "SimpleITK": sitk.Version.VersionString(),
+            },
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(payload, indent=1, allow_nan=True))

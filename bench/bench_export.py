@@ -13,6 +13,7 @@ Usage::
 
     .venv/bin/python bench/bench_export.py [--scans 100] [--fresh]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,12 +76,21 @@ def build_project(n_scans: int):
     for i in range(n_scans):
         subject = simulation.simulate_subject(anatomy, seed=i)
         split = "train" if i % 5 < 3 else ("validation" if i % 5 == 3 else "test")
-        scan = services.scan_create(project=project, actor=lead, raw=volumes.image_to_bytes(subject.image, subject.affine),
-                                    subject_id=f"{i:03d}", split=split)
+        scan = services.scan_create(
+            project=project,
+            actor=lead,
+            raw=volumes.image_to_bytes(subject.image, subject.affine),
+            subject_id=f"{i:03d}",
+            split=split,
+        )
         for assignment, profile in zip(Assignment.objects.filter(scan=scan).order_by("id"), profiles):
             labels = simulation.simulate_rater(subject.labels, profile=profile, seed=i * 10 + len(profile))
-            services.revision_create(assignment=assignment, actor=assignment.annotator,
-                                     raw=volumes.label_map_to_bytes(labels, subject.affine), base_revision_id=None)
+            services.revision_create(
+                assignment=assignment,
+                actor=assignment.annotator,
+                raw=volumes.label_map_to_bytes(labels, subject.affine),
+                base_revision_id=None,
+            )
             services.assignment_submit(assignment=assignment, actor=assignment.annotator)
         for run in ConsensusRun.objects.filter(scan=scan):
             consensus_run_execute(run_id=run.pk)
@@ -113,8 +123,10 @@ def main() -> int:
         ("bids", {}),
         ("bids", {"include_raters": True, "include_posterior": True}),
     ]
-    print(f"\nExport of {project.scans.count()} scans at 2 mm ({flagged} flagged, exported as consensus), "
-          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(
+        f"\nExport of {project.scans.count()} scans at 2 mm ({flagged} flagged, exported as consensus), "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    )
     print(f"{'format':<8} {'raters+posteriors':<18} {'seconds':>8} {'zip MB':>8} {'files':>6}  checks")
     for fmt, options in cases:
         export = export_request(project=project, actor=None, format=fmt, queue=False, **options)
@@ -127,8 +139,11 @@ def main() -> int:
 
         with default_storage.open(export.file.name, "rb") as handle:
             files = len(zipfile.ZipFile(handle).namelist())
-        print(f"{fmt:<8} {bool(options)!s:<18} {seconds:>8.1f} {export.size / 1e6:>8.1f} {files:>6}  "
-              f"{export.summary.get('checks')}", flush=True)
+        print(
+            f"{fmt:<8} {bool(options)!s:<18} {seconds:>8.1f} {export.size / 1e6:>8.1f} {files:>6}  "
+            f"{export.summary.get('checks')}",
+            flush=True,
+        )
     redis.stop()
     return 0
 

@@ -74,12 +74,15 @@ def main(argv=None):
         torch.manual_seed(0)
         model = network.build_network(config).eval()
     params = sum(p.numel() for p in model.parameters())
-    print(f"SIMULATED MNI152 subjects at {args.resolution} mm {subjects[0].image.shape}; "
-          f"working grid {config.working_shape}, channels {config.channels}, "
-          f"res units {config.num_res_units}, {params} parameters, T = {args.mc_samples}")
+    print(
+        f"SIMULATED MNI152 subjects at {args.resolution} mm {subjects[0].image.shape}; "
+        f"working grid {config.working_shape}, channels {config.channels}, "
+        f"res units {config.num_res_units}, {params} parameters, T = {args.mc_samples}"
+    )
     rows = []
-    header = (f"{'threads':>7} {'s/scan':>7} {'prep':>6} {'MC':>6} {'score':>6} {'prelabel':>8} "
-              f"{'scans/h':>8} {'load':>5}")
+    header = (
+        f"{'threads':>7} {'s/scan':>7} {'prep':>6} {'MC':>6} {'score':>6} {'prelabel':>8} {'scans/h':>8} {'load':>5}"
+    )
     print(header)
     for threads in args.threads:
         torch.set_num_threads(threads)
@@ -97,15 +100,29 @@ def main(argv=None):
             if k:  # the first scan warms up
                 stages.append((t4 - t0, t1 - t0, t2 - t1, t3 - t2, t4 - t3))
         s = np.median(np.array(stages), axis=0)
-        row = {"threads": threads, "seconds_per_scan": float(s[0]), "prep": float(s[1]),
-               "mc": float(s[2]), "score": float(s[3]), "prelabel": float(s[4]),
-               "scans_per_hour": float(3600 / s[0]), "load_average": os.getloadavg()[0]}
+        row = {
+            "threads": threads,
+            "seconds_per_scan": float(s[0]),
+            "prep": float(s[1]),
+            "mc": float(s[2]),
+            "score": float(s[3]),
+            "prelabel": float(s[4]),
+            "scans_per_hour": float(3600 / s[0]),
+            "load_average": os.getloadavg()[0],
+        }
         rows.append(row)
-        print(f"{threads:>7} {s[0]:7.3f} {s[1]:6.3f} {s[2]:6.3f} {s[3]:6.3f} {s[4]:8.3f} "
-              f"{3600 / s[0]:8.0f} {row['load_average']:5.1f}", flush=True)
+        print(
+            f"{threads:>7} {s[0]:7.3f} {s[1]:6.3f} {s[2]:6.3f} {s[3]:6.3f} {s[4]:8.3f} "
+            f"{3600 / s[0]:8.0f} {row['load_average']:5.1f}",
+            flush=True,
+        )
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"config": config.to_dict(), "mc_samples": args.mc_samples,
-                                     "resolution_mm": args.resolution, "rows": rows}, indent=1))
+    args.json.write_text(
+        json.dumps(
+            {"config": config.to_dict(), "mc_samples": args.mc_samples, "resolution_mm": args.resolution, "rows": rows},
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -108,18 +108,23 @@ def run_speed(repeat: int) -> None:
     sitk = _sitk()
     segs = _anatomy_panel(5)
     masks = (segs == 2).astype(np.uint8)
-    print(f"data: MNI152 1 mm anatomy {segs.shape[1:]}, {segs.shape[0]} simulated raters, "
-          f"labels {np.unique(segs).tolist()}, {THREADS} threads, "
-          f"{platform.processor() or platform.machine()}, torch {torch.__version__}")
+    print(
+        f"data: MNI152 1 mm anatomy {segs.shape[1:]}, {segs.shape[0]} simulated raters, "
+        f"labels {np.unique(segs).tolist()}, {THREADS} threads, "
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
+    )
     rows = []
     t_np = _best(lambda: numpy_majority_vote(segs), repeat)
     rows.append(("numpy majority vote (floor)", t_np))
     rows.append(("ours majority_vote", _best(lambda: majority_vote(segs), repeat)))
     t_ml = _best(lambda: staple_multilabel(segs), repeat)
     rows.append(("ours staple_multilabel (defaults)", t_ml))
-    rows.append(("ours staple_multilabel (ITK model: all, global, any)",
-                 _best(lambda: staple_multilabel(segs, region="all", prior="global", overrule="any"),
-                       repeat)))
+    rows.append(
+        (
+            "ours staple_multilabel (ITK model: all, global, any)",
+            _best(lambda: staple_multilabel(segs, region="all", prior="global", overrule="any"), repeat),
+        )
+    )
     images = [sitk.GetImageFromArray(s) for s in segs]
     t0 = time.perf_counter()
     sitk.MultiLabelSTAPLE(images)
@@ -139,12 +144,16 @@ def run_speed(repeat: int) -> None:
     for name, seconds in rows:
         print(f"{name:40s}{seconds:10.3f}")
     result = staple_multilabel(segs)
-    print(f"\nstaple_multilabel defaults: {result.iterations} EM iterations, contested voxels "
-          f"{result.region_voxels} ({100 * result.region_voxels / segs[0].size:.1f} %)")
+    print(
+        f"\nstaple_multilabel defaults: {result.iterations} EM iterations, contested voxels "
+        f"{result.region_voxels} ({100 * result.region_voxels / segs[0].size:.1f} %)"
+    )
     print(f"speed-up vs SimpleITK MultiLabelSTAPLE: {t_itk_ml / t_ml:6.1f}x")
     print(f"staple_multilabel / numpy majority vote: {t_ml / t_np:6.2f}x")
-    print(f"speed-up vs SimpleITK STAPLE (binary):  {t_itk_bin / t_bin:6.1f}x (defaults), "
-          f"{t_itk_bin / t_bin_itk_opts:.1f}x (all, global)")
+    print(
+        f"speed-up vs SimpleITK STAPLE (binary):  {t_itk_bin / t_bin:6.1f}x (defaults), "
+        f"{t_itk_bin / t_bin_itk_opts:.1f}x (all, global)"
+    )
 
 
 def run_memory(n_raters: int) -> None:
@@ -154,8 +163,9 @@ def run_memory(n_raters: int) -> None:
         np.save(path, segs)
         shape, nbytes = segs.shape, segs.nbytes
         del segs
-        out = subprocess.run([sys.executable, __file__, "--mode", "memory-child", str(path)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--mode", "memory-child", str(path)], capture_output=True, text=True, check=True
+        )
     child = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"data: {shape} uint8 ({nbytes / 2**20:.0f} MiB), staple_multilabel defaults")
     print(f"{'peak RSS rise during the call (sampled)':40s}{child['rss_rise'] / 2**20:10.0f} MiB")
@@ -198,9 +208,18 @@ def _memory_child(path: str) -> None:
     sampler.join()
     peak[0] = max(peak[0], _rss())
     max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"rss_rise": peak[0] - baseline, "rss_peak": max_rss, "baseline": baseline,
-                      "rss_peak_before": max_rss_before,
-                      "traced_peak": traced_peak, "posterior": result.posterior.nbytes}))
+    print(
+        json.dumps(
+            {
+                "rss_rise": peak[0] - baseline,
+                "rss_peak": max_rss,
+                "baseline": baseline,
+                "rss_peak_before": max_rss_before,
+                "traced_peak": traced_peak,
+                "posterior": result.posterior.nbytes,
+            }
+        )
+    )
 
 
 def _dice(a, b):
@@ -219,7 +238,10 @@ def run_accuracy(resolution: int, seeds: list[int], profiles: list[str], lesions
         "ours: staple_multilabel defaults": {},
         "ours: fitted posterior decides (overrule=any)": {"overrule": "any"},
         "ours: ITK model (region=all, prior=global, overrule=any)": {
-            "region": "all", "prior": "global", "overrule": "any"},
+            "region": "all",
+            "prior": "global",
+            "overrule": "any",
+        },
         "ours: staple_binary defaults, per label": "binary",
     }
     scores = {name: [] for name in methods}
@@ -253,8 +275,10 @@ def run_accuracy(resolution: int, seeds: list[int], profiles: list[str], lesions
     means = {name: np.nanmean(np.array(v, dtype=float), axis=0) for name, v in scores.items()}
     peers = ["majority vote", "SimpleITK STAPLE (binary, per label)", "SimpleITK MultiLabelSTAPLE"]
     best = np.max([means[p] for p in peers], axis=0)
-    print(f"panel: {', '.join(profiles)}; MNI152 {resolution} mm; {len(seeds)} seeds "
-          f"({seeds[0]}..{seeds[-1]}); {lesions} lesions per subject; Dice vs simulated truth")
+    print(
+        f"panel: {', '.join(profiles)}; MNI152 {resolution} mm; {len(seeds)} seeds "
+        f"({seeds[0]}..{seeds[-1]}); {lesions} lesions per subject; Dice vs simulated truth"
+    )
     header = "| method | " + " | ".join(NAMES[int(k)] for k in labels) + " | mean | gap |"
     print(header)
     print("|" + "---|" * (len(labels) + 3))
@@ -274,8 +298,7 @@ def _parse_seeds(text: str) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("speed", "memory", "accuracy", "memory-child"),
-                        default="speed")
+    parser.add_argument("--mode", choices=("speed", "memory", "accuracy", "memory-child"), default="speed")
     parser.add_argument("path", nargs="?", help=argparse.SUPPRESS)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--raters", type=int, default=8, help="memory mode: panel size")
@@ -291,8 +314,7 @@ def main() -> None:
     elif args.mode == "memory-child":
         _memory_child(args.path)
     else:
-        run_accuracy(args.resolution, _parse_seeds(args.seeds), args.profiles.split(","),
-                     args.lesions)
+        run_accuracy(args.resolution, _parse_seeds(args.seeds), args.profiles.split(","), args.lesions)
 
 
 if __name__ == "__main__":

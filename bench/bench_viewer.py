@@ -18,6 +18,7 @@ Page opens alternate (bare, viewer, bare, ...), each in a fresh browser profile 
 Usage:  .venv/bin/python bench/bench_viewer.py [--runs 5] [--saves 20] [--resolution 1]
 Prints a table and writes bench/out/bench_viewer.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -163,7 +164,11 @@ def make_data(resolution: int) -> dict:
     )
     services.membership_set(project=project, actor=lead, user=annotator, role=Role.ANNOTATOR)
     scan = services.scan_create(
-        project=project, actor=lead, raw=gzip.compress(image.to_bytes(), 1), filename="mni152.nii.gz", subject_id="mni152"
+        project=project,
+        actor=lead,
+        raw=gzip.compress(image.to_bytes(), 1),
+        filename="mni152.nii.gz",
+        subject_id="mni152",
     )
     assignment = Assignment.objects.get(scan=scan, annotator=annotator)
     raw = gzip.compress(nib.Nifti1Image(labels, template.affine).to_bytes(), 1)
@@ -229,7 +234,13 @@ def open_bare(browser, base: str, data: dict, bare_dist: Path, canvas: dict) -> 
         if body is None:
             route.fulfill(status=404, body="not found")
             return
-        kind = "text/html" if name.endswith(".html") else "text/javascript" if name.endswith(".js") else "application/octet-stream"
+        kind = (
+            "text/html"
+            if name.endswith(".html")
+            else "text/javascript"
+            if name.endswith(".js")
+            else "application/octet-stream"
+        )
         route.fulfill(status=200, body=body, headers={"Content-Type": kind})
 
     context.route(f"{base}/__bench__/**", serve)
@@ -292,11 +303,16 @@ def main() -> int:
     redis = start_redis(env=env)
     env["REDIS_URL"] = redis.url
     os.environ.update(
-        {k: env[k] for k in ("DJANGO_SETTINGS_MODULE", "DJANGO_DEBUG", "MRIANNOT_DATA_DIR", "DJANGO_LOG_LEVEL", "REDIS_URL")}
+        {
+            k: env[k]
+            for k in ("DJANGO_SETTINGS_MODULE", "DJANGO_DEBUG", "MRIANNOT_DATA_DIR", "DJANGO_LOG_LEVEL", "REDIS_URL")
+        }
     )
     server = None
     try:
-        subprocess.run([PYTHON, str(ROOT / "manage.py"), "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT, check=True)
+        subprocess.run(
+            [PYTHON, str(ROOT / "manage.py"), "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT, check=True
+        )
         log(f"making a {args.resolution} mm scan and its revision")
         data = make_data(args.resolution)
         data["voxels"] = data["shape"][0] * data["shape"][1] * data["shape"][2]
@@ -357,16 +373,26 @@ def main() -> int:
     print()
     print(f"Viewer benchmark: {args.resolution} mm scan {shape}, loopback, headless Chromium (SwiftShader)")
     print(f"{'measure':<46} {'median':>9} {'min':>9} {'max':>9}")
-    print(f"{'open, bare NiiVue page (ms to first frame)':<46} {statistics.median(bare):>9.0f} {min(bare):>9.0f} {max(bare):>9.0f}")
-    print(f"{'open, viewer /annotate/ (ms to first frame)':<46} {statistics.median(viewer):>9.0f} {min(viewer):>9.0f} {max(viewer):>9.0f}")
-    print(f"{'open ratio viewer / bare (medians)':<46} {ratio:>9.2f}   target <= 1.20  {'PASS' if ratio <= 1.2 else 'FAIL'}")
-    print(f"{'save round trip (ms), ' + str(len(totals)) + ' saves':<46} p50 {summary['save_p50_ms']:>5.0f}  p95 {summary['save_p95_ms']:>5.0f}  max {summary['save_max_ms']:>5.0f}   target p95 < 300  {'PASS' if summary['save_p95_ms'] < 300 else 'FAIL'}")
+    print(
+        f"{'open, bare NiiVue page (ms to first frame)':<46} {statistics.median(bare):>9.0f} {min(bare):>9.0f} {max(bare):>9.0f}"
+    )
+    print(
+        f"{'open, viewer /annotate/ (ms to first frame)':<46} {statistics.median(viewer):>9.0f} {min(viewer):>9.0f} {max(viewer):>9.0f}"
+    )
+    print(
+        f"{'open ratio viewer / bare (medians)':<46} {ratio:>9.2f}   target <= 1.20  {'PASS' if ratio <= 1.2 else 'FAIL'}"
+    )
+    print(
+        f"{'save round trip (ms), ' + str(len(totals)) + ' saves':<46} p50 {summary['save_p50_ms']:>5.0f}  p95 {summary['save_p95_ms']:>5.0f}  max {summary['save_max_ms']:>5.0f}   target p95 < 300  {'PASS' if summary['save_p95_ms'] < 300 else 'FAIL'}"
+    )
     phases = summary["save_phase_median_ms"]
     print(
         f"{'  of which (medians): export / gzip / request':<46} {phases['export']:.0f} / {phases['gzip']:.0f} / {phases['request']:.0f} ms"
         f"  ({summary['save_gzip_bytes_median'] / 1024:.0f} KiB sent)"
     )
-    print(f"(machine: {os.cpu_count()} CPUs, 1-min load average {summary['load_average_1min']:.1f}; raw figures in {OUT / 'bench_viewer.json'})")
+    print(
+        f"(machine: {os.cpu_count()} CPUs, 1-min load average {summary['load_average_1min']:.1f}; raw figures in {OUT / 'bench_viewer.json'})"
+    )
     return 0
 
 

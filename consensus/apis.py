@@ -1,5 +1,6 @@
 """HTTP API of consensus: runs of a scan, run detail with rater performance, result files,
 flagged scans. Only leads and admins of the project (and site admins) see any of it."""
+
 from __future__ import annotations
 
 import csv
@@ -53,9 +54,29 @@ class RunOutput(serializers.ModelSerializer):
     class Meta:
         model = ConsensusRun
         fields = [
-            "id", "scan", "method", "options", "kernel_report", "revision_ids", "status", "progress", "message", "error",
-            "attempts", "code_version", "created_at", "started_at", "finished_at", "timings", "label_values",
-            "iterations", "converged", "ambiguity", "ambiguity_details", "flagged", "flag_reasons",
+            "id",
+            "scan",
+            "method",
+            "options",
+            "kernel_report",
+            "revision_ids",
+            "status",
+            "progress",
+            "message",
+            "error",
+            "attempts",
+            "code_version",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "timings",
+            "label_values",
+            "iterations",
+            "converged",
+            "ambiguity",
+            "ambiguity_details",
+            "flagged",
+            "flag_reasons",
         ]
 
 
@@ -94,7 +115,9 @@ class ScanRunListApi(APIView):
 class RunDetailApi(APIView):
     @extend_schema(responses=RunDetailOutput)
     def get(self, request, run_id: int):
-        run = get_object_or_404(selectors.run_list(user=request.user).prefetch_related("performances__annotator"), pk=run_id)
+        run = get_object_or_404(
+            selectors.run_list(user=request.user).prefetch_related("performances__annotator"), pk=run_id
+        )
         return Response(RunDetailOutput(run).data)
 
 
@@ -106,7 +129,9 @@ class RunFileApi(APIView):
         run = get_object_or_404(selectors.run_list(user=request.user), pk=run_id)
         field = run.labels_file if self.kind == "labels" else run.posterior_file
         if not field:
-            raise NotFound(f"Run {run.pk} has no {self.kind} yet (status: {run.status}); poll the run until it is done.")
+            raise NotFound(
+                f"Run {run.pk} has no {self.kind} yet (status: {run.status}); poll the run until it is done."
+            )
         return nifti_response(field, f"consensus-{run.pk}-{self.kind}.nii.gz")
 
 
@@ -189,7 +214,18 @@ class GroundTruthOutput(serializers.ModelSerializer):
 
     class Meta:
         model = GroundTruth
-        fields = ["id", "scan", "run", "source", "supersedes", "sha256", "label_counts", "note", "created_by", "created_at"]
+        fields = [
+            "id",
+            "scan",
+            "run",
+            "source",
+            "supersedes",
+            "sha256",
+            "label_counts",
+            "note",
+            "created_by",
+            "created_at",
+        ]
 
 
 class GroundTruthListApi(APIView):
@@ -243,7 +279,8 @@ class GroundTruthLabelsApi(APIView):
     @extend_schema(responses={(200, "application/gzip"): OpenApiTypes.BINARY})
     def get(self, request, truth_id: int):
         truth = get_object_or_404(
-            GroundTruth.objects.filter(scan__in=scan_list(user=request.user)).select_related("scan__project"), pk=truth_id
+            GroundTruth.objects.filter(scan__in=scan_list(user=request.user)).select_related("scan__project"),
+            pk=truth_id,
         )
         require_manager(request, truth.scan.project)
         return nifti_response(truth.file, f"ground-truth-{truth.pk}.nii.gz")
@@ -278,8 +315,22 @@ class ScanReviewApi(APIView):
 class ExportOutput(serializers.ModelSerializer):
     class Meta:
         model = Export
-        fields = ["id", "project", "format", "options", "status", "progress", "message", "error", "sha256", "size",
-                  "summary", "requested_by", "created_at", "finished_at"]
+        fields = [
+            "id",
+            "project",
+            "format",
+            "options",
+            "status",
+            "progress",
+            "message",
+            "error",
+            "sha256",
+            "size",
+            "summary",
+            "requested_by",
+            "created_at",
+            "finished_at",
+        ]
 
     requested_by = serializers.CharField(source="requested_by.username", default=None)
     summary = serializers.SerializerMethodField()
@@ -333,8 +384,12 @@ class ExportDownloadApi(APIView):
         if not export.file:
             raise NotFound(f"Export {export.pk} is {export.status}; download it when it is done.")
         handle = default_storage.open(export.file.name, "rb")
-        return FileResponse(handle, content_type="application/zip", as_attachment=True,
-                            filename=f"mriannot-export-{export.pk}-{export.format}.zip")
+        return FileResponse(
+            handle,
+            content_type="application/zip",
+            as_attachment=True,
+            filename=f"mriannot-export-{export.pk}-{export.format}.zip",
+        )
 
 
 name_nested_serializers(globals())

@@ -9,6 +9,7 @@ References: nnU-Net ``documentation/dataset_format.md``; MONAI
 ``monai/data/decathlon_datalist.py``; BIDS derivatives (``src/derivatives/imaging.md``);
 Gebru et al., "Datasheets for Datasets", CACM 2021; Mongan et al., CLAIM, Radiol AI 2020.
 """
+
 from __future__ import annotations
 
 import csv
@@ -107,8 +108,9 @@ def _float_nifti(data: np.ndarray, affine: np.ndarray) -> bytes:
     return gzip.compress(img.to_bytes(), compresslevel=1, mtime=0)
 
 
-def write_export(root: Path, spec: ExportSpec, cases: Sequence[ExportCase],
-                 progress: Callable[[float, str], None] | None = None) -> dict:
+def write_export(
+    root: Path, spec: ExportSpec, cases: Sequence[ExportCase], progress: Callable[[float, str], None] | None = None
+) -> dict:
     """Lay out ``cases`` under ``root`` in ``spec.format`` with datasheet, CSV and manifest.
 
     Returns a summary: counts per split, files written, the dataset folder name.
@@ -232,16 +234,28 @@ def _write_bids(root: Path, spec: ExportSpec, cases, progress) -> str:
         f"{v}\t{spec.labels[v][0]}\t{_abbr(spec.labels[v][0])}\t{spec.labels[v][1]}" for v in values
     ]
     _write(out, "dseg.tsv", ("\n".join(rows) + "\n").encode())
-    descriptions = ["desc_id\tdescription", "staple\tConsensus ground truth (STAPLE, adjudicated when flagged)",
-                    "preproc\tThe scan as stored by mriannot: reoriented to RAS+, not resampled"]
+    descriptions = [
+        "desc_id\tdescription",
+        "staple\tConsensus ground truth (STAPLE, adjudicated when flagged)",
+        "preproc\tThe scan as stored by mriannot: reoriented to RAS+, not resampled",
+    ]
     raters = sorted({r for c in cases for r, _ in c.raters}) if spec.include_raters else []
     descriptions += [f"{r}\tSubmitted labels of pseudonymous rater {r}" for r in raters]
     _write(out, "descriptions.tsv", ("\n".join(descriptions) + "\n").encode())
     return base
 
 
-AGREEMENT_COLUMNS = ("case_id", "split", "mean_pairwise_dice", "fleiss_kappa", "krippendorff_alpha", "ambiguity",
-                     "flagged", "ground_truth_source", "raters")
+AGREEMENT_COLUMNS = (
+    "case_id",
+    "split",
+    "mean_pairwise_dice",
+    "fleiss_kappa",
+    "krippendorff_alpha",
+    "ambiguity",
+    "flagged",
+    "ground_truth_source",
+    "raters",
+)
 
 
 def _write_agreement_csv(out: Path, cases) -> None:
@@ -249,8 +263,14 @@ def _write_agreement_csv(out: Path, cases) -> None:
     writer = csv.DictWriter(buffer, fieldnames=AGREEMENT_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     for case in cases:
-        writer.writerow({"case_id": case.case_id, "split": case.split, **case.agreement,
-                         "ground_truth_source": case.ground_truth.get("source")})
+        writer.writerow(
+            {
+                "case_id": case.case_id,
+                "split": case.split,
+                **case.agreement,
+                "ground_truth_source": case.ground_truth.get("source"),
+            }
+        )
     _write(out, "agreement.csv", buffer.getvalue().encode())
 
 
@@ -351,7 +371,9 @@ def verify_export(folder: Path, *, spec: ExportSpec) -> list[str]:
     for line in manifest.read_text().splitlines():
         digest, rel = line.split("  ", 1)
         listed[rel] = digest
-    on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != "MANIFEST.sha256"}
+    on_disk = {
+        p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != "MANIFEST.sha256"
+    }
     if set(listed) != on_disk:
         problems.append(f"manifest and files differ: {sorted(set(listed) ^ on_disk)[:5]}")
     for rel, digest in listed.items():

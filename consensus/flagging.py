@@ -92,6 +92,7 @@ def flag_reasons(
     >>> [(r["code"], r["message"]) for r in reasons]
     [('low_agreement', 'lesion: mean pairwise Dice 0.30 between raters (minimum 0.50)')]
     """
+
     def name(value: int) -> str:
         return label_names.get(value, f"label {value}")
 
@@ -99,28 +100,32 @@ def flag_reasons(
     collapse = (decision or {}).get("collapse")
     if collapse:
         r = collapse["rater"]
-        reasons.append({
-            "code": "collapse",
-            "rater": r,
-            "value": collapse["dice_with_consensus"],
-            "threshold": collapse["max_dice_with_others"],
-            "message": (
-                f"STAPLE followed {rater_names[r]} alone (Dice {collapse['dice_with_consensus']:.2f} "
-                f"with its own consensus, at most {collapse['max_dice_with_others']:.2f} with any other "
-                "rater); the majority vote was kept"
-            ),
-        })
+        reasons.append(
+            {
+                "code": "collapse",
+                "rater": r,
+                "value": collapse["dice_with_consensus"],
+                "threshold": collapse["max_dice_with_others"],
+                "message": (
+                    f"STAPLE followed {rater_names[r]} alone (Dice {collapse['dice_with_consensus']:.2f} "
+                    f"with its own consensus, at most {collapse['max_dice_with_others']:.2f} with any other "
+                    "rater); the majority vote was kept"
+                ),
+            }
+        )
     reasons += _missing(report, voxel_ml, name, rater_names)
     if rules.max_uncertain_fraction is not None and uncertain_fraction > rules.max_uncertain_fraction:
-        reasons.append({
-            "code": "uncertain",
-            "value": uncertain_fraction,
-            "threshold": rules.max_uncertain_fraction,
-            "message": (
-                f"{uncertain_fraction:.1%} of labelled voxels have a posterior below 0.9 "
-                f"(threshold {rules.max_uncertain_fraction:.1%})"
-            ),
-        })
+        reasons.append(
+            {
+                "code": "uncertain",
+                "value": uncertain_fraction,
+                "threshold": rules.max_uncertain_fraction,
+                "message": (
+                    f"{uncertain_fraction:.1%} of labelled voxels have a posterior below 0.9 "
+                    f"(threshold {rules.max_uncertain_fraction:.1%})"
+                ),
+            }
+        )
     if rules.min_label_dice is not None:
         reasons += _low_agreement(report, rules.min_label_dice, name)
     if rules.max_volume_spread is not None:
@@ -145,21 +150,31 @@ def _missing(report: dict, voxel_ml: float, name, rater_names: list[str]) -> lis
     reasons = []
     empty = [r for r in raters if totals[r] == 0 and any(totals[s] > 0 for s in raters if s != r)]
     for r in empty:
-        reasons.append({
-            "code": "empty_rater", "rater": r, "value": 0.0, "threshold": None,
-            "message": f"{rater_names[r]} labelled nothing while the other raters did",
-        })
+        reasons.append(
+            {
+                "code": "empty_rater",
+                "rater": r,
+                "value": 0.0,
+                "threshold": None,
+                "message": f"{rater_names[r]} labelled nothing while the other raters did",
+            }
+        )
     for label, per in sorted(volumes.items()):
         for r in raters:
             if r in empty or per.get(r, 0.0) > 0:
                 continue
             others = [per.get(s, 0.0) for s in raters if s != r]
             if others and min(others) >= MIN_LABEL_VOXELS:
-                reasons.append({
-                    "code": "missing_label", "rater": r, "label": label, "value": 0.0,
-                    "threshold": None,
-                    "message": f"{rater_names[r]} never labelled {name(label)}; every other rater did",
-                })
+                reasons.append(
+                    {
+                        "code": "missing_label",
+                        "rater": r,
+                        "label": label,
+                        "value": 0.0,
+                        "threshold": None,
+                        "message": f"{rater_names[r]} never labelled {name(label)}; every other rater did",
+                    }
+                )
     return reasons
 
 
@@ -172,10 +187,15 @@ def _low_agreement(report: dict, minimum: float, name) -> list[dict]:
     for label, values in sorted(per_label.items()):
         mean = sum(values) / len(values)
         if mean < minimum:
-            reasons.append({
-                "code": "low_agreement", "label": label, "value": mean, "threshold": minimum,
-                "message": f"{name(label)}: mean pairwise Dice {mean:.2f} between raters (minimum {minimum:.2f})",
-            })
+            reasons.append(
+                {
+                    "code": "low_agreement",
+                    "label": label,
+                    "value": mean,
+                    "threshold": minimum,
+                    "message": f"{name(label)}: mean pairwise Dice {mean:.2f} between raters (minimum {minimum:.2f})",
+                }
+            )
     return reasons
 
 
@@ -188,13 +208,17 @@ def _volume_spread(report: dict, maximum: float, voxel_ml: float, name) -> list[
             continue  # a few voxels: the spread is noise
         spread = (max(values) - min(values)) / mean
         if spread > maximum:
-            reasons.append({
-                "code": "volume_spread", "label": label, "value": spread, "threshold": maximum,
-                "message": (
-                    f"{name(label)}: rater volumes differ by {spread:.0%} of their mean "
-                    f"(maximum {maximum:.0%})"
-                ),
-            })
+            reasons.append(
+                {
+                    "code": "volume_spread",
+                    "label": label,
+                    "value": spread,
+                    "threshold": maximum,
+                    "message": (
+                        f"{name(label)}: rater volumes differ by {spread:.0%} of their mean (maximum {maximum:.0%})"
+                    ),
+                }
+            )
     return reasons
 
 
@@ -210,11 +234,16 @@ def _rater_below(rater_dice: list[dict], gap: float, rater_names: list[str]) -> 
     reasons = []
     for r, m in enumerate(means):
         if m is not None and middle - m > gap:
-            reasons.append({
-                "code": "rater_below_others", "rater": r, "value": m, "threshold": middle - gap,
-                "message": (
-                    f"{rater_names[r]}: mean Dice {m:.2f} against the consensus, "
-                    f"{middle - m:.2f} below the median rater ({middle:.2f})"
-                ),
-            })
+            reasons.append(
+                {
+                    "code": "rater_below_others",
+                    "rater": r,
+                    "value": m,
+                    "threshold": middle - gap,
+                    "message": (
+                        f"{rater_names[r]}: mean Dice {m:.2f} against the consensus, "
+                        f"{middle - m:.2f} below the median rater ({middle:.2f})"
+                    ),
+                }
+            )
     return reasons

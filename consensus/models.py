@@ -1,4 +1,5 @@
 """Consensus runs: which revisions were fused, how, with what result and what rater performance."""
+
 from __future__ import annotations
 
 import uuid

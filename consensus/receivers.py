@@ -1,4 +1,5 @@
 """Queue a consensus run when a scan's last rater submits (labeling sends, consensus listens)."""
+
 from django.dispatch import receiver
 
 from labeling.signals import scan_fully_submitted

@@ -1,4 +1,5 @@
 """Reads for consensus. Only leads and admins of a project see consensus results (blinding)."""
+
 from __future__ import annotations
 
 from django.db.models import QuerySet
@@ -181,7 +182,13 @@ def project_agreement(*, project) -> dict:
     for row in pairs:
         by_day.setdefault((row["date"], row["label"]), []).append(row["dice"])
     over_time = [
-        {"date": d, "label": label, "label_name": label_names.get(label, str(label)), "mean_dice": _mean(v), "pairs": len(v)}
+        {
+            "date": d,
+            "label": label,
+            "label_name": label_names.get(label, str(label)),
+            "mean_dice": _mean(v),
+            "pairs": len(v),
+        }
         for (d, label), v in sorted(by_day.items())
     ]
     scans.sort(key=lambda row: (row["mean_pairwise_dice"] is None, row["mean_pairwise_dice"] or 0.0))

@@ -5,6 +5,7 @@ and the ids of the input revisions. Requesting the same thing twice gives the sa
 executing a run twice leaves one result: files are written under the run's own id and
 rows are replaced per (run, rater), inside one transaction.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -76,12 +77,12 @@ def resolve_options(*, method: str, options: dict | None) -> dict:
     resolved = {**defaults, **options}
     for name, value in resolved.items():
         default = defaults[name]
-        if isinstance(default, bool) != isinstance(value, bool) or (
-            isinstance(default, (int, float)) and not isinstance(value, (int, float))
-        ) or (isinstance(default, str) and not isinstance(value, str)):
-            raise ValidationFailed(
-                f"Option {name!r} must be like {default!r}, not {value!r}.", code="invalid_option"
-            )
+        if (
+            isinstance(default, bool) != isinstance(value, bool)
+            or (isinstance(default, (int, float)) and not isinstance(value, (int, float)))
+            or (isinstance(default, str) and not isinstance(value, str))
+        ):
+            raise ValidationFailed(f"Option {name!r} must be like {default!r}, not {value!r}.", code="invalid_option")
     return resolved
 
 
@@ -100,7 +101,9 @@ def _input_key(method: str, options: dict, revision_ids: list[int]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def consensus_run_request(*, scan: Scan, actor, method: str = Method.STAPLE, options: dict | None = None) -> tuple[ConsensusRun, bool]:
+def consensus_run_request(
+    *, scan: Scan, actor, method: str = Method.STAPLE, options: dict | None = None
+) -> tuple[ConsensusRun, bool]:
     """Queue a consensus run of the scan's submitted revisions, or return the same run.
 
     Returns ``(run, queued)``: ``queued`` is False when an identical run already exists and is
@@ -297,12 +300,20 @@ def flag_rules(project) -> flagging.FlagRules:
     )
 
 
-def run_flag_reasons(*, scan: Scan, revisions: list[AnnotationRevision], fusion: Fusion, report: dict,
-                     performances: list[dict], uncertain_fraction: float) -> list[dict]:
+def run_flag_reasons(
+    *,
+    scan: Scan,
+    revisions: list[AnnotationRevision],
+    fusion: Fusion,
+    report: dict,
+    performances: list[dict],
+    uncertain_fraction: float,
+) -> list[dict]:
     """Every reason this consensus needs a lead (see consensus.flagging), with figures."""
     names = {label.value: label.name for label in scan.project.label_classes.all()}
-    users = {u.pk: u.get_username() for u in get_user_model().objects.filter(
-        pk__in=[r.created_by_id for r in revisions])}
+    users = {
+        u.pk: u.get_username() for u in get_user_model().objects.filter(pk__in=[r.created_by_id for r in revisions])
+    }
     return flagging.flag_reasons(
         uncertain_fraction=uncertain_fraction,
         report=report,
@@ -368,8 +379,14 @@ def _execute(run: ConsensusRun) -> ConsensusRun:
     report = agreement.agreement_report(segmentations, spacing=spacing, labels=schema_labels).to_dict()
     performances = rater_performance(segmentations, fusion)
     score, details = ambiguity(segmentations, fusion, report)
-    reasons = run_flag_reasons(scan=scan, revisions=revisions, fusion=fusion, report=report,
-                               performances=performances, uncertain_fraction=score)
+    reasons = run_flag_reasons(
+        scan=scan,
+        revisions=revisions,
+        fusion=fusion,
+        report=report,
+        performances=performances,
+        uncertain_fraction=score,
+    )
     timings["agreement"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -431,8 +448,12 @@ def _execute(run: ConsensusRun) -> ConsensusRun:
             project=scan.project,
             action="consensus.done",
             target=run,
-            data={"ambiguity": score, "flagged": run.flagged, "reasons": [r["code"] for r in reasons],
-                  "iterations": run.iterations},
+            data={
+                "ambiguity": score,
+                "flagged": run.flagged,
+                "reasons": [r["code"] for r in reasons],
+                "iterations": run.iterations,
+            },
         )
     return run
 
@@ -443,9 +464,9 @@ def consensus_runs_requeue_stale(*, older_than_s: float = 3600.0) -> list[int]:
 
     cutoff = timezone.now() - timezone.timedelta(seconds=older_than_s)
     ids = list(
-        ConsensusRun.objects.filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING], created_at__lt=cutoff).values_list(
-            "pk", flat=True
-        )
+        ConsensusRun.objects.filter(
+            status__in=[RunStatus.QUEUED, RunStatus.RUNNING], created_at__lt=cutoff
+        ).values_list("pk", flat=True)
     )
     for run_id in ids:
         consensus_run_execute_task.delay(run_id)
@@ -459,8 +480,9 @@ def current_ground_truth(*, scan: Scan) -> GroundTruth | None:
     return scan.ground_truths.order_by("-id").first()
 
 
-def _ground_truth_create(*, scan: Scan, actor, source: str, run: ConsensusRun | None, file_name: str, sha: str,
-                         counts: dict, note: str) -> GroundTruth:
+def _ground_truth_create(
+    *, scan: Scan, actor, source: str, run: ConsensusRun | None, file_name: str, sha: str, counts: dict, note: str
+) -> GroundTruth:
     previous = current_ground_truth(scan=scan)
     truth = GroundTruth(
         scan=scan,
@@ -568,7 +590,9 @@ def export_request(
     }
     with transaction.atomic():
         export = Export.objects.create(project=project, format=format, options=options, requested_by=actor)
-        audit_log(actor=actor, project=project, action="export.queue", target=export, data={"format": format, **options})
+        audit_log(
+            actor=actor, project=project, action="export.queue", target=export, data={"format": format, **options}
+        )
         if queue:
             enqueue_on_commit(export_execute_task, export.pk)
     return export
@@ -670,9 +694,17 @@ def export_execute(*, export_id: int) -> Export:
     try:
         sources = _export_sources(project, only_adjudicated=options.get("only_adjudicated", False))
         if not sources:
-            raise Conflict("Nothing to export: no scan has a ground truth or a finished consensus yet.", code="empty_export")
-        annotators = sorted({rev.created_by_id for _, _, run in sources if run for rev in
-                             AnnotationRevision.objects.filter(pk__in=run.revision_ids)})
+            raise Conflict(
+                "Nothing to export: no scan has a ground truth or a finished consensus yet.", code="empty_export"
+            )
+        annotators = sorted(
+            {
+                rev.created_by_id
+                for _, _, run in sources
+                if run
+                for rev in AnnotationRevision.objects.filter(pk__in=run.revision_ids)
+            }
+        )
         rater_names = {uid: f"rater{i + 1:02d}" for i, uid in enumerate(annotators)}
         prefix = {"nnunet": "case_", "monai": "case_", "bids": "sub-"}[export.format]
         cases, pseudonyms = [], {}
@@ -682,7 +714,9 @@ def export_execute(*, export_id: int) -> Export:
             pseudonyms[case_id] = scan.pk
             revisions = list(AnnotationRevision.objects.filter(pk__in=run.revision_ids)) if run else []
             overall = ((run.agreement or {}).get("overall", {}) or {}).get("all", {}) if run else {}
-            pair_dice = [p["dice"] for p in (run.agreement or {}).get("pairs", []) if p.get("dice") is not None] if run else []
+            pair_dice = (
+                [p["dice"] for p in (run.agreement or {}).get("pairs", []) if p.get("dice") is not None] if run else []
+            )
             cases.append(
                 exporters.ExportCase(
                     case_id=case_id,
@@ -719,7 +753,10 @@ def export_execute(*, export_id: int) -> Export:
         spec = exporters.ExportSpec(
             format=export.format,
             project_name=project.name,
-            labels={0: ("background", "#000000"), **{lc.value: (lc.name, lc.color) for lc in project.label_classes.all()}},
+            labels={
+                0: ("background", "#000000"),
+                **{lc.value: (lc.name, lc.color) for lc in project.label_classes.all()},
+            },
             include_raters=options.get("include_raters", False),
             include_posterior=options.get("include_posterior", False),
             dataset_id=options.get("dataset_id", 500),
@@ -753,12 +790,20 @@ def export_execute(*, export_id: int) -> Export:
             export.message = f"{len(cases)} scans"
             export.finished_at = timezone.now()
             export.save()
-            audit_log(actor=None, project=project, action="export.done", target=export,
-                      data={"sha256": export.sha256, "cases": len(cases)})
+            audit_log(
+                actor=None,
+                project=project,
+                action="export.done",
+                target=export,
+                data={"sha256": export.sha256, "cases": len(cases)},
+            )
         return export
     except Exception as exc:
         Export.objects.filter(pk=export.pk).update(
-            status=RunStatus.FAILED, error=f"{getattr(exc, 'message', exc)}", message="failed", finished_at=timezone.now()
+            status=RunStatus.FAILED,
+            error=f"{getattr(exc, 'message', exc)}",
+            message="failed",
+            finished_at=timezone.now(),
         )
         raise
     finally:

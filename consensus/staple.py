@@ -202,8 +202,7 @@ def _check_options(region, prior, max_iter, tol, overrule="ties"):
 def _vote_fractions(digits: torch.Tensor, n_labels: int) -> torch.Tensor:
     """(P, R) label indices -> (P, L) fraction of raters voting each label."""
     votes = torch.zeros((digits.shape[0], n_labels), dtype=torch.float64, device=digits.device)
-    votes.scatter_add_(1, digits, torch.ones(digits.shape, dtype=torch.float64,
-                                               device=digits.device))
+    votes.scatter_add_(1, digits, torch.ones(digits.shape, dtype=torch.float64, device=digits.device))
     return votes / digits.shape[1]
 
 
@@ -217,9 +216,9 @@ def _scatter_rows(rows_of: torch.Tensor, weights: torch.Tensor, n_rows: int) -> 
     n_patterns, n_raters = rows_of.shape
     n_labels = weights.shape[1]
     acc = torch.zeros((n_rows, n_labels), dtype=torch.float64, device=weights.device)
-    acc.index_add_(0, rows_of.reshape(-1),
-                   weights[:, None, :].expand(n_patterns, n_raters, n_labels)
-                   .reshape(-1, n_labels))
+    acc.index_add_(
+        0, rows_of.reshape(-1), weights[:, None, :].expand(n_patterns, n_raters, n_labels).reshape(-1, n_labels)
+    )
     return acc
 
 
@@ -253,8 +252,16 @@ def _candidates(frac: torch.Tensor, n: torch.Tensor) -> tuple[torch.Tensor, torc
     return inverse, groups
 
 
-def _run_em(patterns: _Patterns, *, region: str, prior: str, max_iter: int, tol: float,
-            eps: float = _EPS, kappa: float | None = None) -> _EmResult:
+def _run_em(
+    patterns: _Patterns,
+    *,
+    region: str,
+    prior: str,
+    max_iter: int,
+    tol: float,
+    eps: float = _EPS,
+    kappa: float | None = None,
+) -> _EmResult:
     """EM over the distinct vote patterns; the model is described in docs/staple.md.
 
     region="all": one EM over every pattern with ITK's model and start (W = mean vote,
@@ -282,8 +289,7 @@ def _run_em(patterns: _Patterns, *, region: str, prior: str, max_iter: int, tol:
     if region_voxels == 0:
         # Every voxel is unanimous: there is nothing to estimate and the vote is the answer.
         prior_vec = (fractions * counts[:, None]).sum(0) / counts.sum()
-        return _EmResult(posterior, _whole_volume_confusion(digits, counts, posterior),
-                         prior_vec, 0, True, 0)
+        return _EmResult(posterior, _whole_volume_confusion(digits, counts, posterior), prior_vec, 0, True, 0)
 
     if region == "disagreement":
         group, members = _candidates(frac, n)
@@ -328,8 +334,10 @@ def _run_em(patterns: _Patterns, *, region: str, prior: str, max_iter: int, tol:
         mass.index_add_(0, group, nw)
         if kappa > 0:
             accuracy = torch.diagonal(acc, dim1=2, dim2=3).sum(dim=(0, 2)) / mass.sum()
-            target = (accuracy[None, :, None, None] * eye * member[:, None, None, :]
-                      + (1 - accuracy)[None, :, None, None] * off_diag / n_other)
+            target = (
+                accuracy[None, :, None, None] * eye * member[:, None, None, :]
+                + (1 - accuracy)[None, :, None, None] * off_diag / n_other
+            )
             acc = acc + kappa * target
             mass = mass + kappa * member
         theta = acc / mass.clamp_min(1e-300)[:, None, None, :]
@@ -376,18 +384,17 @@ def _whole_volume_confusion(digits, counts, posterior):
 
 
 def _options(region, prior, max_iter, tol, overrule=None):
-    opts = {"region": region, "prior": prior, "max_iter": int(max_iter), "tol": float(tol),
-            "confusion_floor": _EPS}
+    opts = {"region": region, "prior": prior, "max_iter": int(max_iter), "tol": float(tol), "confusion_floor": _EPS}
     if overrule is not None:
         opts["overrule"] = overrule
     if region == "disagreement":
-        opts.update({"candidates": "most-voted label and runner-up (all if tied)",
-                     "dirichlet_kappa": _KAPPA})
+        opts.update({"candidates": "most-voted label and runner-up (all if tied)", "dirichlet_kappa": _KAPPA})
     return opts
 
 
-def staple_binary(segmentations, *, region: str = "disagreement", prior: str = "spatial",
-                  max_iter: int = 1000, tol: float = 1e-7) -> BinaryStapleResult:
+def staple_binary(
+    segmentations, *, region: str = "disagreement", prior: str = "spatial", max_iter: int = 1000, tol: float = 1e-7
+) -> BinaryStapleResult:
     """Fuse rater masks into a foreground probability (binary STAPLE, Warfield et al. 2004).
 
     Parameters
@@ -463,9 +470,16 @@ def staple_binary(segmentations, *, region: str = "disagreement", prior: str = "
     )
 
 
-def staple_multilabel(segmentations, *, labels=None, region: str = "disagreement",
-                      prior: str = "spatial", max_iter: int = 1000,
-                      tol: float = 1e-7, overrule: str = "ties") -> MultiLabelStapleResult:
+def staple_multilabel(
+    segmentations,
+    *,
+    labels=None,
+    region: str = "disagreement",
+    prior: str = "spatial",
+    max_iter: int = 1000,
+    tol: float = 1e-7,
+    overrule: str = "ties",
+) -> MultiLabelStapleResult:
     """Fuse rater label maps into a consensus label map (multi-label STAPLE).
 
     The defaults are the method the app runs for ground truth (see docs/staple.md).
@@ -574,8 +588,7 @@ def _foreground_labels(digits: np.ndarray, counts: np.ndarray, background: int |
     return np.setdiff1d(np.flatnonzero(totals), [] if background is None else [background])
 
 
-def _collapse(digits: np.ndarray, counts: np.ndarray, winner: np.ndarray,
-              background: int | None) -> dict | None:
+def _collapse(digits: np.ndarray, counts: np.ndarray, winner: np.ndarray, background: int | None) -> dict | None:
     """A rater the fit declares (near) perfect while agreeing poorly with every other rater.
 
     EM over few raters has fixed points where one rater is taken as the truth (its
@@ -591,10 +604,12 @@ def _collapse(digits: np.ndarray, counts: np.ndarray, winner: np.ndarray,
     found = None
     for r in range(n_raters):
         own = _pattern_dice(counts, digits[:, r], winner, labels)
-        others = [_pattern_dice(counts, digits[:, r], digits[:, s], labels)
-                  for s in range(n_raters) if s != r]
-        if (own >= _COLLAPSE_SELF and max(others) < _COLLAPSE_OTHERS
-                and (found is None or own > found["dice_with_consensus"])):
+        others = [_pattern_dice(counts, digits[:, r], digits[:, s], labels) for s in range(n_raters) if s != r]
+        if (
+            own >= _COLLAPSE_SELF
+            and max(others) < _COLLAPSE_OTHERS
+            and (found is None or own > found["dice_with_consensus"])
+        ):
             found = {"rater": r, "dice_with_consensus": own, "max_dice_with_others": max(others)}
     return found
 
@@ -610,12 +625,15 @@ def _agreement_weights(digits: np.ndarray, counts: np.ndarray, background: int |
     """Each rater's mean Dice (pooled over the labels, background excluded) with the others."""
     n_raters = digits.shape[1]
     labels = _foreground_labels(digits, counts, background)
-    return np.array([np.mean([_pattern_dice(counts, digits[:, r], digits[:, s], labels)
-                              for s in range(n_raters) if s != r]) for r in range(n_raters)])
+    return np.array(
+        [
+            np.mean([_pattern_dice(counts, digits[:, r], digits[:, s], labels) for s in range(n_raters) if s != r])
+            for r in range(n_raters)
+        ]
+    )
 
 
-def _decide(patterns: _Patterns, posterior: torch.Tensor, overrule: str
-            ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+def _decide(patterns: _Patterns, posterior: torch.Tensor, overrule: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Each pattern's consensus label and posterior, and what the decision rule did.
 
     ``overrule="any"``: the fitted posterior and its argmax decide every voxel (ITK).
@@ -655,16 +673,18 @@ def _decide(patterns: _Patterns, posterior: torch.Tensor, overrule: str
     calibrated = _tempered(fractions, _TEMPERATURE_FEW if n_raters <= 3 else _TEMPERATURE_MANY)
     plurality = torch.argmax(fractions, dim=1)  # the majority vote: ties to the lowest label
     if collapse is not None or n_raters <= 3:
-        report["rule"] = ("majority vote: the fit followed one rater" if collapse is not None
-                          else f"majority vote: {n_raters} raters")
+        report["rule"] = (
+            "majority vote: the fit followed one rater" if collapse is not None else f"majority vote: {n_raters} raters"
+        )
         return plurality, calibrated, report
     top = fractions.max(dim=1, keepdim=True).values
-    tied = (fractions > top - 0.5 / n_raters)
+    tied = fractions > top - 0.5 / n_raters
     # Two estimates of who is reliable must agree before a tie leaves the vote's rule: the
     # fit (STAPLE's posterior) and the raters' agreement with one another.
     fit_choice = torch.argmax(torch.where(tied, posterior, torch.full_like(posterior, -1.0)), dim=1)
-    weights = torch.as_tensor(_agreement_weights(digits_np, counts_np, background),
-                              dtype=posterior.dtype, device=posterior.device)
+    weights = torch.as_tensor(
+        _agreement_weights(digits_np, counts_np, background), dtype=posterior.dtype, device=posterior.device
+    )
     support = torch.zeros_like(posterior)
     support.scatter_add_(1, digits, weights[None, :].expand_as(digits).contiguous())
     support = torch.where(tied, support, torch.full_like(support, -1.0))
@@ -672,18 +692,24 @@ def _decide(patterns: _Patterns, posterior: torch.Tensor, overrule: str
     clear = ordered[:, 0] - ordered[:, 1] > _CLEAR_SUPPORT * ordered[:, 0]
     agreed = clear & (torch.argmax(support, dim=1) == fit_choice)
     winner = torch.where(agreed, fit_choice, plurality)
-    report.update({
-        "rule": "majority vote, ties broken where the fit and the raters' agreement concur",
-        "changed_voxels": int(patterns.counts[winner != plurality].sum()),
-    })
+    report.update(
+        {
+            "rule": "majority vote, ties broken where the fit and the raters' agreement concur",
+            "changed_voxels": int(patterns.counts[winner != plurality].sum()),
+        }
+    )
     return winner, calibrated, report
 
 
-def _multilabel_result(patterns: _Patterns, em: _EmResult, options: dict,
-                       overrule: str = "ties") -> MultiLabelStapleResult:
+def _multilabel_result(
+    patterns: _Patterns, em: _EmResult, options: dict, overrule: str = "ties"
+) -> MultiLabelStapleResult:
     winner, posterior, decision = _decide(patterns, em.posterior, overrule)
-    confusion = em.confusion if posterior is em.posterior else _whole_volume_confusion(
-        patterns.digits, patterns.counts.to(torch.float64), posterior)
+    confusion = (
+        em.confusion
+        if posterior is em.posterior
+        else _whole_volume_confusion(patterns.digits, patterns.counts.to(torch.float64), posterior)
+    )
     return MultiLabelStapleResult(
         labels=_label_table_to_numpy(patterns, winner),
         posterior=patterns.scatter_rows(posterior, torch.float32),

@@ -6,8 +6,14 @@ urlpatterns = [
     path("scans/<int:scan_id>/consensus-runs/", apis.ScanRunListApi.as_view(), name="scan-consensus-runs"),
     path("consensus-runs/<int:run_id>/", apis.RunDetailApi.as_view(), name="consensus-run-detail"),
     path("consensus-runs/<int:run_id>/labels/", apis.RunFileApi.as_view(kind="labels"), name="consensus-run-labels"),
-    path("consensus-runs/<int:run_id>/uncertainty/", apis.RunUncertaintyApi.as_view(), name="consensus-run-uncertainty"),
-    path("consensus-runs/<int:run_id>/posterior/", apis.RunFileApi.as_view(kind="posterior"), name="consensus-run-posterior"),
+    path(
+        "consensus-runs/<int:run_id>/uncertainty/", apis.RunUncertaintyApi.as_view(), name="consensus-run-uncertainty"
+    ),
+    path(
+        "consensus-runs/<int:run_id>/posterior/",
+        apis.RunFileApi.as_view(kind="posterior"),
+        name="consensus-run-posterior",
+    ),
     path("scans/<int:scan_id>/review/", apis.ScanReviewApi.as_view(), name="scan-review"),
     path("scans/<int:scan_id>/ground-truths/", apis.GroundTruthListApi.as_view(), name="ground-truth-list"),
     path("scans/<int:scan_id>/ground-truths/edit/", apis.GroundTruthEditApi.as_view(), name="ground-truth-edit"),

@@ -69,8 +69,7 @@ class _Patterns:
 
     def scatter(self, table: torch.Tensor) -> torch.Tensor:
         """Per-pattern values (P, ...) -> per-voxel values (N, ...) by one look-up."""
-        full = torch.zeros((self.n_slots,) + tuple(table.shape[1:]), dtype=table.dtype,
-                           device=table.device)
+        full = torch.zeros((self.n_slots,) + tuple(table.shape[1:]), dtype=table.dtype, device=table.device)
         full[self.slots] = table
         return torch.index_select(full, 0, self.code)
 
@@ -93,28 +92,29 @@ def _as_label_tensor(segmentations, name: str = "segmentations") -> tuple[torch.
     """
     if isinstance(segmentations, (list, tuple)):
         # One map per rater, as a sequence: check the shapes before stacking them.
-        shapes = [tuple(item.shape) if hasattr(item, "shape") else np.shape(item)
-                  for item in segmentations]
+        shapes = [tuple(item.shape) if hasattr(item, "shape") else np.shape(item) for item in segmentations]
         for shape in shapes[1:]:
             if shape != shapes[0]:
                 raise ValueError(f"{name}: raters disagree in shape: {shapes[0]} vs {shape}")
         if segmentations and all(isinstance(item, torch.Tensor) for item in segmentations):
             segmentations = torch.stack(list(segmentations))
         else:
-            segmentations = np.stack([np.asarray(item) for item in segmentations]) \
-                if segmentations else np.empty((0,))
+            segmentations = np.stack([np.asarray(item) for item in segmentations]) if segmentations else np.empty((0,))
     if isinstance(segmentations, torch.Tensor):
         seg = segmentations.detach()
-        numpy_dtype = (torch.empty(0, dtype=seg.dtype).numpy().dtype
-                       if seg.dtype != torch.bfloat16 else np.dtype("float32"))
+        numpy_dtype = (
+            torch.empty(0, dtype=seg.dtype).numpy().dtype if seg.dtype != torch.bfloat16 else np.dtype("float32")
+        )
     else:
         arr = np.asarray(segmentations)
         if arr.dtype.byteorder == ">" or any(s < 0 for s in arr.strides):
             arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("="))
         numpy_dtype = arr.dtype
         if arr.dtype.kind not in "biu":
-            raise TypeError(f"{name}: expected an integer or bool label array, got dtype "
-                            f"{arr.dtype}; cast it first, e.g. np.asarray(x, dtype=np.uint8)")
+            raise TypeError(
+                f"{name}: expected an integer or bool label array, got dtype "
+                f"{arr.dtype}; cast it first, e.g. np.asarray(x, dtype=np.uint8)"
+            )
         if arr.dtype in (np.uint16, np.uint32):
             arr = arr.astype(np.int64)
         elif arr.dtype == np.uint64:
@@ -126,15 +126,16 @@ def _as_label_tensor(segmentations, name: str = "segmentations") -> tuple[torch.
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             seg = torch.from_numpy(arr)
     if seg.dtype.is_floating_point or seg.dtype.is_complex:
-        raise TypeError(f"{name}: expected an integer or bool label tensor, got dtype "
-                        f"{seg.dtype}; cast it first, e.g. x.to(torch.uint8)")
+        raise TypeError(
+            f"{name}: expected an integer or bool label tensor, got dtype "
+            f"{seg.dtype}; cast it first, e.g. x.to(torch.uint8)"
+        )
     if seg.dtype in (torch.uint16, torch.uint32, torch.uint64):
         seg = seg.to(torch.int64)
     if seg.dtype == torch.bool:
         seg = seg.view(torch.uint8)
     if seg.ndim < 2:
-        raise ValueError(f"{name}: expected shape (R, X, Y, Z) with raters first, got shape "
-                         f"{tuple(seg.shape)}")
+        raise ValueError(f"{name}: expected shape (R, X, Y, Z) with raters first, got shape {tuple(seg.shape)}")
     if seg.shape[0] < 2:
         raise ValueError(f"{name}: need at least 2 raters, got {seg.shape[0]}")
     if seg[0].numel() == 0:
@@ -148,8 +149,7 @@ def _check_labels(labels, present: torch.Tensor, dtype: torch.dtype) -> torch.Te
         return present
     lab = np.asarray(labels)
     if lab.ndim != 1 or lab.size == 0:
-        raise ValueError(f"labels: expected a non-empty 1-D sequence of label values, got "
-                         f"shape {lab.shape}")
+        raise ValueError(f"labels: expected a non-empty 1-D sequence of label values, got shape {lab.shape}")
     if lab.dtype.kind not in "biu":
         if lab.dtype.kind == "f" and np.all(lab == np.round(lab)):
             lab = lab.astype(np.int64)
@@ -160,17 +160,19 @@ def _check_labels(labels, present: torch.Tensor, dtype: torch.dtype) -> torch.Te
     values = torch.as_tensor(np.sort(lab).astype(np.int64), device=present.device)
     missing = present.to(torch.int64)[~torch.isin(present.to(torch.int64), values)]
     if missing.numel():
-        raise ValueError(f"labels: the raters used values {missing.tolist()} that are not in "
-                         f"labels={lab.tolist()}; add them or relabel the inputs")
-    info_min, info_max = (torch.iinfo(dtype).min, torch.iinfo(dtype).max) \
-        if dtype != torch.bool else (0, 1)
+        raise ValueError(
+            f"labels: the raters used values {missing.tolist()} that are not in "
+            f"labels={lab.tolist()}; add them or relabel the inputs"
+        )
+    info_min, info_max = (torch.iinfo(dtype).min, torch.iinfo(dtype).max) if dtype != torch.bool else (0, 1)
     if values.min() < info_min or values.max() > info_max:
         raise ValueError(f"labels: values {lab.tolist()} do not fit the input dtype {dtype}")
     return values.to(dtype)
 
 
-def _digits_of(codes: torch.Tensor, base: int, n_digits: int, prefix: torch.Tensor | None,
-               prefix_len: int) -> torch.Tensor:
+def _digits_of(
+    codes: torch.Tensor, base: int, n_digits: int, prefix: torch.Tensor | None, prefix_len: int
+) -> torch.Tensor:
     """Decode a few pattern codes into (P, n_digits) int64 digits.
 
     A code is ``prefix_id * base**k + (k base-`base` digits)`` with k = n_digits -
@@ -216,7 +218,7 @@ def _count_patterns(src: torch.Tensor, base: int):
     Returns (code (N,) int32, n_slots, slots (P,), counts (P,), digits (P, R) int64).
     """
     n_raters = src.shape[0]
-    work = torch.int16 if base ** n_raters <= (1 << 15) else torch.int32
+    work = torch.int16 if base**n_raters <= (1 << 15) else torch.int32
     code = _to_dtype(src[0], work)  # a copy, never an alias of the input: updated in place
     space, done = base, 1
     prefix, prefix_len = None, 0
@@ -248,8 +250,7 @@ def _count_patterns_by_sort(src: torch.Tensor):
     return code.to(torch.int32), int(uniq.shape[1]), slots, counts, uniq.T.to(torch.int64)
 
 
-def _vote_patterns(segmentations, *, labels=None, name: str = "segmentations",
-                   binary: bool = False) -> _Patterns:
+def _vote_patterns(segmentations, *, labels=None, name: str = "segmentations", binary: bool = False) -> _Patterns:
     """Group the voxels of a (R, *spatial) label stack by vote pattern."""
     seg, numpy_dtype = _as_label_tensor(segmentations, name)
     n_raters = seg.shape[0]
@@ -257,8 +258,10 @@ def _vote_patterns(segmentations, *, labels=None, name: str = "segmentations",
     flat = seg.reshape(n_raters, -1)
     vmin, vmax = (int(v) for v in torch.aminmax(flat))
     if binary and (vmin < 0 or vmax > 1):
-        raise ValueError(f"{name}: expected 0/1 (or bool) masks, found values from {vmin} to "
-                         f"{vmax}; pass (label_map == label) for one label")
+        raise ValueError(
+            f"{name}: expected 0/1 (or bool) masks, found values from {vmin} to "
+            f"{vmax}; pass (label_map == label) for one label"
+        )
     if 0 <= vmin and vmax < 256:
         # Fast path: the raw values are the digits.
         base, src, present_values = vmax + 1, flat, None
@@ -284,8 +287,16 @@ def _vote_patterns(segmentations, *, labels=None, name: str = "segmentations",
     else:
         values = _check_labels(labels, present_values.to(flat.dtype), flat.dtype)
         digits = torch.searchsorted(values.to(torch.int64), present_values[raw_digits])
-    return _Patterns(digits=digits, counts=counts, slots=slots, code=code, n_slots=n_slots,
-                     label_values=values, spatial_shape=spatial, numpy_dtype=numpy_dtype)
+    return _Patterns(
+        digits=digits,
+        counts=counts,
+        slots=slots,
+        code=code,
+        n_slots=n_slots,
+        label_values=values,
+        spatial_shape=spatial,
+        numpy_dtype=numpy_dtype,
+    )
 
 
 def _label_table_to_numpy(patterns: _Patterns, table: torch.Tensor) -> np.ndarray:
@@ -339,8 +350,7 @@ def majority_vote(segmentations, *, labels=None) -> VoteResult:
     """
     patterns = _vote_patterns(segmentations, labels=labels)
     n_labels = patterns.label_values.numel()
-    votes = torch.zeros((patterns.digits.shape[0], n_labels), dtype=torch.int64,
-                        device=patterns.digits.device)
+    votes = torch.zeros((patterns.digits.shape[0], n_labels), dtype=torch.int64, device=patterns.digits.device)
     votes.scatter_add_(1, patterns.digits, torch.ones_like(patterns.digits))
     top = votes.max(dim=1, keepdim=True).values
     winner = torch.argmax(votes, dim=1)  # first maximum: the lowest tied label value

@@ -1,4 +1,5 @@
 """Pages of the browser front end; the pages fetch everything else from /api/v1/."""
+
 from django.urls import path
 
 from . import views

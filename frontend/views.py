@@ -4,6 +4,7 @@ The pages are static HTML: all data comes from the API. Their scripts and styles
 files under /static/ (frontend/dist is in STATICFILES_DIRS). Without a build, every page
 answers 503 with a page that says how to build it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

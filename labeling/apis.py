@@ -3,6 +3,7 @@
 Objects a user may not see answer 404 (they are filtered out by :mod:`labeling.selectors`);
 actions on visible objects that the user's role does not allow answer 403.
 """
+
 from __future__ import annotations
 
 from django.contrib.auth import authenticate, get_user_model, login, logout
@@ -130,7 +131,17 @@ class AssignmentOutput(serializers.ModelSerializer):
 
     class Meta:
         model = Assignment
-        fields = ["id", "scan", "project", "annotator", "status", "priority", "head_revision", "created_at", "submitted_at"]
+        fields = [
+            "id",
+            "scan",
+            "project",
+            "annotator",
+            "status",
+            "priority",
+            "head_revision",
+            "created_at",
+            "submitted_at",
+        ]
 
     def get_head_revision(self, assignment: Assignment) -> int | None:
         head = selectors.assignment_head(assignment=assignment)
@@ -308,7 +319,9 @@ class MemberListApi(APIView):
                 f"No user named {data.validated_data['username']!r}; an admin must create the account first.",
                 code="unknown_user",
             )
-        membership = services.membership_set(project=project, actor=request.user, user=user, role=data.validated_data["role"])
+        membership = services.membership_set(
+            project=project, actor=request.user, user=user, role=data.validated_data["role"]
+        )
         return Response(MemberOutput(membership).data, status=status.HTTP_201_CREATED)
 
 
@@ -514,7 +527,9 @@ class RevisionListApi(APIView):
     @extend_schema(responses=RevisionOutput(many=True))
     def get(self, request, assignment_id: int):
         assignment = get_object_or_404(selectors.assignment_list(user=request.user), pk=assignment_id)
-        revisions = selectors.revision_list(user=request.user).filter(assignment=assignment).select_related("created_by")
+        revisions = (
+            selectors.revision_list(user=request.user).filter(assignment=assignment).select_related("created_by")
+        )
         return Response(RevisionOutput(revisions, many=True).data)
 
     @extend_schema(
@@ -562,7 +577,9 @@ class RevisionListApi(APIView):
             base_revision_id=base_id,
             source=request.query_params.get("source", RevisionSource.MANUAL),
         )
-        return Response(RevisionOutput(revision).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return Response(
+            RevisionOutput(revision).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
 
 
 class RevisionDetailApi(APIView):

@@ -3,6 +3,7 @@
 Everything goes through the same services as real uploads and saves (the NIfTI door
 validates every volume), so the demo exercises the real code paths.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -103,7 +104,9 @@ def demo_project_create(*, n_scans: int = 10, n_rated: int = 4, resolution: int 
             assignments = assignments[:1]
         for assignment in assignments:
             profile = RATERS[assignment.annotator.username]
-            labels = simulation.simulate_rater(subject.labels, profile=profile, seed=seed * 1000 + scan.pk * 10 + assignment.pk)
+            labels = simulation.simulate_rater(
+                subject.labels, profile=profile, seed=seed * 1000 + scan.pk * 10 + assignment.pk
+            )
             revision, _ = services.revision_create(
                 assignment=assignment,
                 actor=assignment.annotator,

@@ -1,4 +1,5 @@
 """Projects, label schemas, members, scans, assignments, immutable revisions and the audit trail."""
+
 from __future__ import annotations
 
 import uuid
@@ -48,18 +49,24 @@ class Project(models.Model):
         help_text="Scans whose consensus ambiguity exceeds this are flagged for adjudication.",
     )
     flag_min_label_dice = models.FloatField(
-        null=True, blank=True, default=0.5,
+        null=True,
+        blank=True,
+        default=0.5,
         validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         help_text="Flag a scan when a label's mean pairwise Dice between raters is below this (empty: off).",
     )
     flag_max_volume_spread = models.FloatField(
-        null=True, blank=True, default=0.5,
+        null=True,
+        blank=True,
+        default=0.5,
         validators=[MinValueValidator(0.0)],
         help_text="Flag a scan when a label's rater volumes differ by more than this fraction of their mean "
         "(empty: off).",
     )
     flag_max_rater_gap = models.FloatField(
-        null=True, blank=True, default=0.25,
+        null=True,
+        blank=True,
+        default=0.25,
         validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
         help_text="Flag a scan when a rater's mean Dice against the consensus is this far below the median "
         "rater's (empty: off).",
@@ -70,7 +77,9 @@ class Project(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(1000)],
         help_text="Retrain the active-learning model after this many new training ground truths.",
     )
-    al_offer_prelabels = models.BooleanField(default=True, help_text="Offer the model's pre-label as a starting drawing.")
+    al_offer_prelabels = models.BooleanField(
+        default=True, help_text="Offer the model's pre-label as a starting drawing."
+    )
     priority_note = models.CharField(
         max_length=200, blank=True, help_text="How the worklists are ordered now (set by active learning)."
     )

@@ -1,4 +1,5 @@
 """Request parsers: NIfTI bytes as the raw request body."""
+
 from django.conf import settings
 from rest_framework.parsers import BaseParser
 

@@ -218,9 +218,7 @@ class RaterSpec:
         if not 0.0 <= self.noise <= 1.0:
             raise ValueError(f"noise: expected a fraction in [0, 1], got {self.noise}")
         if not 0.0 <= self.miss_fraction <= 1.0:
-            raise ValueError(
-                f"miss_fraction: expected a fraction in [0, 1], got {self.miss_fraction}"
-            )
+            raise ValueError(f"miss_fraction: expected a fraction in [0, 1], got {self.miss_fraction}")
         if self.fp_blobs < 0:
             raise ValueError(f"fp_blobs: expected >= 0, got {self.fp_blobs}")
         if self.kind == "one_label" and not self.only_label:
@@ -382,9 +380,7 @@ def _good(rng: np.random.Generator, labels: Sequence[int]) -> RaterSpec:
     )
 
 
-def _biased(
-    rng: np.random.Generator, labels: Sequence[int], sign: float | None = None
-) -> RaterSpec:
+def _biased(rng: np.random.Generator, labels: Sequence[int], sign: float | None = None) -> RaterSpec:
     """A biased rater; ``sign`` None draws one-sign (half the time) or mixed shifts."""
     if sign is None and rng.random() < 0.5:
         sign = 1.0 if rng.random() < 0.5 else -1.0
@@ -422,9 +418,7 @@ def _single_error(rng: np.random.Generator, labels: Sequence[int], kind: str) ->
         return _biased(rng, labels)
     base = _good(rng, labels)
     if kind == "sloppy":
-        return RaterSpec(
-            kind="sloppy", grow_mm=base.grow_mm, noise=float(rng.uniform(*_SLOPPY_NOISE))
-        )
+        return RaterSpec(kind="sloppy", grow_mm=base.grow_mm, noise=float(rng.uniform(*_SLOPPY_NOISE)))
     if kind == "misses":
         return RaterSpec(
             kind="misses",
@@ -468,22 +462,16 @@ def simulate_design(
     """
     if not isinstance(design, PanelDesign):
         raise TypeError(f"design: expected a PanelDesign, got {type(design).__name__}")
-    subject_seq, *rater_seqs = np.random.SeedSequence(design.seed).spawn(
-        1 + len(design.raters)
-    )
+    subject_seq, *rater_seqs = np.random.SeedSequence(design.seed).spawn(1 + len(design.raters))
     truth, spacing = _simulate_truth(design, np.random.default_rng(subject_seq))
     segmentations = np.empty((len(design.raters), *truth.shape), dtype=np.uint8)
     for r, (spec, seq) in enumerate(zip(design.raters, rater_seqs, strict=True)):
         rater_seed = int(seq.generate_state(1, dtype=np.uint32)[0])
-        segmentations[r] = simulate_rater_spec(
-            truth, spec, spacing=spacing, seed=rater_seed
-        )
+        segmentations[r] = simulate_rater_spec(truth, spec, spacing=spacing, seed=rater_seed)
     return truth, segmentations, spacing
 
 
-def _simulate_truth(
-    design: PanelDesign, rng: np.random.Generator
-) -> tuple[np.ndarray, tuple[float, float, float]]:
+def _simulate_truth(design: PanelDesign, rng: np.random.Generator) -> tuple[np.ndarray, tuple[float, float, float]]:
     """The truth of a design (redrawn until it has a lesion voxel) and its spacing."""
     low, high = _LESIONS[design.task]
     for _ in range(_SUBJECT_TRIES):
@@ -491,23 +479,17 @@ def _simulate_truth(
         n_lesions = int(rng.integers(low, high + 1))
         if design.grid == "2mm":
             anatomy = sim.mni152_anatomy(resolution=2)
-            labels = sim.simulate_subject(
-                anatomy, seed=subject_seed, n_lesions=n_lesions
-            ).labels
+            labels = sim.simulate_subject(anatomy, seed=subject_seed, n_lesions=n_lesions).labels
             spacing = anatomy.spacing
         else:
-            labels, spacing = _simulate_1mm_crop(
-                rng, design.grid, subject_seed, n_lesions
-            )
+            labels, spacing = _simulate_1mm_crop(rng, design.grid, subject_seed, n_lesions)
         if design.task == "lesion":
             labels = (labels == sim.LESION).astype(np.uint8)
             if labels.any():
                 return labels, spacing
         elif (labels == sim.LESION).any():
             return np.ascontiguousarray(labels, dtype=np.uint8), spacing
-    raise RuntimeError(
-        f"design {design.index}: no lesion in the truth after {_SUBJECT_TRIES} subjects"
-    )
+    raise RuntimeError(f"design {design.index}: no lesion in the truth after {_SUBJECT_TRIES} subjects")
 
 
 def _simulate_1mm_crop(
@@ -535,9 +517,7 @@ def _simulate_1mm_crop(
         affine=np.asarray(anatomy.affine) @ shift,
     )
     labels = sim.simulate_subject(cropped, seed=subject_seed, n_lesions=n_lesions).labels
-    inner = tuple(
-        slice(a - o, a - o + s) for a, o, s in zip(lo, outer_lo, size, strict=True)
-    )
+    inner = tuple(slice(a - o, a - o + s) for a, o, s in zip(lo, outer_lo, size, strict=True))
     labels = labels[inner]
     spacing = anatomy.spacing
     if grid == "1x1x3mm":
@@ -603,9 +583,7 @@ def simulate_rater_spec(
         return out
     small = present if len(present) == 1 else [v for v in present if v == sim.LESION]
 
-    rng_miss, rng_noise, rng_blobs = (
-        np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(3)
-    )
+    rng_miss, rng_noise, rng_blobs = (np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(3))
     seg = truth.astype(np.uint8)
     if spec.only_label is not None:
         seg = np.where(seg == spec.only_label, seg, 0).astype(np.uint8)
@@ -629,8 +607,7 @@ def simulate_rater_spec(
         blob_small = [v for v in small if v in labels]
         reach_mm = _FP_REACH_MM["lesion" if len(present) == 1 else "tissue"]
         anchor = truth[box] != 0 if len(present) > 1 else np.isin(truth[box], small)
-        _add_blobs(rng_blobs, work, anchor, spec.fp_blobs, labels, blob_small,
-                   spacing_arr, reach_mm)
+        _add_blobs(rng_blobs, work, anchor, spec.fp_blobs, labels, blob_small, spacing_arr, reach_mm)
     out[box] = work
     return out
 
@@ -645,8 +622,7 @@ def _box(mask: np.ndarray, margin: np.ndarray) -> tuple[slice, ...]:
         if hit.size == 0:
             box.append(slice(0, n))
         else:
-            box.append(slice(max(int(hit[0]) - margin[axis], 0),
-                             min(int(hit[-1]) + 1 + margin[axis], n)))
+            box.append(slice(max(int(hit[0]) - margin[axis], 0), min(int(hit[-1]) + 1 + margin[axis], n)))
     return tuple(box)
 
 
@@ -659,9 +635,7 @@ def _ball(radius_mm: float, spacing: np.ndarray) -> np.ndarray | None:
     if not reach.any():
         return None
     grids = np.meshgrid(*[np.arange(-r, r + 1) for r in reach], indexing="ij")
-    scaled = sum(
-        (g * s / a) ** 2 for g, s, a in zip(grids, spacing, semi_axes, strict=True)
-    )
+    scaled = sum((g * s / a) ** 2 for g, s, a in zip(grids, spacing, semi_axes, strict=True))
     return scaled < 1.0
 
 
@@ -701,13 +675,11 @@ def _dilate(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
             if half not in columns:
                 grown = mask8
                 if half:
-                    grown = ndi.maximum_filter1d(
-                        mask8, size=2 * half + 1, axis=2, mode="constant", cval=0
-                    )
+                    grown = ndi.maximum_filter1d(mask8, size=2 * half + 1, axis=2, mode="constant", cval=0)
                 columns[half] = grown.view(bool)
             dx, dy = i - cx, j - cy
-            target = out[max(dx, 0):nx + min(dx, 0), max(dy, 0):ny + min(dy, 0)]
-            source = columns[half][max(-dx, 0):nx - max(dx, 0), max(-dy, 0):ny - max(dy, 0)]
+            target = out[max(dx, 0) : nx + min(dx, 0), max(dy, 0) : ny + min(dy, 0)]
+            source = columns[half][max(-dx, 0) : nx - max(dx, 0), max(-dy, 0) : ny - max(dy, 0)]
             np.logical_or(target, source, out=target)
     return out
 
@@ -750,9 +722,7 @@ def _nearest_lower(
     return result.astype(np.uint8)
 
 
-def _drop_components(
-    rng: np.random.Generator, seg: np.ndarray, small: Sequence[int], fraction: float
-) -> None:
+def _drop_components(rng: np.random.Generator, seg: np.ndarray, small: Sequence[int], fraction: float) -> None:
     """Drop a fraction (at least one) of the components of each small label, in place;
     a dropped component takes the most common other label of its 26-neighbour shell."""
     for value in small:
@@ -786,9 +756,7 @@ def _boundary_noise(rng: np.random.Generator, seg: np.ndarray, fraction: float) 
     offsets = rng.integers(0, 26, size=hit.size)
     offsets += offsets >= 13  # skip the centre (index 13 of the 27)
     steps = np.unravel_index(offsets, (3, 3, 3))
-    source = tuple(
-        np.clip(w + s - 1, 0, n - 1) for w, s, n in zip(where, steps, seg.shape, strict=True)
-    )
+    source = tuple(np.clip(w + s - 1, 0, n - 1) for w, s, n in zip(where, steps, seg.shape, strict=True))
     seg[where] = seg[source]
 
 
@@ -815,8 +783,7 @@ def _add_blobs(
         radius = float(rng.uniform(*_FP_RADIUS_MM))
         start = np.unravel_index(int(anchors[rng.integers(anchors.size)]), seg.shape)
         centre = [
-            int(np.clip(c + rng.integers(-r, r + 1), 0, n - 1))
-            for c, r, n in zip(start, reach, seg.shape, strict=True)
+            int(np.clip(c + rng.integers(-r, r + 1), 0, n - 1)) for c, r, n in zip(start, reach, seg.shape, strict=True)
         ]
         half = np.floor(radius / spacing).astype(int)
         lo = [max(c - h, 0) for c, h in zip(centre, half, strict=True)]

@@ -8,6 +8,7 @@ Visibility rules
   revisions assigned to them: never another rater's labels.
 - Anything else is invisible, and the API answers 404 for it.
 """
+
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -75,9 +76,7 @@ def revision_list(*, user: AbstractBaseUser) -> QuerySet[AnnotationRevision]:
     qs = AnnotationRevision.objects.select_related("assignment", "assignment__scan")
     if user_is_site_admin(user):
         return qs
-    return qs.filter(
-        Q(assignment__scan__project_id__in=managed_project_ids(user=user)) | Q(assignment__annotator=user)
-    )
+    return qs.filter(Q(assignment__scan__project_id__in=managed_project_ids(user=user)) | Q(assignment__annotator=user))
 
 
 def worklist(*, user: AbstractBaseUser, project: Project | None = None) -> QuerySet[Assignment]:

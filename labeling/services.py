@@ -4,6 +4,7 @@ Every function here is keyword-only, runs in one transaction, writes an audit ev
 raises a :mod:`mriannot.errors` error with a message for people when it refuses.
 Files are written before their row is committed and removed again if the row is not.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -129,8 +130,16 @@ def project_create(
 @transaction.atomic
 def project_update(*, project: Project, actor, **fields) -> Project:
     allowed = {
-        "name", "description", "raters_per_scan", "ambiguity_threshold", "al_strategy", "al_retrain_every",
-        "al_offer_prelabels", "flag_min_label_dice", "flag_max_volume_spread", "flag_max_rater_gap",
+        "name",
+        "description",
+        "raters_per_scan",
+        "ambiguity_threshold",
+        "al_strategy",
+        "al_retrain_every",
+        "al_offer_prelabels",
+        "flag_min_label_dice",
+        "flag_max_volume_spread",
+        "flag_max_rater_gap",
     }
     unknown = set(fields) - allowed
     if unknown:
@@ -185,8 +194,7 @@ def label_class_update(*, label: LabelClass, actor, name: str | None = None, col
 def label_class_delete(*, label: LabelClass, actor) -> None:
     if _label_value_in_use(project=label.project, value=label.value):
         raise Conflict(
-            f"Label {label.value} ({label.name}) is drawn in saved revisions and cannot be removed; "
-            "rename it instead.",
+            f"Label {label.value} ({label.name}) is drawn in saved revisions and cannot be removed; rename it instead.",
             code="label_in_use",
         )
     audit_log(actor=actor, project=label.project, action="label.delete", target=label, data={"value": label.value})
@@ -219,9 +227,7 @@ def membership_set(*, project: Project, actor, user, role: str) -> Membership:
 def _ensure_another_manager(*, project: Project, leaving) -> None:
     others = Membership.objects.filter(project=project, role__in=(Role.LEAD, Role.ADMIN)).exclude(user=leaving)
     if not others.exists():
-        raise Conflict(
-            "This is the project's last lead; make someone else lead first.", code="last_lead"
-        )
+        raise Conflict("This is the project's last lead; make someone else lead first.", code="last_lead")
 
 
 @transaction.atomic
@@ -329,7 +335,9 @@ def assignments_balance(*, project: Project, actor=None, scans: Iterable[Scan] |
             assignment = Assignment.objects.create(scan=scan, annotator_id=uid)
             load[uid] += 1
             created.append(assignment)
-            audit_log(actor=actor, project=project, action="assignment.create", target=assignment, data={"annotator": uid})
+            audit_log(
+                actor=actor, project=project, action="assignment.create", target=assignment, data={"annotator": uid}
+            )
     return created
 
 

@@ -1,4 +1,5 @@
 """Signals other apps listen to. labeling knows nothing of them (dependencies point inwards)."""
+
 from django.dispatch import Signal
 
 #: Sent inside the transaction that brings a scan to its project's raters_per_scan submitted

@@ -166,9 +166,7 @@ class Anatomy:
         if self.t1.ndim != 3:
             raise ValueError(f"t1: expected a 3-D array, got shape {self.t1.shape}")
         if self.labels.shape != self.t1.shape:
-            raise ValueError(
-                f"labels: shape {self.labels.shape} differs from t1 shape {self.t1.shape}"
-            )
+            raise ValueError(f"labels: shape {self.labels.shape} differs from t1 shape {self.t1.shape}")
         if self.t1.dtype != np.float32:
             raise ValueError(f"t1: expected float32, got {self.t1.dtype}")
         if self.labels.dtype != np.uint8:
@@ -273,9 +271,7 @@ def _mni152_anatomy_cached(resolution: int) -> Anatomy:
 # --------------------------------------------------------------------------------------
 
 
-def _bspline_basis(
-    positions: np.ndarray, node_spacing: float, n_nodes: int
-) -> np.ndarray:
+def _bspline_basis(positions: np.ndarray, node_spacing: float, n_nodes: int) -> np.ndarray:
     """Cubic B-spline weights, shape (len(positions), n_nodes), float32.
 
     Node ``j`` sits at ``(j - 1) * node_spacing``; positions are in the same unit.
@@ -318,10 +314,7 @@ def _random_fields(
     bound on their absolute value (B-spline weights are >= 0 and sum to 1).
     """
     n_nodes = [_n_nodes(extent, node_spacing) for extent in axis_extents]
-    bases = [
-        _bspline_basis(positions, node_spacing, n)
-        for positions, n in zip(axis_positions, n_nodes, strict=True)
-    ]
+    bases = [_bspline_basis(positions, node_spacing, n) for positions, n in zip(axis_positions, n_nodes, strict=True)]
     scale = rms / _BSPLINE_POWER ** (len(n_nodes) / 2.0)
     fields, bound = [], 0.0
     for _ in range(count):
@@ -486,13 +479,9 @@ def simulate_subject(
         raise TypeError(f"anatomy: expected an Anatomy, got {type(anatomy).__name__}")
     seed = _check_seed(seed)
     if n_lesions is not None and (
-        isinstance(n_lesions, bool)
-        or not isinstance(n_lesions, numbers.Integral)
-        or n_lesions < 0
+        isinstance(n_lesions, bool) or not isinstance(n_lesions, numbers.Integral) or n_lesions < 0
     ):
-        raise ValueError(
-            f"n_lesions: expected None or an integer >= 0, got {n_lesions!r}"
-        )
+        raise ValueError(f"n_lesions: expected None or an integer >= 0, got {n_lesions!r}")
 
     if contrast not in CONTRASTS:
         raise ValueError(f"contrast: expected one of {CONTRASTS}, got {contrast!r}")
@@ -532,23 +521,22 @@ def simulate_subject(
         hi = [min(b + m, n) for (_, b), m, n in zip(bounds, margin, shape, strict=True)]
     box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     positions = [np.arange(a, b) * s for a, b, s in zip(lo, hi, spacing, strict=True)]
-    bases = [
-        _bspline_basis(p, _DEFORM_NODE_SPACING_MM, n)
-        for p, n in zip(positions, n_nodes, strict=True)
-    ]
+    bases = [_bspline_basis(p, _DEFORM_NODE_SPACING_MM, n) for p, n in zip(positions, n_nodes, strict=True)]
     box_shape = tuple(b - a for a, b in zip(lo, hi, strict=True))
     grid = np.indices(box_shape, dtype=np.float32)
     if rotation is not None:
         # Sample the template at centre + R^T (x - centre): the head appears rotated by R.
         offsets_mm = [
-            (grid[axis] + lo[axis]) * np.float32(spacing[axis]) - np.float32(centre_mm[axis])
-            for axis in range(3)
+            (grid[axis] + lo[axis]) * np.float32(spacing[axis]) - np.float32(centre_mm[axis]) for axis in range(3)
         ]
-        grid = np.stack([
-            (sum(np.float32(rotation[j, axis]) * offsets_mm[j] for j in range(3))
-             + np.float32(centre_mm[axis])) / np.float32(spacing[axis]) - lo[axis]
-            for axis in range(3)
-        ])
+        grid = np.stack(
+            [
+                (sum(np.float32(rotation[j, axis]) * offsets_mm[j] for j in range(3)) + np.float32(centre_mm[axis]))
+                / np.float32(spacing[axis])
+                - lo[axis]
+                for axis in range(3)
+            ]
+        )
         del offsets_mm
     coords = np.empty((3, *box_shape), dtype=np.float32)
     for axis in range(3):
@@ -593,9 +581,7 @@ def simulate_subject(
     offset = float(rng_contrast.uniform(*_OFFSET)) * intensity_scale
     bias_rms = float(rng_contrast.uniform(*_BIAS_AMPLITUDE))
     noise_fraction = float(rng_contrast.uniform(*_NOISE))
-    (log_bias,), _ = _random_fields(
-        rng_contrast, positions, extents_mm, _BIAS_NODE_SPACING_MM, bias_rms, 1
-    )
+    (log_bias,), _ = _random_fields(rng_contrast, positions, extents_mm, _BIAS_NODE_SPACING_MM, bias_rms, 1)
     np.clip(t1, 0.0, None, out=t1)
     if contrast != "T1w":
         t1 = np.interp(t1, *_CONTRAST_FROM_T1[contrast]).astype(np.float32)
@@ -631,10 +617,7 @@ def simulate_subject(
         "lesions": [
             {
                 **lesion,
-                "centre_voxel": tuple(
-                    float(c + o)
-                    for c, o in zip(lesion["centre_voxel"], lo, strict=True)
-                ),
+                "centre_voxel": tuple(float(c + o) for c, o in zip(lesion["centre_voxel"], lo, strict=True)),
             }
             for lesion in lesions
         ],
@@ -658,8 +641,7 @@ def _tilt(rng: np.random.Generator, degrees: float) -> np.ndarray:
 
 
 def _rotation_axis(rotation: np.ndarray) -> tuple[float, float, float]:
-    w = np.array([rotation[2, 1] - rotation[1, 2], rotation[0, 2] - rotation[2, 0],
-                  rotation[1, 0] - rotation[0, 1]])
+    w = np.array([rotation[2, 1] - rotation[1, 2], rotation[0, 2] - rotation[2, 0], rotation[1, 0] - rotation[0, 1]])
     return tuple(float(v) for v in w / (np.linalg.norm(w) or 1.0))
 
 
@@ -701,9 +683,7 @@ def _add_lesions(
     r_min = max(2.0, 1.25 * voxel)
     gap_mm = 1.5 * voxel
     for _ in range(n_lesions):
-        radius = float(
-            np.exp(rng.uniform(np.log(r_min), np.log(_LESION_RADIUS_MAX_MM)))
-        )
+        radius = float(np.exp(rng.uniform(np.log(r_min), np.log(_LESION_RADIUS_MAX_MM))))
         ratios = np.exp(rng.uniform(-0.35, 0.35, size=3))
         ratios /= np.cbrt(ratios.prod())
         rotation = _random_rotation(rng)
@@ -716,14 +696,10 @@ def _add_lesions(
             if attempt and attempt % 20 == 0:
                 radius = max(r_min, 0.8 * radius)  # hard to fit: try smaller
             axes = np.maximum(radius * ratios, 0.75 * voxel)
-            centre = np.array(
-                np.unravel_index(rng.choice(wm_voxels), labels.shape), float
-            )
+            centre = np.array(np.unravel_index(rng.choice(wm_voxels), labels.shape), float)
             # Sub-voxel jitter small enough that the centre voxel is always inside.
             centre += rng.uniform(-0.25, 0.25, size=3)
-            candidate = _ellipsoid(
-                centre, axes, rotation, spacing, labels.shape, gap_mm
-            )
+            candidate = _ellipsoid(centre, axes, rotation, spacing, labels.shape, gap_mm)
             box, rho, rho_gap = candidate
             local = labels[box]
             inside = rho <= 1.0
@@ -737,18 +713,12 @@ def _add_lesions(
         _, centre, axes, (box, rho, _) = best
         local_labels = labels[box]
         local_t1 = t1[box]
-        tissue = (
-            (local_labels == GREY_MATTER)
-            | (local_labels == WHITE_MATTER)
-            | (local_labels == LESION)
-        )
+        tissue = (local_labels == GREY_MATTER) | (local_labels == WHITE_MATTER) | (local_labels == LESION)
         painted = (rho <= 1.0) & tissue
         # Partial volume: the intensity ramps from lesion to tissue over about one voxel.
         edge = float((axes / spacing.max()).min())
         weight = np.clip((1.0 - rho) * edge + 0.5, 0.0, 1.0) * tissue
-        local_t1 += (np.float32(contrast * wm_level) - local_t1) * weight.astype(
-            np.float32
-        )
+        local_t1 += (np.float32(contrast * wm_level) - local_t1) * weight.astype(np.float32)
         local_labels[painted] = LESION
         lesions.append(
             {
@@ -800,13 +770,9 @@ class _RaterProfile:
 _PROFILES: dict[str, _RaterProfile] = {
     "expert": _RaterProfile(warp_rms=0.2, warp_node_spacing=8.0),
     "generous": _RaterProfile(warp_rms=0.2, warp_node_spacing=8.0, grow=(0.75, 0.2)),
-    "conservative": _RaterProfile(
-        warp_rms=0.2, warp_node_spacing=8.0, shrink=(0.75, 0.2)
-    ),
+    "conservative": _RaterProfile(warp_rms=0.2, warp_node_spacing=8.0, shrink=(0.75, 0.2)),
     "sloppy": _RaterProfile(warp_rms=0.9, warp_node_spacing=5.0, speckle=0.1),
-    "misses_components": _RaterProfile(
-        warp_rms=0.2, warp_node_spacing=8.0, miss_fraction=0.5
-    ),
+    "misses_components": _RaterProfile(warp_rms=0.2, warp_node_spacing=8.0, miss_fraction=0.5),
 }
 assert tuple(_PROFILES) == RATER_PROFILES
 
@@ -904,10 +870,7 @@ def simulate_rater(
     True
     """
     if profile not in _PROFILES:
-        raise ValueError(
-            f"profile: unknown rater profile {profile!r}; valid profiles are "
-            + ", ".join(RATER_PROFILES)
-        )
+        raise ValueError(f"profile: unknown rater profile {profile!r}; valid profiles are " + ", ".join(RATER_PROFILES))
     truth = _check_truth(truth)
     seed = _check_seed(seed)
     selected = _check_labels(labels, truth)
@@ -921,8 +884,7 @@ def simulate_rater(
     if bounds is None:
         return out
     box = tuple(
-        slice(max(a - _CROP_MARGIN, 0), min(b + _CROP_MARGIN, n))
-        for (a, b), n in zip(bounds, truth.shape, strict=True)
+        slice(max(a - _CROP_MARGIN, 0), min(b + _CROP_MARGIN, n)) for (a, b), n in zip(bounds, truth.shape, strict=True)
     )
     rng = np.random.default_rng(seed)
     seg = mapped[box].copy()
@@ -949,9 +911,7 @@ def _normal_quantile(p: float) -> float:
     return float(ndtri(p)) if p > 0 else -np.inf
 
 
-def _warp_labels(
-    rng: np.random.Generator, seg: np.ndarray, rms: float, node_spacing: float
-) -> np.ndarray:
+def _warp_labels(rng: np.random.Generator, seg: np.ndarray, rms: float, node_spacing: float) -> np.ndarray:
     """Resample labels through a smooth random displacement, nearest neighbour."""
     displacement = _voxel_fields(rng, seg.shape, node_spacing, rms, 3)
     steps = [np.rint(d).astype(np.int16) for d in displacement]
@@ -960,14 +920,9 @@ def _warp_labels(
         # Large displacements: only voxels with another label within reach can change,
         # and finding them is cheaper than indexing every moving voxel.
         size = 2 * max(int(np.abs(s).max()) for s in steps) + 1
-        moving &= ndi.maximum_filter(seg, size=size) != ndi.minimum_filter(
-            seg, size=size
-        )
+        moving &= ndi.maximum_filter(seg, size=size) != ndi.minimum_filter(seg, size=size)
     where = np.nonzero(moving)
-    source = tuple(
-        np.clip(w + s[where], 0, n - 1)
-        for w, s, n in zip(where, steps, seg.shape, strict=True)
-    )
+    source = tuple(np.clip(w + s[where], 0, n - 1) for w, s, n in zip(where, steps, seg.shape, strict=True))
     out = seg.copy()
     out[where] = seg[source]
     return out
@@ -983,12 +938,8 @@ def _move_boundaries(seg: np.ndarray, accept: np.ndarray, outward: bool) -> np.n
         after = [slice(None)] * seg.ndim
         before[axis], after[axis] = slice(None, -1), slice(1, None)
         # Shifted views; the volume edge counts as its own neighbour (mode "nearest").
-        combine(
-            neighbour[tuple(after)], seg[tuple(before)], out=neighbour[tuple(after)]
-        )
-        combine(
-            neighbour[tuple(before)], seg[tuple(after)], out=neighbour[tuple(before)]
-        )
+        combine(neighbour[tuple(after)], seg[tuple(before)], out=neighbour[tuple(after)])
+        combine(neighbour[tuple(before)], seg[tuple(after)], out=neighbour[tuple(before)])
     change = accept & ((neighbour > seg) if outward else (neighbour < seg))
     return np.where(change, neighbour, seg)
 
@@ -1030,9 +981,7 @@ def _add_speckle(rng: np.random.Generator, seg: np.ndarray, rate: float) -> None
     """Speckle, in place: a fraction ``rate`` of the voxels that have a different label
     within ``_SPECKLE_REACH`` voxels copy the label of a random voxel that close."""
     size = 2 * _SPECKLE_REACH + 1
-    band = np.flatnonzero(
-        ndi.maximum_filter(seg, size=size) != ndi.minimum_filter(seg, size=size)
-    )
+    band = np.flatnonzero(ndi.maximum_filter(seg, size=size) != ndi.minimum_filter(seg, size=size))
     hit = band[rng.random(band.size) < rate]
     if hit.size == 0:
         return
@@ -1057,15 +1006,11 @@ def rater_seed(seed: int, rater: int) -> int:
     seed = _check_seed(seed)
     if isinstance(rater, bool) or not isinstance(rater, numbers.Integral) or rater < 0:
         raise ValueError(f"rater: expected an integer >= 0, got {rater!r}")
-    state = np.random.SeedSequence([seed, int(rater)]).generate_state(
-        1, dtype=np.uint32
-    )
+    state = np.random.SeedSequence([seed, int(rater)]).generate_state(1, dtype=np.uint32)
     return int(state[0])
 
 
-def simulate_panel(
-    truth: np.ndarray, *, profiles: Sequence[str], seed: int
-) -> np.ndarray:
+def simulate_panel(truth: np.ndarray, *, profiles: Sequence[str], seed: int) -> np.ndarray:
     """Simulate a panel of raters on one truth. Raters are SIMULATED.
 
     Parameters
@@ -1092,25 +1037,19 @@ def simulate_panel(
     (2, 10, 10, 10)
     """
     if isinstance(profiles, str):
-        raise TypeError(
-            "profiles: expected a sequence of profile names, got one string"
-        )
+        raise TypeError("profiles: expected a sequence of profile names, got one string")
     profiles = list(profiles)
     if not profiles:
         raise ValueError("profiles: expected at least one rater profile")
     unknown = [p for p in profiles if p not in _PROFILES]
     if unknown:
         raise ValueError(
-            f"profiles: unknown rater profile(s) {unknown!r}; valid profiles are "
-            + ", ".join(RATER_PROFILES)
+            f"profiles: unknown rater profile(s) {unknown!r}; valid profiles are " + ", ".join(RATER_PROFILES)
         )
     truth = _check_truth(truth)
     seed = _check_seed(seed)
     return np.stack(
-        [
-            simulate_rater(truth, profile=profile, seed=rater_seed(seed, r))
-            for r, profile in enumerate(profiles)
-        ]
+        [simulate_rater(truth, profile=profile, seed=rater_seed(seed, r)) for r, profile in enumerate(profiles)]
     )
 
 
@@ -1140,20 +1079,14 @@ def _check_seed(seed: int) -> int:
 def _check_truth(truth: np.ndarray) -> np.ndarray:
     truth = np.asarray(truth)
     if truth.ndim != 3:
-        raise ValueError(
-            f"truth: expected a 3-D label map (X, Y, Z), got shape {truth.shape}"
-        )
+        raise ValueError(f"truth: expected a 3-D label map (X, Y, Z), got shape {truth.shape}")
     if truth.dtype == bool:
         truth = truth.astype(np.uint8)
     if not np.issubdtype(truth.dtype, np.integer):
-        raise ValueError(
-            f"truth: expected an integer label map, got dtype {truth.dtype}"
-        )
+        raise ValueError(f"truth: expected an integer label map, got dtype {truth.dtype}")
     if truth.dtype != np.uint8:
         if truth.size and (truth.min() < 0 or truth.max() > 255):
-            raise ValueError(
-                f"truth: label values must lie in 0..255, got {truth.min()}..{truth.max()}"
-            )
+            raise ValueError(f"truth: label values must lie in 0..255, got {truth.min()}..{truth.max()}")
         truth = truth.astype(np.uint8)
     return truth
 
@@ -1167,9 +1100,7 @@ def _check_labels(labels: Sequence[int] | None, truth: np.ndarray) -> tuple[int,
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise TypeError(f"labels: expected integers, got {value!r}")
         if not 1 <= value <= 255:
-            raise ValueError(
-                f"labels: values must lie in 1..255 (0 is background), got {value}"
-            )
+            raise ValueError(f"labels: values must lie in 1..255 (0 is background), got {value}")
         values.append(int(value))
     if not values:
         raise ValueError("labels: expected at least one label value")

@@ -1,4 +1,5 @@
 """mriannot: trustworthy ground truth from brain MRI."""
+
 from .celery import app as celery_app
 
 __all__ = ("celery_app",)

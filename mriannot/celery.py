@@ -1,4 +1,5 @@
 """The Celery application: Redis broker and result backend from REDIS_URL."""
+
 import os
 
 from celery import Celery

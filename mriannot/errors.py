@@ -7,6 +7,7 @@ Every error the API returns is JSON of one shape::
 ``fields`` appears only for per-field validation errors. Services raise the errors below;
 views never build error responses by hand.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -5,6 +5,7 @@ REDIS_URL is set, a Celery worker on every queue, and the web server; prints the
 the demo logins. Ctrl-C stops everything it started. Running it twice is harmless: each
 run gets its own Redis and the next free web port.
 """
+
 from __future__ import annotations
 
 import os
@@ -72,8 +73,21 @@ def main() -> int:
             print(f"mriannot: port {taken} is taken (another instance?); using {port}", flush=True)
         children.append(
             subprocess.Popen(
-                [PYTHON, "-m", "celery", "-A", "mriannot", "worker", "--pool=threads", "--concurrency=2",
-                 "-Q", "default,consensus,training,export", "--loglevel=INFO", "--without-gossip", "--without-mingle"],
+                [
+                    PYTHON,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "mriannot",
+                    "worker",
+                    "--pool=threads",
+                    "--concurrency=2",
+                    "-Q",
+                    "default,consensus,training,export",
+                    "--loglevel=INFO",
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
                 env=env,
                 cwd=ROOT,
             )

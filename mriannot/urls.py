@@ -1,4 +1,5 @@
 """URL root: the API under /api/v1/, its schema and docs, the admin, and the front end."""
+
 from django.contrib import admin
 from django.http import JsonResponse
 from django.urls import include, path
@@ -7,13 +8,18 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 def not_found(request, exception=None):
     return JsonResponse(
-        {"error": "not_found", "detail": f"No such page: {request.path}. The API lives under /api/v1/ (docs: /api/docs/)."},
+        {
+            "error": "not_found",
+            "detail": f"No such page: {request.path}. The API lives under /api/v1/ (docs: /api/docs/).",
+        },
         status=404,
     )
 
 
 def server_error(request):
-    return JsonResponse({"error": "server_error", "detail": "Something went wrong on the server; it has been logged."}, status=500)
+    return JsonResponse(
+        {"error": "server_error", "detail": "Something went wrong on the server; it has been logged."}, status=500
+    )
 
 
 urlpatterns = [

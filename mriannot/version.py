@@ -1,4 +1,5 @@
 """The code version recorded with every result: MRIANNOT_CODE_VERSION, else the git commit."""
+
 from __future__ import annotations
 
 import functools

@@ -1,4 +1,5 @@
 """Shared fixtures: users and projects, tiny NIfTI volumes, a real Redis and Celery worker."""
+
 from __future__ import annotations
 
 import numpy as np

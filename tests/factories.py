@@ -1,4 +1,5 @@
 """Factories for tests: users, projects, tiny NIfTI volumes."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -84,9 +85,7 @@ def make_world(*, raters_per_scan: int = 2, n_annotators: int = 3) -> World:
     annotators = [UserFactory(username=f"rater{i + 1}") for i in range(n_annotators)]
     outsider = UserFactory(username="outsider")
     site_admin = UserFactory(username="siteadmin", is_staff=True)
-    project = services.project_create(
-        actor=lead, name="Test project", raters_per_scan=raters_per_scan, labels=LABELS
-    )
+    project = services.project_create(actor=lead, name="Test project", raters_per_scan=raters_per_scan, labels=LABELS)
     for user in annotators:
         services.membership_set(project=project, actor=lead, user=user, role=Role.ANNOTATOR)
     return World(project=project, lead=lead, annotators=annotators, outsider=outsider, site_admin=site_admin)

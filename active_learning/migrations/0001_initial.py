@@ -6,77 +6,140 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('labeling', '0002_active_learning_settings'),
+        ("labeling", "0002_active_learning_settings"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ModelVersion',
+            name="ModelVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.PositiveIntegerField()),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('done', 'Done'), ('failed', 'Failed')], default='queued', max_length=16)),
-                ('progress', models.FloatField(default=0.0)),
-                ('message', models.CharField(blank=True, max_length=200)),
-                ('error', models.TextField(blank=True)),
-                ('trigger', models.CharField(default='manual', help_text="'auto' (every N ground truths) or 'manual'", max_length=16)),
-                ('ground_truth_ids', models.JSONField(default=list, help_text='training ground truths the model saw')),
-                ('validation_ground_truth_ids', models.JSONField(default=list, help_text='frozen validation split')),
-                ('hyperparameters', models.JSONField(default=dict)),
-                ('validation_dice', models.JSONField(default=dict, help_text='label value -> mean Dice on the validation split')),
-                ('weights', models.FileField(blank=True, max_length=255, upload_to='')),
-                ('code_version', models.CharField(blank=True, max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('scored_at', models.DateTimeField(blank=True, null=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='model_versions', to='labeling.project')),
-                ('requested_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("version", models.PositiveIntegerField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("queued", "Queued"), ("running", "Running"), ("done", "Done"), ("failed", "Failed")],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("progress", models.FloatField(default=0.0)),
+                ("message", models.CharField(blank=True, max_length=200)),
+                ("error", models.TextField(blank=True)),
+                (
+                    "trigger",
+                    models.CharField(
+                        default="manual", help_text="'auto' (every N ground truths) or 'manual'", max_length=16
+                    ),
+                ),
+                ("ground_truth_ids", models.JSONField(default=list, help_text="training ground truths the model saw")),
+                ("validation_ground_truth_ids", models.JSONField(default=list, help_text="frozen validation split")),
+                ("hyperparameters", models.JSONField(default=dict)),
+                (
+                    "validation_dice",
+                    models.JSONField(default=dict, help_text="label value -> mean Dice on the validation split"),
+                ),
+                ("weights", models.FileField(blank=True, max_length=255, upload_to="")),
+                ("code_version", models.CharField(blank=True, max_length=64)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("scored_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="model_versions",
+                        to="labeling.project",
+                    ),
+                ),
+                (
+                    "requested_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['project', '-version'],
+                "ordering": ["project", "-version"],
             },
         ),
         migrations.CreateModel(
-            name='EditingEffort',
+            name="EditingEffort",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('dice', models.JSONField(help_text='label value -> Dice(pre-label, submitted)')),
-                ('mean_dice', models.FloatField(null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('assignment', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='editing_effort', to='labeling.assignment')),
-                ('model_version', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='active_learning.modelversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("dice", models.JSONField(help_text="label value -> Dice(pre-label, submitted)")),
+                ("mean_dice", models.FloatField(null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "assignment",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="editing_effort",
+                        to="labeling.assignment",
+                    ),
+                ),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="active_learning.modelversion",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='ScanScore',
+            name="ScanScore",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('strategy', models.CharField(max_length=32)),
-                ('score', models.FloatField(help_text='higher = label first')),
-                ('entropy', models.FloatField(null=True)),
-                ('bald', models.FloatField(null=True)),
-                ('disagreement', models.FloatField(help_text='1 - mean pairwise Dice of raters who submitted', null=True)),
-                ('whole_volume', models.BooleanField(default=False, help_text='nothing predicted: scored over the whole volume')),
-                ('prelabel', models.FileField(blank=True, max_length=255, upload_to='')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('model_version', models.ForeignKey(null=True, on_delete=django.db.models.deletion.CASCADE, related_name='scores', to='active_learning.modelversion')),
-                ('scan', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='al_scores', to='labeling.scan')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("strategy", models.CharField(max_length=32)),
+                ("score", models.FloatField(help_text="higher = label first")),
+                ("entropy", models.FloatField(null=True)),
+                ("bald", models.FloatField(null=True)),
+                (
+                    "disagreement",
+                    models.FloatField(help_text="1 - mean pairwise Dice of raters who submitted", null=True),
+                ),
+                (
+                    "whole_volume",
+                    models.BooleanField(default=False, help_text="nothing predicted: scored over the whole volume"),
+                ),
+                ("prelabel", models.FileField(blank=True, max_length=255, upload_to="")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "model_version",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="scores",
+                        to="active_learning.modelversion",
+                    ),
+                ),
+                (
+                    "scan",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="al_scores", to="labeling.scan"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-score'],
+                "ordering": ["-score"],
             },
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.UniqueConstraint(fields=('project', 'version'), name='model_version_unique'),
+            model_name="modelversion",
+            constraint=models.UniqueConstraint(fields=("project", "version"), name="model_version_unique"),
         ),
         migrations.AddConstraint(
-            model_name='scanscore',
-            constraint=models.UniqueConstraint(fields=('scan', 'model_version'), name='one_score_per_scan_and_model'),
+            model_name="scanscore",
+            constraint=models.UniqueConstraint(fields=("scan", "model_version"), name="one_score_per_scan_and_model"),
         ),
     ]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('active_learning', '0001_initial'),
+        ("active_learning", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='scanscore',
-            name='features',
-            field=models.JSONField(blank=True, help_text='cold-start image features (no model)', null=True),
+            model_name="scanscore",
+            name="features",
+            field=models.JSONField(blank=True, help_text="cold-start image features (no model)", null=True),
         ),
     ]

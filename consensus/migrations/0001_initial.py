@@ -6,73 +6,123 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('labeling', '0001_initial'),
+        ("labeling", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ConsensusRun',
+            name="ConsensusRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('method', models.CharField(choices=[('staple', 'Multi-label STAPLE'), ('majority_vote', 'Majority vote')], max_length=32)),
-                ('options', models.JSONField(default=dict, help_text='every option the kernel ran with, defaults included')),
-                ('kernel_report', models.JSONField(default=dict, help_text='what the kernel reports about its run (e.g. ties)')),
-                ('revision_ids', models.JSONField(help_text='input revisions, in rater order')),
-                ('input_key', models.CharField(help_text='sha256 of method, options and revision ids', max_length=64)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('done', 'Done'), ('failed', 'Failed')], default='queued', max_length=16)),
-                ('progress', models.FloatField(default=0.0)),
-                ('message', models.CharField(blank=True, max_length=200)),
-                ('error', models.TextField(blank=True)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('code_version', models.CharField(blank=True, max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('timings', models.JSONField(default=dict, help_text='seconds per step')),
-                ('labels_file', models.FileField(blank=True, max_length=255, upload_to='')),
-                ('posterior_file', models.FileField(blank=True, max_length=255, upload_to='')),
-                ('label_values', models.JSONField(default=list, help_text='label value of each posterior channel')),
-                ('iterations', models.PositiveIntegerField(blank=True, null=True)),
-                ('converged', models.BooleanField(null=True)),
-                ('ambiguity', models.FloatField(blank=True, null=True)),
-                ('ambiguity_details', models.JSONField(default=dict)),
-                ('flagged', models.BooleanField(default=False)),
-                ('agreement', models.JSONField(blank=True, help_text='inter-rater agreement report', null=True)),
-                ('requested_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('scan', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='consensus_runs', to='labeling.scan')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "method",
+                    models.CharField(
+                        choices=[("staple", "Multi-label STAPLE"), ("majority_vote", "Majority vote")], max_length=32
+                    ),
+                ),
+                (
+                    "options",
+                    models.JSONField(default=dict, help_text="every option the kernel ran with, defaults included"),
+                ),
+                (
+                    "kernel_report",
+                    models.JSONField(default=dict, help_text="what the kernel reports about its run (e.g. ties)"),
+                ),
+                ("revision_ids", models.JSONField(help_text="input revisions, in rater order")),
+                ("input_key", models.CharField(help_text="sha256 of method, options and revision ids", max_length=64)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("queued", "Queued"), ("running", "Running"), ("done", "Done"), ("failed", "Failed")],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("progress", models.FloatField(default=0.0)),
+                ("message", models.CharField(blank=True, max_length=200)),
+                ("error", models.TextField(blank=True)),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("code_version", models.CharField(blank=True, max_length=64)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("timings", models.JSONField(default=dict, help_text="seconds per step")),
+                ("labels_file", models.FileField(blank=True, max_length=255, upload_to="")),
+                ("posterior_file", models.FileField(blank=True, max_length=255, upload_to="")),
+                ("label_values", models.JSONField(default=list, help_text="label value of each posterior channel")),
+                ("iterations", models.PositiveIntegerField(blank=True, null=True)),
+                ("converged", models.BooleanField(null=True)),
+                ("ambiguity", models.FloatField(blank=True, null=True)),
+                ("ambiguity_details", models.JSONField(default=dict)),
+                ("flagged", models.BooleanField(default=False)),
+                ("agreement", models.JSONField(blank=True, help_text="inter-rater agreement report", null=True)),
+                (
+                    "requested_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "scan",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="consensus_runs", to="labeling.scan"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='RaterPerformance',
+            name="RaterPerformance",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('rater_index', models.PositiveSmallIntegerField()),
-                ('sensitivity', models.JSONField(help_text='label value -> P(rater says l | truth l)')),
-                ('specificity', models.JSONField(help_text='label value -> P(rater says not l | truth not l)')),
-                ('dice', models.JSONField(help_text="label value -> Dice of the rater's labels against the consensus")),
-                ('confusion', models.JSONField(help_text='[rater label][true label] probabilities (STAPLE)', null=True)),
-                ('annotator', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('revision', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='labeling.annotationrevision')),
-                ('run', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='performances', to='consensus.consensusrun')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("rater_index", models.PositiveSmallIntegerField()),
+                ("sensitivity", models.JSONField(help_text="label value -> P(rater says l | truth l)")),
+                ("specificity", models.JSONField(help_text="label value -> P(rater says not l | truth not l)")),
+                ("dice", models.JSONField(help_text="label value -> Dice of the rater's labels against the consensus")),
+                (
+                    "confusion",
+                    models.JSONField(help_text="[rater label][true label] probabilities (STAPLE)", null=True),
+                ),
+                (
+                    "annotator",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "revision",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to="labeling.annotationrevision"
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="performances",
+                        to="consensus.consensusrun",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['run', 'rater_index'],
+                "ordering": ["run", "rater_index"],
             },
         ),
         migrations.AddConstraint(
-            model_name='consensusrun',
-            constraint=models.UniqueConstraint(fields=('scan', 'input_key'), name='one_run_per_input'),
+            model_name="consensusrun",
+            constraint=models.UniqueConstraint(fields=("scan", "input_key"), name="one_run_per_input"),
         ),
         migrations.AddConstraint(
-            model_name='raterperformance',
-            constraint=models.UniqueConstraint(fields=('run', 'rater_index'), name='one_performance_per_rater'),
+            model_name="raterperformance",
+            constraint=models.UniqueConstraint(fields=("run", "rater_index"), name="one_performance_per_rater"),
         ),
     ]

@@ -8,32 +8,72 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('consensus', '0001_initial'),
-        ('labeling', '0001_initial'),
+        ("consensus", "0001_initial"),
+        ("labeling", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='GroundTruth',
+            name="GroundTruth",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('uid', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('source', models.CharField(choices=[('consensus', 'Consensus accepted automatically (not ambiguous)'), ('accepted', 'Consensus accepted by a lead'), ('edited', 'Edited by a lead')], max_length=16)),
-                ('file', models.FileField(max_length=255, upload_to='')),
-                ('sha256', models.CharField(max_length=64)),
-                ('label_counts', models.JSONField(default=dict)),
-                ('note', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('run', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='ground_truths', to='consensus.consensusrun')),
-                ('scan', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='ground_truths', to='labeling.scan')),
-                ('supersedes', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='consensus.groundtruth')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("uid", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("consensus", "Consensus accepted automatically (not ambiguous)"),
+                            ("accepted", "Consensus accepted by a lead"),
+                            ("edited", "Edited by a lead"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("file", models.FileField(max_length=255, upload_to="")),
+                ("sha256", models.CharField(max_length=64)),
+                ("label_counts", models.JSONField(default=dict)),
+                ("note", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="ground_truths",
+                        to="consensus.consensusrun",
+                    ),
+                ),
+                (
+                    "scan",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="ground_truths", to="labeling.scan"
+                    ),
+                ),
+                (
+                    "supersedes",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="consensus.groundtruth",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['scan', '-id'],
+                "ordering": ["scan", "-id"],
             },
         ),
     ]

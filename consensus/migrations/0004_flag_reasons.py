@@ -4,15 +4,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('consensus', '0003_export'),
+        ("consensus", "0003_export"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='consensusrun',
-            name='flag_reasons',
-            field=models.JSONField(default=list, help_text='why the run needs a lead: [{code, message, value, threshold, label?, rater?}]'),
+            model_name="consensusrun",
+            name="flag_reasons",
+            field=models.JSONField(
+                default=list, help_text="why the run needs a lead: [{code, message, value, threshold, label?, rater?}]"
+            ),
         ),
     ]

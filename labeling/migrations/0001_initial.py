@@ -9,7 +9,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -18,130 +17,325 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Project',
+            name="Project",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('description', models.TextField(blank=True)),
-                ('raters_per_scan', models.PositiveSmallIntegerField(default=3, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(20)])),
-                ('ambiguity_threshold', models.FloatField(default=0.05, help_text='Scans whose consensus ambiguity exceeds this are flagged for adjudication.', validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(1.0)])),
-                ('al_strategy', models.CharField(choices=[('random', 'Random'), ('entropy', 'MC-dropout entropy'), ('bald', 'BALD'), ('entropy_disagreement', 'Entropy weighed with rater disagreement')], default='entropy', max_length=32)),
-                ('is_simulated', models.BooleanField(default=False, help_text='The scans are simulated (for example the demo cohort from MNI152).')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200, unique=True)),
+                ("description", models.TextField(blank=True)),
+                (
+                    "raters_per_scan",
+                    models.PositiveSmallIntegerField(
+                        default=3,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(20),
+                        ],
+                    ),
+                ),
+                (
+                    "ambiguity_threshold",
+                    models.FloatField(
+                        default=0.05,
+                        help_text="Scans whose consensus ambiguity exceeds this are flagged for adjudication.",
+                        validators=[
+                            django.core.validators.MinValueValidator(0.0),
+                            django.core.validators.MaxValueValidator(1.0),
+                        ],
+                    ),
+                ),
+                (
+                    "al_strategy",
+                    models.CharField(
+                        choices=[
+                            ("random", "Random"),
+                            ("entropy", "MC-dropout entropy"),
+                            ("bald", "BALD"),
+                            ("entropy_disagreement", "Entropy weighed with rater disagreement"),
+                        ],
+                        default="entropy",
+                        max_length=32,
+                    ),
+                ),
+                (
+                    "is_simulated",
+                    models.BooleanField(
+                        default=False, help_text="The scans are simulated (for example the demo cohort from MNI152)."
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='AuditEvent',
+            name="AuditEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('action', models.CharField(max_length=64)),
-                ('target_type', models.CharField(max_length=64)),
-                ('target_id', models.CharField(max_length=64)),
-                ('data', models.JSONField(default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('actor', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='audit_events', to='labeling.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("action", models.CharField(max_length=64)),
+                ("target_type", models.CharField(max_length=64)),
+                ("target_id", models.CharField(max_length=64)),
+                ("data", models.JSONField(default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="audit_events",
+                        to="labeling.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Scan',
+            name="Scan",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('sha256', models.CharField(help_text='sha256 of the bytes as uploaded', max_length=64)),
-                ('image', models.FileField(max_length=255, upload_to='')),
-                ('original_filename', models.CharField(blank=True, max_length=255)),
-                ('shape', models.JSONField(help_text='[X, Y, Z] voxels, canonical (RAS+) order')),
-                ('spacing', models.JSONField(help_text='[x, y, z] voxel size in mm')),
-                ('affine', models.JSONField(help_text='4x4 voxel-to-world (RAS+) matrix of the stored image')),
-                ('orientation', models.CharField(help_text='axis codes of the file as uploaded, e.g. LPS', max_length=3)),
-                ('subject_id', models.CharField(blank=True, max_length=64)),
-                ('session_id', models.CharField(blank=True, max_length=64)),
-                ('split', models.CharField(choices=[('train', 'Train'), ('validation', 'Validation'), ('test', 'Test'), ('unassigned', 'Unassigned')], default='unassigned', max_length=16)),
-                ('status', models.CharField(choices=[('new', 'New'), ('in_progress', 'Being labelled'), ('submitted', 'All raters submitted'), ('consensus', 'Consensus ready'), ('flagged', 'Flagged for adjudication'), ('ground_truth', 'Ground truth')], default='new', max_length=16)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='scans', to='labeling.project')),
-                ('uploaded_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("sha256", models.CharField(help_text="sha256 of the bytes as uploaded", max_length=64)),
+                ("image", models.FileField(max_length=255, upload_to="")),
+                ("original_filename", models.CharField(blank=True, max_length=255)),
+                ("shape", models.JSONField(help_text="[X, Y, Z] voxels, canonical (RAS+) order")),
+                ("spacing", models.JSONField(help_text="[x, y, z] voxel size in mm")),
+                ("affine", models.JSONField(help_text="4x4 voxel-to-world (RAS+) matrix of the stored image")),
+                (
+                    "orientation",
+                    models.CharField(help_text="axis codes of the file as uploaded, e.g. LPS", max_length=3),
+                ),
+                ("subject_id", models.CharField(blank=True, max_length=64)),
+                ("session_id", models.CharField(blank=True, max_length=64)),
+                (
+                    "split",
+                    models.CharField(
+                        choices=[
+                            ("train", "Train"),
+                            ("validation", "Validation"),
+                            ("test", "Test"),
+                            ("unassigned", "Unassigned"),
+                        ],
+                        default="unassigned",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("new", "New"),
+                            ("in_progress", "Being labelled"),
+                            ("submitted", "All raters submitted"),
+                            ("consensus", "Consensus ready"),
+                            ("flagged", "Flagged for adjudication"),
+                            ("ground_truth", "Ground truth"),
+                        ],
+                        default="new",
+                        max_length=16,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="scans", to="labeling.project"
+                    ),
+                ),
+                (
+                    "uploaded_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='Assignment',
+            name="Assignment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('todo', 'To do'), ('in_progress', 'In progress'), ('submitted', 'Submitted')], default='todo', max_length=16)),
-                ('priority', models.FloatField(default=0.0, help_text='Worklist order: higher first.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('submitted_at', models.DateTimeField(blank=True, null=True)),
-                ('annotator', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='assignments', to=settings.AUTH_USER_MODEL)),
-                ('scan', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='assignments', to='labeling.scan')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("todo", "To do"), ("in_progress", "In progress"), ("submitted", "Submitted")],
+                        default="todo",
+                        max_length=16,
+                    ),
+                ),
+                ("priority", models.FloatField(default=0.0, help_text="Worklist order: higher first.")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("submitted_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "annotator",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="assignments",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "scan",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="assignments", to="labeling.scan"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-priority', 'id'],
+                "ordering": ["-priority", "id"],
             },
         ),
         migrations.CreateModel(
-            name='AnnotationRevision',
+            name="AnnotationRevision",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('uid', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('number', models.PositiveIntegerField(help_text='1, 2, ... within the assignment')),
-                ('file', models.FileField(max_length=255, upload_to='')),
-                ('sha256', models.CharField(help_text='sha256 of the stored label volume', max_length=64)),
-                ('label_counts', models.JSONField(default=dict, help_text='voxels per label value')),
-                ('source', models.CharField(choices=[('manual', 'Drawn in the viewer'), ('upload', 'Uploaded file'), ('prelabel', 'Started from a model pre-label'), ('simulated', 'Simulated rater (demo)')], default='manual', max_length=16)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('base', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='labeling.annotationrevision')),
-                ('created_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('assignment', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='revisions', to='labeling.assignment')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("uid", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                ("number", models.PositiveIntegerField(help_text="1, 2, ... within the assignment")),
+                ("file", models.FileField(max_length=255, upload_to="")),
+                ("sha256", models.CharField(help_text="sha256 of the stored label volume", max_length=64)),
+                ("label_counts", models.JSONField(default=dict, help_text="voxels per label value")),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("manual", "Drawn in the viewer"),
+                            ("upload", "Uploaded file"),
+                            ("prelabel", "Started from a model pre-label"),
+                            ("simulated", "Simulated rater (demo)"),
+                        ],
+                        default="manual",
+                        max_length=16,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "base",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="labeling.annotationrevision",
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "assignment",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="revisions", to="labeling.assignment"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['assignment', 'number'],
-                'constraints': [models.UniqueConstraint(fields=('assignment', 'number'), name='revision_number_unique')],
+                "ordering": ["assignment", "number"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("assignment", "number"), name="revision_number_unique")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Membership',
+            name="Membership",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('annotator', 'Annotator'), ('lead', 'Lead'), ('admin', 'Admin')], max_length=16)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to=settings.AUTH_USER_MODEL)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='labeling.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("annotator", "Annotator"), ("lead", "Lead"), ("admin", "Admin")], max_length=16
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="memberships",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="memberships", to="labeling.project"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['project', 'user'],
-                'constraints': [models.UniqueConstraint(fields=('project', 'user'), name='one_membership_per_user')],
+                "ordering": ["project", "user"],
+                "constraints": [models.UniqueConstraint(fields=("project", "user"), name="one_membership_per_user")],
             },
         ),
         migrations.CreateModel(
-            name='LabelClass',
+            name="LabelClass",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('value', models.PositiveSmallIntegerField(validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(255)])),
-                ('name', models.CharField(max_length=100)),
-                ('color', models.CharField(max_length=7, validators=[django.core.validators.RegexValidator('^#[0-9a-fA-F]{6}$', 'Use a colour like #ff8800.')])),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='label_classes', to='labeling.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "value",
+                    models.PositiveSmallIntegerField(
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(255),
+                        ]
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                (
+                    "color",
+                    models.CharField(
+                        max_length=7,
+                        validators=[
+                            django.core.validators.RegexValidator("^#[0-9a-fA-F]{6}$", "Use a colour like #ff8800.")
+                        ],
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="label_classes", to="labeling.project"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['project', 'value'],
-                'constraints': [models.UniqueConstraint(fields=('project', 'value'), name='label_value_unique_in_project'), models.UniqueConstraint(fields=('project', 'name'), name='label_name_unique_in_project')],
+                "ordering": ["project", "value"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("project", "value"), name="label_value_unique_in_project"),
+                    models.UniqueConstraint(fields=("project", "name"), name="label_name_unique_in_project"),
+                ],
             },
         ),
         migrations.AddConstraint(
-            model_name='scan',
-            constraint=models.UniqueConstraint(fields=('project', 'sha256'), name='scan_once_per_project'),
+            model_name="scan",
+            constraint=models.UniqueConstraint(fields=("project", "sha256"), name="scan_once_per_project"),
         ),
         migrations.AddConstraint(
-            model_name='assignment',
-            constraint=models.UniqueConstraint(fields=('scan', 'annotator'), name='one_assignment_per_rater'),
+            model_name="assignment",
+            constraint=models.UniqueConstraint(fields=("scan", "annotator"), name="one_assignment_per_rater"),
         ),
     ]

@@ -5,25 +5,33 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling', '0001_initial'),
+        ("labeling", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='project',
-            name='al_offer_prelabels',
+            model_name="project",
+            name="al_offer_prelabels",
             field=models.BooleanField(default=True, help_text="Offer the model's pre-label as a starting drawing."),
         ),
         migrations.AddField(
-            model_name='project',
-            name='al_retrain_every',
-            field=models.PositiveSmallIntegerField(default=5, help_text='Retrain the active-learning model after this many new training ground truths.', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(1000)]),
+            model_name="project",
+            name="al_retrain_every",
+            field=models.PositiveSmallIntegerField(
+                default=5,
+                help_text="Retrain the active-learning model after this many new training ground truths.",
+                validators=[
+                    django.core.validators.MinValueValidator(1),
+                    django.core.validators.MaxValueValidator(1000),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='project',
-            name='priority_note',
-            field=models.CharField(blank=True, help_text='How the worklists are ordered now (set by active learning).', max_length=200),
+            model_name="project",
+            name="priority_note",
+            field=models.CharField(
+                blank=True, help_text="How the worklists are ordered now (set by active learning).", max_length=200
+            ),
         ),
     ]

@@ -5,25 +5,48 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling', '0002_active_learning_settings'),
+        ("labeling", "0002_active_learning_settings"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='project',
-            name='flag_max_rater_gap',
-            field=models.FloatField(blank=True, default=0.25, help_text="Flag a scan when a rater's mean Dice against the consensus is this far below the median rater's (empty: off).", null=True, validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(1.0)]),
+            model_name="project",
+            name="flag_max_rater_gap",
+            field=models.FloatField(
+                blank=True,
+                default=0.25,
+                help_text="Flag a scan when a rater's mean Dice against the consensus is this far below the median rater's (empty: off).",
+                null=True,
+                validators=[
+                    django.core.validators.MinValueValidator(0.0),
+                    django.core.validators.MaxValueValidator(1.0),
+                ],
+            ),
         ),
         migrations.AddField(
-            model_name='project',
-            name='flag_max_volume_spread',
-            field=models.FloatField(blank=True, default=0.5, help_text="Flag a scan when a label's rater volumes differ by more than this fraction of their mean (empty: off).", null=True, validators=[django.core.validators.MinValueValidator(0.0)]),
+            model_name="project",
+            name="flag_max_volume_spread",
+            field=models.FloatField(
+                blank=True,
+                default=0.5,
+                help_text="Flag a scan when a label's rater volumes differ by more than this fraction of their mean (empty: off).",
+                null=True,
+                validators=[django.core.validators.MinValueValidator(0.0)],
+            ),
         ),
         migrations.AddField(
-            model_name='project',
-            name='flag_min_label_dice',
-            field=models.FloatField(blank=True, default=0.5, help_text="Flag a scan when a label's mean pairwise Dice between raters is below this (empty: off).", null=True, validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(1.0)]),
+            model_name="project",
+            name="flag_min_label_dice",
+            field=models.FloatField(
+                blank=True,
+                default=0.5,
+                help_text="Flag a scan when a label's mean pairwise Dice between raters is below this (empty: off).",
+                null=True,
+                validators=[
+                    django.core.validators.MinValueValidator(0.0),
+                    django.core.validators.MaxValueValidator(1.0),
+                ],
+            ),
         ),
     ]

@@ -115,8 +115,7 @@ def test_to_working_z_scores_and_resamples_without_changing_input():
     image = rng.normal(10, 1, size=(32, 24, 20)).astype(np.float32)
     image[4:28, 4:20, 4:16] += 100.0  # foreground
     before = image.copy()
-    config = NetworkConfig(labels=(0, 1), working_shape=(16, 16, 16), channels=(4, 8),
-                           strides=(2,), crop_margin_mm=2.0)
+    config = NetworkConfig(labels=(0, 1), working_shape=(16, 16, 16), channels=(4, 8), strides=(2,), crop_margin_mm=2.0)
     work, geometry = to_working(image, config=config, spacing=(1.0, 1.0, 1.0))
     assert np.array_equal(image, before)
     assert work.shape == (16, 16, 16) and work.dtype == np.float32
@@ -134,8 +133,9 @@ def test_to_working_z_scores_and_resamples_without_changing_input():
 
 
 def test_label_round_trip_is_exact_on_an_identity_grid():
-    config = NetworkConfig(labels=(0, 2, 7), working_shape=(8, 8, 8), channels=(4, 8),
-                           strides=(2,), crop_foreground=False)
+    config = NetworkConfig(
+        labels=(0, 2, 7), working_shape=(8, 8, 8), channels=(4, 8), strides=(2,), crop_foreground=False
+    )
     rng = np.random.default_rng(0)
     labels = rng.choice(np.array([0, 2, 7], dtype=np.uint8), size=(8, 8, 8))
     image = rng.normal(size=(8, 8, 8)).astype(np.float32)
@@ -150,12 +150,12 @@ def test_label_round_trip_is_exact_on_an_identity_grid():
 
 def test_label_round_trip_through_a_coarser_grid():
     # 2x2x2 blocks of one label on a 16^3 grid, working grid 8^3: exact both ways.
-    config = NetworkConfig(labels=(0, 1, 2), working_shape=(8, 8, 8), channels=(4, 8),
-                           strides=(2,), crop_foreground=False)
+    config = NetworkConfig(
+        labels=(0, 1, 2), working_shape=(8, 8, 8), channels=(4, 8), strides=(2,), crop_foreground=False
+    )
     coarse = np.random.default_rng(2).integers(0, 3, size=(8, 8, 8)).astype(np.uint8)
     labels = coarse.repeat(2, 0).repeat(2, 1).repeat(2, 2)
-    _, geometry = to_working(np.ones((16, 16, 16), np.float32), config=config,
-                             spacing=(0.5, 0.5, 0.5))
+    _, geometry = to_working(np.ones((16, 16, 16), np.float32), config=config, spacing=(0.5, 0.5, 0.5))
     assert geometry.working_spacing_mm == pytest.approx(1.0)
     assert np.array_equal(labels_to_working(labels, geometry, config=config), coarse)
     # Back to the original 16^3 grid: one-hot upsampled, argmax; interiors of blocks
@@ -167,8 +167,7 @@ def test_label_round_trip_through_a_coarser_grid():
 
 
 def test_prelabel_is_background_outside_the_crop_and_uses_label_values():
-    config = NetworkConfig(labels=(0, 5), working_shape=(8, 8, 8), channels=(4, 8),
-                           strides=(2,), crop_margin_mm=0.0)
+    config = NetworkConfig(labels=(0, 5), working_shape=(8, 8, 8), channels=(4, 8), strides=(2,), crop_margin_mm=0.0)
     image = np.zeros((20, 20, 20), np.float32)
     image[5:15, 6:14, 7:13] = 1.0
     _, geometry = to_working(image, config=config)
@@ -275,8 +274,9 @@ def test_mc_dropout_context_restores_modes():
 def trained():
     pairs = [_working_pair(seed) for seed in range(6)]
     progress = []
-    training = TrainingConfig(steps=60, steps_per_scan=0, batch_size=2, patch_shape=None,
-                              learning_rate=1e-2, seed=3, flip_axes=(0,))
+    training = TrainingConfig(
+        steps=60, steps_per_scan=0, batch_size=2, patch_shape=None, learning_rate=1e-2, seed=3, flip_axes=(0,)
+    )
     result = train_segmentation(
         [p[0] for p in pairs],
         [p[1] for p in pairs],
@@ -292,16 +292,14 @@ def test_network_learns_a_tiny_synthetic_task(trained):
     assert isinstance(result, TrainingResult) and result.n_scans == 6
     assert not result.model.training
     held_out = [_working_pair(seed) for seed in (100, 101, 102)]
-    dice = evaluate_dice(result.model, [h[0] for h in held_out], [h[1] for h in held_out],
-                         config=TINY)
+    dice = evaluate_dice(result.model, [h[0] for h in held_out], [h[1] for h in held_out], config=TINY)
     assert set(dice) == {1, 2}
     assert dice[1] > 0.85 and dice[2] > 0.75, dice
     # The same network untrained (same seed) is far from it.
     with torch.random.fork_rng():
         torch.manual_seed(3)
         untrained = build_network(TINY).eval()
-    before = evaluate_dice(untrained, [h[0] for h in held_out], [h[1] for h in held_out],
-                           config=TINY)
+    before = evaluate_dice(untrained, [h[0] for h in held_out], [h[1] for h in held_out], config=TINY)
     assert np.nanmean(list(before.values())) < 0.5
     assert np.mean(result.losses[-10:]) < 0.6 * np.mean(result.losses[:5])
 
@@ -320,8 +318,7 @@ def test_training_is_seeded_and_leaves_global_rng_alone():
     pairs = [_working_pair(seed) for seed in range(2)]
     images, targets = [p[0] for p in pairs], [p[1] for p in pairs]
     before = [i.copy() for i in images]
-    config = TrainingConfig(steps=3, steps_per_scan=0, patch_shape=(8, 8, 8), seed=5,
-                            flip_axes=(0, 1))
+    config = TrainingConfig(steps=3, steps_per_scan=0, patch_shape=(8, 8, 8), seed=5, flip_axes=(0, 1))
     state = torch.random.get_rng_state()
     a = train_segmentation(images, targets, config=TINY, training=config)
     assert torch.equal(torch.random.get_rng_state(), state)
@@ -335,9 +332,12 @@ def test_steps_grow_with_the_training_scans_between_bounds():
     assert [recipe.steps_for(n) for n in (1, 2, 3, 5, 7, 8, 100)] == [10, 10, 12, 20, 28, 30, 30]
     assert TrainingConfig(steps=10, steps_per_scan=0).steps_for(1000) == 10
     pairs = [_working_pair(seed) for seed in range(3)]
-    result = train_segmentation([p[0] for p in pairs], [p[1] for p in pairs], config=TINY,
-                                training=TrainingConfig(steps=2, steps_per_scan=2, max_steps=5,
-                                                        patch_shape=(8, 8, 8)))
+    result = train_segmentation(
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+        config=TINY,
+        training=TrainingConfig(steps=2, steps_per_scan=2, max_steps=5, patch_shape=(8, 8, 8)),
+    )
     assert len(result.losses) == 5
 
 
@@ -357,19 +357,22 @@ def test_loss_sampling_draws_scans_in_proportion_to_their_last_loss():
     uniform = TrainingConfig(scan_sampling="uniform")
     queue = []
     draws = [_next_scan(rng, queue, losses, uniform) for _ in range(400)]
-    assert all(sorted(draws[k:k + 4]) == [0, 1, 2, 3] for k in range(0, 400, 4))
+    assert all(sorted(draws[k : k + 4]) == [0, 1, 2, 3] for k in range(0, 400, 4))
     # All losses zero (a perfect fit): uniform draws.
     draws = np.array([_next_scan(rng, [], np.zeros(4), recipe) for _ in range(40_000)])
     np.testing.assert_allclose(np.bincount(draws, minlength=4) / draws.size, 0.25, atol=0.01)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"steps": 10, "max_steps": 9}, "max_steps"),
-    ({"steps_per_scan": -1}, "steps_per_scan"),
-    ({"scan_sampling": "hard"}, "scan_sampling"),
-    ({"loss_share": 1.5}, "loss_share"),
-    ({"steps_per_scan": 1.5}, "steps_per_scan"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"steps": 10, "max_steps": 9}, "max_steps"),
+        ({"steps_per_scan": -1}, "steps_per_scan"),
+        ({"scan_sampling": "hard"}, "scan_sampling"),
+        ({"loss_share": 1.5}, "loss_share"),
+        ({"steps_per_scan": 1.5}, "steps_per_scan"),
+    ],
+)
 def test_training_config_rejects_bad_sampling_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TrainingConfig(**kwargs)
@@ -386,8 +389,7 @@ def test_training_validates_inputs():
     with pytest.raises(ValueError, match=r"images\[0\]"):
         train_segmentation([image[:8]], [target], config=TINY)
     with pytest.raises(ValueError, match="patch_shape"):
-        train_segmentation([image], [target], config=TINY,
-                           training=TrainingConfig(patch_shape=(7, 8, 8)))
+        train_segmentation([image], [target], config=TINY, training=TrainingConfig(patch_shape=(7, 8, 8)))
 
 
 def test_prelabel_and_score_from_a_loaded_checkpoint(trained):

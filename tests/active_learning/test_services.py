@@ -1,5 +1,6 @@
 """Active learning through the services and API: cold start, training, scoring, ranking,
 pre-labels, editing effort, retraining every N ground truths, and one task through a worker."""
+
 from __future__ import annotations
 
 import time
@@ -84,7 +85,9 @@ def test_train_score_rank_and_prelabel():
     assert version.hyperparameters["training"]["steps"] == 6
 
     result = services.scores_update(project_id=world.project.pk)
-    assert result["model_version"] == 1 and result["scored"] == result["computed"] == 2  # the two scans without ground truth
+    assert (
+        result["model_version"] == 1 and result["scored"] == result["computed"] == 2
+    )  # the two scans without ground truth
     scores = ScanScore.objects.filter(model_version=version)
     assert scores.count() == 2 and all(s.entropy >= 0 and s.bald >= 0 for s in scores)
     before = sorted(scores.values_list("scan_id", "score", "prelabel"))
@@ -120,8 +123,9 @@ def test_editing_effort_is_kept_when_starting_from_a_prelabel():
     score = services.prelabel_for(assignment=assignment)
     with score.prelabel.open("rb") as handle:
         prelabel_bytes = handle.read()
-    labeling_services.revision_create(assignment=assignment, actor=assignment.annotator, raw=prelabel_bytes,
-                                      base_revision_id=None, source="prelabel")
+    labeling_services.revision_create(
+        assignment=assignment, actor=assignment.annotator, raw=prelabel_bytes, base_revision_id=None, source="prelabel"
+    )
     labeling_services.assignment_submit(assignment=assignment, actor=assignment.annotator)
     effort = EditingEffort.objects.get(assignment=assignment)
     assert effort.model_version_id == version.pk

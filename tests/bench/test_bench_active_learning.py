@@ -4,6 +4,7 @@ A tiny folder of synthetic phantoms (not anatomy) in nnU-Net v2 raw layout, one 
 2-point schedule and a tiny network: the run must finish, write its JSON and PNG, and
 stop with a clear message on a folder that breaks the layout's rules.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -23,8 +24,7 @@ SHAPE = (24, 20, 16)
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_active_learning",
-                                                  ROOT / "bench" / "bench_active_learning.py")
+    spec = importlib.util.spec_from_file_location("bench_active_learning", ROOT / "bench" / "bench_active_learning.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -41,24 +41,51 @@ def _nnunet_folder(folder: Path, n: int, *, labels: dict) -> Path:
         image = (100.0 * shifted + rng.normal(0, 10, SHAPE)).astype(np.float32)
         nib.save(nib.Nifti1Image(image, affine), folder / "imagesTr" / f"case{i:03d}_0000.nii.gz")
         nib.save(nib.Nifti1Image(shifted, affine), folder / "labelsTr" / f"case{i:03d}.nii.gz")
-    (folder / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "T1w"}, "labels": labels, "numTraining": n, "file_ending": ".nii.gz",
-    }))
+    (folder / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {"0": "T1w"},
+                "labels": labels,
+                "numTraining": n,
+                "file_ending": ".nii.gz",
+            }
+        )
+    )
     return folder
 
 
 def _arguments(folder: Path, out: Path) -> list[str]:
-    return ["--nnunet-dir", str(folder), "--n-test", "2", "--seeds", "1", "--schedule", "2,3",
-            "--working-shape", "16,16,16", "--channels", "4,8", "--steps", "2",
-            "--steps-per-scan", "0", "--mc-samples", "2",
-            "--threads", str(torch.get_num_threads()),  # main() sets it for the process
-            "--json", str(out / "al.json"), "--png", str(out / "al.png")]
+    return [
+        "--nnunet-dir",
+        str(folder),
+        "--n-test",
+        "2",
+        "--seeds",
+        "1",
+        "--schedule",
+        "2,3",
+        "--working-shape",
+        "16,16,16",
+        "--channels",
+        "4,8",
+        "--steps",
+        "2",
+        "--steps-per-scan",
+        "0",
+        "--mc-samples",
+        "2",
+        "--threads",
+        str(torch.get_num_threads()),  # main() sets it for the process
+        "--json",
+        str(out / "al.json"),
+        "--png",
+        str(out / "al.png"),
+    ]
 
 
 @pytest.mark.slow
 def test_benchmark_runs_on_an_nnunet_raw_folder(bench, tmp_path, capsys):
-    folder = _nnunet_folder(tmp_path / "Dataset001_Phantom", 6,
-                            labels={"background": 0, "outer": 1, "inner": 2})
+    folder = _nnunet_folder(tmp_path / "Dataset001_Phantom", 6, labels={"background": 0, "outer": 1, "inner": 2})
     bench.main(_arguments(folder, tmp_path))
     results = json.loads((tmp_path / "al.json").read_text())
     assert results["source"].startswith("nnU-Net raw folder")

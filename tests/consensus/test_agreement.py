@@ -124,9 +124,7 @@ def _monai_figures(a, b, spacing, tolerance):
                 yp, y, spacing=sp
             ).item(),
             "assd": metrics.SurfaceDistanceMetric(include_background=True, symmetric=True)(yp, y, spacing=sp).item(),
-            "surface_dice": metrics.SurfaceDiceMetric([tolerance], include_background=True)(
-                yp, y, spacing=sp
-            ).item(),
+            "surface_dice": metrics.SurfaceDiceMetric([tolerance], include_background=True)(yp, y, spacing=sp).item(),
         }
 
 
@@ -447,8 +445,11 @@ def test_to_dict_is_strict_json_and_names_non_finite_figures():
     assert p1["nonfinite"] == {"hausdorff95": "inf", "assd": "inf"}
     assert p2["empty"] == "both" and p2["nonfinite"] == {k: "nan" for k in ag._PAIR_METRICS}
     assert set(back["overall"]) == {"1", "2", "all"}
-    assert back["overall"]["2"] == {"fleiss_kappa": None, "krippendorff_alpha": None,
-                                    "nonfinite": {"fleiss_kappa": "nan", "krippendorff_alpha": "nan"}}
+    assert back["overall"]["2"] == {
+        "fleiss_kappa": None,
+        "krippendorff_alpha": None,
+        "nonfinite": {"fleiss_kappa": "nan", "krippendorff_alpha": "nan"},
+    }
     assert back["spacing_mm"] == [1.0, 1.0, 1.0] and back["tolerance_mm"] == 2.0
 
 

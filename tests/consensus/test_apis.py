@@ -1,4 +1,5 @@
 """Consensus API: leads request and read runs; annotators never see consensus (blinding)."""
+
 from __future__ import annotations
 
 import gzip
@@ -40,11 +41,23 @@ def _roles(world, scan):
 @pytest.mark.parametrize(
     "path, expected",
     [
-        ("/api/v1/scans/{scan}/consensus-runs/", {"rater": 403, "other": 404, "lead": 200, "outsider": 404, "siteadmin": 200}),
+        (
+            "/api/v1/scans/{scan}/consensus-runs/",
+            {"rater": 403, "other": 404, "lead": 200, "outsider": 404, "siteadmin": 200},
+        ),
         ("/api/v1/consensus-runs/{run}/", {"rater": 404, "other": 404, "lead": 200, "outsider": 404, "siteadmin": 200}),
-        ("/api/v1/consensus-runs/{run}/labels/", {"rater": 404, "other": 404, "lead": 200, "outsider": 404, "siteadmin": 200}),
-        ("/api/v1/consensus-runs/{run}/posterior/", {"rater": 404, "other": 404, "lead": 200, "outsider": 404, "siteadmin": 200}),
-        ("/api/v1/projects/{project}/flagged-scans/", {"rater": 403, "other": 403, "lead": 200, "outsider": 404, "siteadmin": 200}),
+        (
+            "/api/v1/consensus-runs/{run}/labels/",
+            {"rater": 404, "other": 404, "lead": 200, "outsider": 404, "siteadmin": 200},
+        ),
+        (
+            "/api/v1/consensus-runs/{run}/posterior/",
+            {"rater": 404, "other": 404, "lead": 200, "outsider": 404, "siteadmin": 200},
+        ),
+        (
+            "/api/v1/projects/{project}/flagged-scans/",
+            {"rater": 403, "other": 403, "lead": 200, "outsider": 404, "siteadmin": 200},
+        ),
     ],
 )
 def test_only_leads_and_admins_see_consensus(done_run, path, expected):
@@ -102,7 +115,9 @@ def test_uncertainty_overlay_is_one_minus_the_posterior_maximum(done_run):
     client = world.client(world.lead)
     from labeling import volumes
 
-    posterior = volumes.read_array(b"".join(client.get(f"/api/v1/consensus-runs/{run.pk}/posterior/").streaming_content))[0]
+    posterior = volumes.read_array(
+        b"".join(client.get(f"/api/v1/consensus-runs/{run.pk}/posterior/").streaming_content)
+    )[0]
     response = client.get(f"/api/v1/consensus-runs/{run.pk}/uncertainty/")
     assert response.status_code == 200
     uncertainty, affine = volumes.read_array(response.content)

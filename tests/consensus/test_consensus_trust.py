@@ -147,11 +147,20 @@ def test_a_rater_who_labels_nothing_is_outvoted_and_named(seed, position):
     vote = majority_vote(segs, labels=[0, 1, 2, 3])
     for value in (1, 2, 3):
         assert _dice(result.labels, truth, value) >= _dice(vote.labels, truth, value) - 0.002
-    report = {"volumes": [{"rater": r, "label": v, "ml": float((s == v).sum())}
-                          for r, s in enumerate(segs) for v in (1, 2, 3)], "pairs": []}
+    report = {
+        "volumes": [
+            {"rater": r, "label": v, "ml": float((s == v).sum())} for r, s in enumerate(segs) for v in (1, 2, 3)
+        ],
+        "pairs": [],
+    }
     reasons = flagging.flag_reasons(
-        uncertain_fraction=0.0, report=report, rater_dice=[{}, {}, {}], voxel_ml=1.0,
-        decision=result.decision, label_names={}, rater_names=["ann", "bob", "cy"],
+        uncertain_fraction=0.0,
+        report=report,
+        rater_dice=[{}, {}, {}],
+        voxel_ml=1.0,
+        decision=result.decision,
+        label_names={},
+        rater_names=["ann", "bob", "cy"],
         rules=flagging.FlagRules(),
     )
     empty = [r for r in reasons if r["code"] == "empty_rater"]
@@ -163,16 +172,24 @@ def test_a_rater_who_labels_nothing_is_outvoted_and_named(seed, position):
 
 
 def _report(dice_by_label: dict[int, list[float]], volumes: dict[int, list[float]]) -> dict:
-    pairs = [{"label": label, "rater_a": 0, "rater_b": i + 1, "dice": d, "empty": None}
-             for label, values in dice_by_label.items() for i, d in enumerate(values)]
+    pairs = [
+        {"label": label, "rater_a": 0, "rater_b": i + 1, "dice": d, "empty": None}
+        for label, values in dice_by_label.items()
+        for i, d in enumerate(values)
+    ]
     vols = [{"rater": r, "label": label, "ml": v} for label, values in volumes.items() for r, v in enumerate(values)]
     return {"pairs": pairs, "volumes": vols}
 
 
 def _reasons(report, *, uncertain=0.0, rater_dice=None, decision=None, rules=flagging.FlagRules()):
     return flagging.flag_reasons(
-        uncertain_fraction=uncertain, report=report, rater_dice=rater_dice or [{}, {}, {}], voxel_ml=0.001,
-        decision=decision, label_names={1: "white matter", 2: "lesion"}, rater_names=["ann", "bob", "cy"],
+        uncertain_fraction=uncertain,
+        report=report,
+        rater_dice=rater_dice or [{}, {}, {}],
+        voxel_ml=0.001,
+        decision=decision,
+        label_names={1: "white matter", 2: "lesion"},
+        rater_names=["ann", "bob", "cy"],
         rules=rules,
     )
 
@@ -189,12 +206,22 @@ def test_agreeing_raters_give_no_reason():
     [
         ({"uncertain": 0.2}, "uncertain", None),
         ({"report": _report({1: [0.95, 0.93], 2: [0.3, 0.2]}, {1: [10, 10, 10], 2: [1, 1, 1]})}, "low_agreement", 2),
-        ({"report": _report({1: [0.95, 0.93], 2: [0.9, 0.9]}, {1: [10, 10, 10], 2: [1.0, 2.5, 1.0]})}, "volume_spread", 2),
+        (
+            {"report": _report({1: [0.95, 0.93], 2: [0.9, 0.9]}, {1: [10, 10, 10], 2: [1.0, 2.5, 1.0]})},
+            "volume_spread",
+            2,
+        ),
         ({"rater_dice": [{"1": 0.95}, {"1": 0.5}, {"1": 0.94}]}, "rater_below_others", "bob"),
-        ({"report": _report({1: [0.95, 0.93], 2: [0.9, 0.9]}, {1: [10, 10, 10], 2: [1.0, 0.0, 1.0]})},
-         "missing_label", 2),  # and, with it, a volume spread
-        ({"decision": {"collapse": {"rater": 2, "dice_with_consensus": 0.999, "max_dice_with_others": 0.5}}},
-         "collapse", "cy"),
+        (
+            {"report": _report({1: [0.95, 0.93], 2: [0.9, 0.9]}, {1: [10, 10, 10], 2: [1.0, 0.0, 1.0]})},
+            "missing_label",
+            2,
+        ),  # and, with it, a volume spread
+        (
+            {"decision": {"collapse": {"rater": 2, "dice_with_consensus": 0.999, "max_dice_with_others": 0.5}}},
+            "collapse",
+            "cy",
+        ),
     ],
 )
 def test_each_rule_flags_with_its_figures(change, code, about):

@@ -1,4 +1,5 @@
 """Dataset export: a round trip for each format, checks that catch a broken export, permissions."""
+
 from __future__ import annotations
 
 import io
@@ -52,7 +53,12 @@ def test_nnunet_round_trip(project_with_truths):
     names = zf.namelist()
     base = "Dataset500_TestProject/"
     dataset = json.loads(zf.read(base + "dataset.json"))
-    assert dataset["numTraining"] == 2 and dataset["labels"] == {"background": 0, "CSF": 1, "Grey matter": 2, "White matter": 3}
+    assert dataset["numTraining"] == 2 and dataset["labels"] == {
+        "background": 0,
+        "CSF": 1,
+        "Grey matter": 2,
+        "White matter": 3,
+    }
     assert dataset["file_ending"] == ".nii.gz" and dataset["channel_names"] == {"0": "T1"}
     assert {base + f"imagesTr/case_00{i}_0000.nii.gz" for i in (1, 2)} <= set(names)
     assert base + "imagesTs/case_003_0000.nii.gz" in names and base + "labelsTs/case_003.nii.gz" in names
@@ -60,7 +66,10 @@ def test_nnunet_round_trip(project_with_truths):
     assert image.shape == label.shape == (24, 20, 16)
     np.testing.assert_allclose(image.affine, label.affine)
     np.testing.assert_array_equal(np.asarray(label.dataobj), factories.sphere_truth((24, 20, 16)))
-    assert sum(n.startswith(base + "raters/") for n in names) == 9 and sum(n.startswith(base + "posteriors/") for n in names) == 3
+    assert (
+        sum(n.startswith(base + "raters/") for n in names) == 9
+        and sum(n.startswith(base + "posteriors/") for n in names) == 3
+    )
     for extra in ("README.md", "datasheet.json", "agreement.csv", "MANIFEST.sha256"):
         assert base + extra in names
 
@@ -84,8 +93,12 @@ def test_bids_derivatives_round_trip(project_with_truths):
     description = json.loads(zf.read(base + "dataset_description.json"))
     assert description["DatasetType"] == "derivative" and description["GeneratedBy"][0]["Name"] == "mriannot"
     stem = base + "sub-001/anat/sub-001_space-orig"
-    assert {f"{stem}_desc-staple_dseg.nii.gz", f"{stem}_desc-rater01_dseg.nii.gz", f"{stem}_label-CSF_desc-staple_probseg.nii.gz",
-            f"{stem}_desc-preproc_T1w.nii.gz"} <= names
+    assert {
+        f"{stem}_desc-staple_dseg.nii.gz",
+        f"{stem}_desc-rater01_dseg.nii.gz",
+        f"{stem}_label-CSF_desc-staple_probseg.nii.gz",
+        f"{stem}_desc-preproc_T1w.nii.gz",
+    } <= names
     assert zf.read(base + "dseg.tsv").decode().splitlines()[0] == "index\tname\tabbreviation\tcolor"
     probseg = _nii(zf, f"{stem}_label-CSF_desc-staple_probseg.nii.gz")
     assert probseg.shape == (24, 20, 16) and 0 <= probseg.get_fdata().min() and probseg.get_fdata().max() <= 1
@@ -98,7 +111,14 @@ def test_no_patient_identifier_leaves_and_the_datasheet_tells_the_story(project_
         if not name.endswith(".gz"):
             assert b"REAL-NAME" not in zf.read(name), name
     readme = zf.read("Dataset500_TestProject/README.md").decode()
-    for heading in ("## Motivation", "## Composition", "## Collection and labelling", "## Uses", "## Distribution", "## Maintenance"):
+    for heading in (
+        "## Motivation",
+        "## Composition",
+        "## Collection and labelling",
+        "## Uses",
+        "## Distribution",
+        "## Maintenance",
+    ):
         assert heading in readme
     sheet = json.loads(zf.read("Dataset500_TestProject/datasheet.json"))
     assert sheet["raters_per_scan"] == 3 and len(sheet["raters"]) == 3
@@ -111,8 +131,11 @@ def test_verify_catches_a_broken_export(project_with_truths, tmp_path):
     export, zf = _export(project_with_truths, "nnunet")
     zf.extractall(tmp_path)
     folder = tmp_path / "Dataset500_TestProject"
-    spec = exporters.ExportSpec(format="nnunet", project_name="Test project",
-                                labels={0: ("background", "#000000"), 1: ("CSF", "#000000"), 2: ("GM", "#000000"), 3: ("WM", "#000000")})
+    spec = exporters.ExportSpec(
+        format="nnunet",
+        project_name="Test project",
+        labels={0: ("background", "#000000"), 1: ("CSF", "#000000"), 2: ("GM", "#000000"), 3: ("WM", "#000000")},
+    )
     assert exporters.verify_export(folder, spec=spec) == []
     label = folder / "labelsTr/case_001.nii.gz"
     img = nib.load(label)
@@ -122,8 +145,9 @@ def test_verify_catches_a_broken_export(project_with_truths, tmp_path):
 
 
 def test_only_adjudicated_with_none_adjudicated_fails_clearly(project_with_truths):
-    export = services.export_request(project=project_with_truths.project, actor=None, format="nnunet",
-                                     only_adjudicated=True, queue=False)
+    export = services.export_request(
+        project=project_with_truths.project, actor=None, format="nnunet", only_adjudicated=True, queue=False
+    )
     with pytest.raises(Exception, match="Nothing to export"):
         services.export_execute(export_id=export.pk)
     export.refresh_from_db()
@@ -146,7 +170,12 @@ def test_export_via_api_then_download(project_with_truths, django_capture_on_com
     assert zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content))).testzip() is None
     for user in world.annotators:
         assert world.client(user).get(f"/api/v1/exports/{export_id}/download/").status_code == 403
-        assert world.client(user).post(f"/api/v1/projects/{world.project.pk}/exports/", {"format": "monai"}, format="json").status_code == 403
+        assert (
+            world.client(user)
+            .post(f"/api/v1/projects/{world.project.pk}/exports/", {"format": "monai"}, format="json")
+            .status_code
+            == 403
+        )
     assert world.client(world.outsider).get(f"/api/v1/exports/{export_id}/").status_code == 404
 
 

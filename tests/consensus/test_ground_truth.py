@@ -1,4 +1,5 @@
 """Ground truth: automatic for clear scans, accepted or edited by a lead, superseded never overwritten."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,7 +37,12 @@ def test_a_clear_scan_gets_its_consensus_as_ground_truth():
     world, scan, run, truth = _scan_with_run(threshold=1.0, shift=1)
     assert run.flag_reasons == [] and not run.flagged
     gt = GroundTruth.objects.get(scan=scan)
-    assert (gt.source, gt.run_id, gt.created_by, gt.file.name) == (GroundTruthSource.CONSENSUS, run.pk, None, run.labels_file.name)
+    assert (gt.source, gt.run_id, gt.created_by, gt.file.name) == (
+        GroundTruthSource.CONSENSUS,
+        run.pk,
+        None,
+        run.labels_file.name,
+    )
     scan.refresh_from_db()
     assert scan.status == ScanStatus.GROUND_TRUTH
 
@@ -49,7 +55,9 @@ def test_a_flagged_scan_waits_for_the_lead_who_accepts_then_edits(every_voxel_un
     assert review["latest_run"]["id"] == run.pk and len(review["raters"]) == 3 and review["ground_truth"] is None
     assert scan.pk in review["flagged_scans"]
 
-    accepted = client.post(f"/api/v1/scans/{scan.pk}/ground-truths/", {"run": run.pk, "note": "looks right"}, format="json")
+    accepted = client.post(
+        f"/api/v1/scans/{scan.pk}/ground-truths/", {"run": run.pk, "note": "looks right"}, format="json"
+    )
     assert accepted.status_code == 201 and accepted.json()["source"] == "accepted"
     again = client.post(f"/api/v1/scans/{scan.pk}/ground-truths/", {"run": run.pk}, format="json")
     assert again.json()["id"] == accepted.json()["id"]  # accepting twice adds nothing

@@ -1,4 +1,5 @@
 """Project agreement tables: per label, per rater (with the drift flag), pairwise, over time, CSV."""
+
 from __future__ import annotations
 
 import csv

@@ -1,4 +1,5 @@
 """Consensus runs through the services: queueing on submission, execution, idempotency, failure."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -117,10 +117,9 @@ def test_contested_voxels_choose_among_their_candidate_labels():
     # Candidates: the most-voted label and the runner-up; a tie for runner-up goes to the
     # label with more votes over the contested voxels; a shared top keeps all tied labels.
     # (The fitted posterior: overrule="any"; the default returns the calibrated vote share.)
-    segs = np.array([[0, 0, 1, 1, 0, 1, 0],
-                     [0, 0, 1, 1, 0, 1, 1],
-                     [1, 0, 1, 0, 0, 1, 2],
-                     [2, 0, 1, 1, 0, 1, 3]], dtype=np.uint8)
+    segs = np.array(
+        [[0, 0, 1, 1, 0, 1, 0], [0, 0, 1, 1, 0, 1, 1], [1, 0, 1, 0, 0, 1, 2], [2, 0, 1, 1, 0, 1, 3]], dtype=np.uint8
+    )
     result = staple_multilabel(segs, overrule="any")
     # Voxel 0 votes 0,0,1,2: runner-up tie 1 vs 2; label 1 has more contested votes
     # (voxels 0, 3, 6: 1 + 3 + 1 = 5 against 1 + 0 + 1 = 2) -> candidates {0, 1}.
@@ -159,8 +158,7 @@ def test_multilabel_matches_simpleitk(panel):
     on >= 99.5 % of the voxels ITK decides."""
     sitk = pytest.importorskip("SimpleITK")
     _, segs = panel
-    itk = sitk.GetArrayFromImage(
-        sitk.MultiLabelSTAPLE([sitk.GetImageFromArray(s) for s in segs]))
+    itk = sitk.GetArrayFromImage(sitk.MultiLabelSTAPLE([sitk.GetImageFromArray(s) for s in segs]))
     ours = staple_multilabel(segs, **ITK_ML)
     decided = itk != int(segs.max()) + 1
     assert decided.mean() > 0.99
@@ -277,8 +275,9 @@ def test_two_raters_work(crop, options):
         # Default: a contested voxel gets one of the two labels proposed.  (ITK's model
         # on the whole volume may pick a third label there, from the prior.)
         contested = ~agree
-        assert np.all((result.labels[contested] == segs[0][contested])
-                      | (result.labels[contested] == segs[1][contested]))
+        assert np.all(
+            (result.labels[contested] == segs[0][contested]) | (result.labels[contested] == segs[1][contested])
+        )
     binary = staple_binary(segs[:2] == 3, **options)
     assert np.isfinite(binary.probability).all()
 

@@ -1,4 +1,5 @@
 """Consensus through a real Celery worker on a real Redis: submit -> queued on commit -> done."""
+
 from __future__ import annotations
 
 import time

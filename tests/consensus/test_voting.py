@@ -26,9 +26,7 @@ def _reference_vote(segs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_hand_checked_votes_and_ties():
-    segs = np.array([[0, 1, 2, 2, 3],
-                     [0, 1, 1, 2, 0],
-                     [1, 1, 0, 2, 1]], dtype=np.uint8)
+    segs = np.array([[0, 1, 2, 2, 3], [0, 1, 1, 2, 0], [1, 1, 0, 2, 1]], dtype=np.uint8)
     result = majority_vote(segs)
     # voxel 0: 0,0,1 -> 0; voxel 1: 1,1,1 -> 1; voxel 2: 2,1,0 -> three-way tie -> 0;
     # voxel 3: 2; voxel 4: 3,0,1 -> three-way tie -> 0.
@@ -137,8 +135,7 @@ def test_torch_input_gives_the_same_numpy_result_and_inputs_are_untouched():
 
 
 def test_list_of_maps_and_bool_masks():
-    masks = [np.array([True, False, True]), np.array([True, True, False]),
-             np.array([False, False, True])]
+    masks = [np.array([True, False, True]), np.array([True, True, False]), np.array([False, False, True])]
     result = majority_vote(masks)
     assert result.labels.tolist() == [True, False, True]
     assert result.labels.dtype == bool
@@ -162,8 +159,11 @@ def test_labels_argument():
         (np.zeros(4, np.uint8), ValueError, r"segmentations: expected shape \(R, X, Y, Z\)"),
         (np.zeros((3, 0), np.uint8), ValueError, "segmentations: the label maps are empty"),
         (np.zeros((2, 3), np.float32), TypeError, "segmentations: expected an integer"),
-        ([np.zeros((3, 3), np.uint8), np.zeros((3, 4), np.uint8)], ValueError,
-         r"segmentations: raters disagree in shape: \(3, 3\) vs \(3, 4\)"),
+        (
+            [np.zeros((3, 3), np.uint8), np.zeros((3, 4), np.uint8)],
+            ValueError,
+            r"segmentations: raters disagree in shape: \(3, 3\) vs \(3, 4\)",
+        ),
     ],
 )
 def test_validation_names_the_argument(bad, error, message):

@@ -5,6 +5,7 @@ Django app in a thread, static files included), with Python Playwright and the C
 Debian installs at /usr/bin/chromium (never ``playwright install``). Screenshots go to
 artifacts/screenshots/ for a person to look at.
 """
+
 from __future__ import annotations
 
 import os
@@ -143,6 +144,7 @@ def shot(request):
 
 
 # --- data ---------------------------------------------------------------------------------------
+
 
 # A non-identity, non-RAS, slightly oblique affine: voxel axes i -> left, j -> superior,
 # k -> posterior (orientation "LSP"), anisotropic voxels, rotated 8 degrees about z, shifted.

@@ -1,4 +1,5 @@
 """Steps the browser tests share: log in, open a scan, paint, wait for a save, read the server."""
+
 from __future__ import annotations
 
 import gzip

@@ -3,6 +3,7 @@
 Small volumes (24x20x16, the phantom of tests.factories.sphere_truth) and the consensus runs
 executed synchronously here, so a test starts with finished runs in a few seconds.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,9 @@ SHAPE = (24, 20, 16)
 QUEUES = ("default", "consensus", "training", "export")
 
 
-def rated_project(*, n_raters: int = 4, n_scans: int = 3, drifting: str | None = "rater4",
-                  ambiguity_threshold: float | None = None) -> factories.World:
+def rated_project(
+    *, n_raters: int = 4, n_scans: int = 3, drifting: str | None = "rater4", ambiguity_threshold: float | None = None
+) -> factories.World:
     """``n_raters`` raters rate every one of ``n_scans`` scans; ``drifting`` labels far less than the
     others (an eroded phantom); the others differ by a little noise that grows with the scan.
     Every scan's consensus is run (STAPLE, default options). The project is marked simulated."""

@@ -1,4 +1,5 @@
 """Views, window/level, zoom and pan, label display and the shortcut help, in headless Chromium."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,7 +22,13 @@ def test_views_window_level_zoom_pan_and_label_display(live_server, page, viewer
     # Views: multiplanar (with 3D) by default, then axial, coronal, sagittal and 3D.
     assert nv(page, "nv.opts.sliceType") == 3
     shot(page, "opened-multiplanar")
-    for key, slice_type, name in [("a", 0, "axial"), ("c", 1, "coronal"), ("s", 2, "sagittal"), ("d", 4, "3d"), ("m", 3, "multiplanar")]:
+    for key, slice_type, name in [
+        ("a", 0, "axial"),
+        ("c", 1, "coronal"),
+        ("s", 2, "sagittal"),
+        ("d", 4, "3d"),
+        ("m", 3, "multiplanar"),
+    ]:
         page.keyboard.press(key)
         assert nv(page, "nv.opts.sliceType") == slice_type
         shot(page, f"view-{name}")

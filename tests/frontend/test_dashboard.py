@@ -1,5 +1,6 @@
 """The agreement dashboard in headless Chromium: plots drawn from real consensus runs, the
 flagged rater, the least-agreed scans, the CSV downloads; annotators see no agreement figure."""
+
 from __future__ import annotations
 
 import csv
@@ -174,4 +175,3 @@ def test_annotators_see_no_agreement_figures(live_server, page, lead_world, shot
     page.goto(f"{live_server.url}/exports/{project.pk}/")
     page.wait_for_selector("body[data-ready=forbidden]")
     assert page.is_hidden("#exports")
-

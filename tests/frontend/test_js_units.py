@@ -1,4 +1,5 @@
 """The front end's pure modules (fill, undo history, run-length coding, key names), under node --test."""
+
 from __future__ import annotations
 
 import shutil
@@ -15,5 +16,7 @@ def test_javascript_unit_tests_pass():
         if IN_CI:
             pytest.fail("node is not installed")
         pytest.skip("node is not installed")
-    result = subprocess.run([node, "--test", "tests/"], check=False, cwd=FRONTEND, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [node, "--test", "tests/"], check=False, cwd=FRONTEND, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -2,6 +2,7 @@
 Celery worker: with no training ground truth the lead's request is refused with the server's
 reason; with ground truths the lead asks for a model, follows its training and scoring, and sees
 the version, its ground truths and validation Dice, and the new worklist order."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Django serves the built pages (no browser): every page, and a clear 503 when not built."""
+
 from __future__ import annotations
 
 import pytest

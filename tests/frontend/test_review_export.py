@@ -2,6 +2,7 @@
 Celery worker: review a flagged scan (overlays, rater performance, agreement), accept its
 consensus, rerun it with another method, edit it and save the edit as the ground truth, walk
 the flagged scans; build an export with its options, follow its progress, download the zip."""
+
 from __future__ import annotations
 
 import hashlib
@@ -50,7 +51,9 @@ def test_review_accept_rerun_edit_and_walk_flagged_scans(live_server, page, revi
     world = review_world
     assert all(s.status == ScanStatus.FLAGGED for s in world.project.scans.all())
     # Leads work through the flagged scans most ambiguous first.
-    order = [row["id"] for row in world.client(world.lead).get(f"/api/v1/projects/{world.project.pk}/flagged-scans/").json()]
+    order = [
+        row["id"] for row in world.client(world.lead).get(f"/api/v1/projects/{world.project.pk}/flagged-scans/").json()
+    ]
     assert len(order) == 3
     scan = world.project.scans.get(pk=order[0])
     run = ConsensusRun.objects.get(scan=scan)
@@ -187,7 +190,12 @@ def test_export_with_options_progress_and_download(live_server, page, review_wor
     assert seen and seen[-1].startswith("100 %")
     export = Export.objects.get()
     assert export.status == RunStatus.DONE
-    assert export.options == {"include_raters": True, "include_posterior": True, "only_adjudicated": False, "dataset_id": 500}
+    assert export.options == {
+        "include_raters": True,
+        "include_posterior": True,
+        "only_adjudicated": False,
+        "dataset_id": 500,
+    }
     page.wait_for_selector(f'#exports-body tr[data-export="{export.pk}"][data-status=done]')
     shot(page, "export-done")
 

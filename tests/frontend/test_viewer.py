@@ -3,6 +3,7 @@
 Each test asserts on what the server stored (the revision file, read with nibabel) and on
 NiiVue's drawing state, never on pixels; screenshots go to artifacts/screenshots/.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The annotation workflow in headless Chromium: log-in, worklist, conflict, offline, submit, blinding."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -102,7 +103,9 @@ def test_conflict_keep_mine_then_reload_theirs(live_server, page, viewer_world, 
     assert set(np.unique(mine).tolist()) == {0, 1, 2}, "my labels, not theirs"
 
     # Again, and this time reload theirs: the screen shows their labels, nothing new is saved.
-    theirs2, their_labels = save_elsewhere(assignment, value=4, base=kept, box=(slice(10, 14), slice(3, 6), slice(2, 30)))
+    theirs2, their_labels = save_elsewhere(
+        assignment, value=4, base=kept, box=(slice(10, 14), slice(3, 6), slice(2, 30))
+    )
     paint(page, "1", y=0.6)
     wait_state(page, "conflict")
     page.click("#conflict-reload")
@@ -224,7 +227,8 @@ def test_blinding_other_raters_labels_are_never_requested(live_server, page, vie
 
     log_in(page, live_server.url, "rater1", world["password"])
     assert theirs.pk not in [
-        int(a) for a in page.locator("#worklist-body tr").evaluate_all("(rows) => rows.map((r) => r.dataset.assignment)")
+        int(a)
+        for a in page.locator("#worklist-body tr").evaluate_all("(rows) => rows.map((r) => r.dataset.assignment)")
     ]
     page.goto(f"{live_server.url}/annotate/{theirs.pk}/")
     page.wait_for_selector("body[data-ready=error]")
@@ -236,7 +240,11 @@ def test_blinding_other_raters_labels_are_never_requested(live_server, page, vie
     assert label_requests == [f"{live_server.url}/api/v1/revisions/{my_revision.pk}/labels/"]
 
     # And the server refuses if asked anyway.
-    for path in (f"revisions/{their_revision.pk}/labels/", f"revisions/{their_revision.pk}/", f"assignments/{theirs.pk}/revisions/"):
+    for path in (
+        f"revisions/{their_revision.pk}/labels/",
+        f"revisions/{their_revision.pk}/",
+        f"assignments/{theirs.pk}/revisions/",
+    ):
         status = page.evaluate("(path) => fetch(`/api/v1/${path}`).then((r) => r.status)", path)
         assert status == 404, path
 
@@ -266,7 +274,9 @@ def test_starts_from_the_models_prelabel(live_server, page, viewer_world):
     body = factories.nifti_bytes(prelabel, np.asarray(scan.affine))
     page.route(
         f"**/api/v1/assignments/{assignment.pk}/prelabel/",
-        lambda route: route.fulfill(status=200, body=body, headers={"Content-Type": "application/gzip", "X-Model-Version": "3"}),
+        lambda route: route.fulfill(
+            status=200, body=body, headers={"Content-Type": "application/gzip", "X-Model-Version": "3"}
+        ),
     )
     log_in(page, live_server.url, "rater1", world["password"])
     open_assignment(page, live_server.url, assignment.pk)

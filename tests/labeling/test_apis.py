@@ -4,6 +4,7 @@ Roles: ``own`` (the annotator assigned to the assignment under test), ``corater`
 annotator assigned to the same scan), ``other`` (an annotator of the project not on this
 scan), ``lead``, ``outsider`` (a user of no project), ``anon`` and ``siteadmin`` (Django staff).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -58,48 +59,132 @@ def _expect(**overrides):
 
 # endpoint name -> (method, url template, body kind, expected status per role)
 MATRIX = {
-    "project list": ("get", "/api/v1/projects/", None,
-                     _expect(own=200, corater=200, other=200, lead=200, outsider=200, anon=401, siteadmin=200)),
-    "project detail": ("get", "/api/v1/projects/{project}/", None,
-                       _expect(own=200, corater=200, other=200, lead=200, outsider=404, anon=401, siteadmin=200)),
-    "project update": ("patch", "/api/v1/projects/{project}/", {"description": "new"},
-                       _expect(own=403, corater=403, other=403, lead=200, outsider=404, anon=401, siteadmin=200)),
-    "project create": ("post", "/api/v1/projects/", {"name": "Another"},
-                       _expect(own=403, corater=403, other=403, lead=201, outsider=403, anon=401, siteadmin=201)),
-    "member list": ("get", "/api/v1/projects/{project}/members/", None,
-                    _expect(own=403, corater=403, other=403, lead=200, outsider=404, anon=401, siteadmin=200)),
-    "member add": ("post", "/api/v1/projects/{project}/members/", {"username": "outsider", "role": "annotator"},
-                   _expect(own=403, corater=403, other=403, lead=201, outsider=404, anon=401, siteadmin=201)),
-    "label list": ("get", "/api/v1/projects/{project}/labels/", None,
-                   _expect(own=200, corater=200, other=200, lead=200, outsider=404, anon=401, siteadmin=200)),
-    "label add": ("post", "/api/v1/projects/{project}/labels/", {"value": 9, "name": "Tumour", "color": "#ff0000"},
-                  _expect(own=403, corater=403, other=403, lead=201, outsider=404, anon=401, siteadmin=201)),
-    "scan list": ("get", "/api/v1/projects/{project}/scans/", None,
-                  _expect(own=200, corater=200, other=200, lead=200, outsider=404, anon=401, siteadmin=200)),
-    "scan upload": ("post", "/api/v1/projects/{project}/scans/", "scan",
-                    _expect(own=403, corater=403, other=403, lead=201, outsider=404, anon=401, siteadmin=201)),
-    "scan detail": ("get", "/api/v1/scans/{scan}/", None,
-                    _expect(own=200, corater=200, other=404, lead=200, outsider=404, anon=401, siteadmin=200)),
-    "scan image": ("get", "/api/v1/scans/{scan}/image/", None,
-                   _expect(own=200, corater=200, other=404, lead=200, outsider=404, anon=401, siteadmin=200)),
-    "worklist": ("get", "/api/v1/me/worklist/", None,
-                 _expect(own=200, corater=200, other=200, lead=200, outsider=200, anon=401, siteadmin=200)),
-    "assignment list": ("get", "/api/v1/assignments/", None,
-                        _expect(own=200, corater=200, other=200, lead=200, outsider=200, anon=401, siteadmin=200)),
-    "assignment detail": ("get", "/api/v1/assignments/{assignment}/", None,
-                          _expect(own=200, corater=404, other=404, lead=200, outsider=404, anon=401, siteadmin=200)),
-    "revision list": ("get", "/api/v1/assignments/{assignment}/revisions/", None,
-                      _expect(own=200, corater=404, other=404, lead=200, outsider=404, anon=401, siteadmin=200)),
-    "revision save": ("post", "/api/v1/assignments/{assignment}/revisions/?base_revision={revision}", "labels",
-                      _expect(own=201, corater=404, other=404, lead=403, outsider=404, anon=401, siteadmin=403)),
-    "revision detail": ("get", "/api/v1/revisions/{revision}/", None,
-                        _expect(own=200, corater=404, other=404, lead=200, outsider=404, anon=401, siteadmin=200)),
-    "revision labels": ("get", "/api/v1/revisions/{revision}/labels/", None,
-                        _expect(own=200, corater=404, other=404, lead=200, outsider=404, anon=401, siteadmin=200)),
-    "submit": ("post", "/api/v1/assignments/{assignment}/submit/", {},
-               _expect(own=200, corater=404, other=404, lead=403, outsider=404, anon=401, siteadmin=403)),
-    "audit": ("get", "/api/v1/projects/{project}/audit/", None,
-              _expect(own=403, corater=403, other=403, lead=200, outsider=404, anon=401, siteadmin=200)),
+    "project list": (
+        "get",
+        "/api/v1/projects/",
+        None,
+        _expect(own=200, corater=200, other=200, lead=200, outsider=200, anon=401, siteadmin=200),
+    ),
+    "project detail": (
+        "get",
+        "/api/v1/projects/{project}/",
+        None,
+        _expect(own=200, corater=200, other=200, lead=200, outsider=404, anon=401, siteadmin=200),
+    ),
+    "project update": (
+        "patch",
+        "/api/v1/projects/{project}/",
+        {"description": "new"},
+        _expect(own=403, corater=403, other=403, lead=200, outsider=404, anon=401, siteadmin=200),
+    ),
+    "project create": (
+        "post",
+        "/api/v1/projects/",
+        {"name": "Another"},
+        _expect(own=403, corater=403, other=403, lead=201, outsider=403, anon=401, siteadmin=201),
+    ),
+    "member list": (
+        "get",
+        "/api/v1/projects/{project}/members/",
+        None,
+        _expect(own=403, corater=403, other=403, lead=200, outsider=404, anon=401, siteadmin=200),
+    ),
+    "member add": (
+        "post",
+        "/api/v1/projects/{project}/members/",
+        {"username": "outsider", "role": "annotator"},
+        _expect(own=403, corater=403, other=403, lead=201, outsider=404, anon=401, siteadmin=201),
+    ),
+    "label list": (
+        "get",
+        "/api/v1/projects/{project}/labels/",
+        None,
+        _expect(own=200, corater=200, other=200, lead=200, outsider=404, anon=401, siteadmin=200),
+    ),
+    "label add": (
+        "post",
+        "/api/v1/projects/{project}/labels/",
+        {"value": 9, "name": "Tumour", "color": "#ff0000"},
+        _expect(own=403, corater=403, other=403, lead=201, outsider=404, anon=401, siteadmin=201),
+    ),
+    "scan list": (
+        "get",
+        "/api/v1/projects/{project}/scans/",
+        None,
+        _expect(own=200, corater=200, other=200, lead=200, outsider=404, anon=401, siteadmin=200),
+    ),
+    "scan upload": (
+        "post",
+        "/api/v1/projects/{project}/scans/",
+        "scan",
+        _expect(own=403, corater=403, other=403, lead=201, outsider=404, anon=401, siteadmin=201),
+    ),
+    "scan detail": (
+        "get",
+        "/api/v1/scans/{scan}/",
+        None,
+        _expect(own=200, corater=200, other=404, lead=200, outsider=404, anon=401, siteadmin=200),
+    ),
+    "scan image": (
+        "get",
+        "/api/v1/scans/{scan}/image/",
+        None,
+        _expect(own=200, corater=200, other=404, lead=200, outsider=404, anon=401, siteadmin=200),
+    ),
+    "worklist": (
+        "get",
+        "/api/v1/me/worklist/",
+        None,
+        _expect(own=200, corater=200, other=200, lead=200, outsider=200, anon=401, siteadmin=200),
+    ),
+    "assignment list": (
+        "get",
+        "/api/v1/assignments/",
+        None,
+        _expect(own=200, corater=200, other=200, lead=200, outsider=200, anon=401, siteadmin=200),
+    ),
+    "assignment detail": (
+        "get",
+        "/api/v1/assignments/{assignment}/",
+        None,
+        _expect(own=200, corater=404, other=404, lead=200, outsider=404, anon=401, siteadmin=200),
+    ),
+    "revision list": (
+        "get",
+        "/api/v1/assignments/{assignment}/revisions/",
+        None,
+        _expect(own=200, corater=404, other=404, lead=200, outsider=404, anon=401, siteadmin=200),
+    ),
+    "revision save": (
+        "post",
+        "/api/v1/assignments/{assignment}/revisions/?base_revision={revision}",
+        "labels",
+        _expect(own=201, corater=404, other=404, lead=403, outsider=404, anon=401, siteadmin=403),
+    ),
+    "revision detail": (
+        "get",
+        "/api/v1/revisions/{revision}/",
+        None,
+        _expect(own=200, corater=404, other=404, lead=200, outsider=404, anon=401, siteadmin=200),
+    ),
+    "revision labels": (
+        "get",
+        "/api/v1/revisions/{revision}/labels/",
+        None,
+        _expect(own=200, corater=404, other=404, lead=200, outsider=404, anon=401, siteadmin=200),
+    ),
+    "submit": (
+        "post",
+        "/api/v1/assignments/{assignment}/submit/",
+        {},
+        _expect(own=200, corater=404, other=404, lead=403, outsider=404, anon=401, siteadmin=403),
+    ),
+    "audit": (
+        "get",
+        "/api/v1/projects/{project}/audit/",
+        None,
+        _expect(own=403, corater=403, other=403, lead=200, outsider=404, anon=401, siteadmin=200),
+    ),
 }
 
 
@@ -122,7 +207,9 @@ def test_permission_matrix(setup, endpoint, role):
         upload.name = "new.nii.gz"
         response = client.post(url, {"file": upload}, format="multipart")
     else:
-        response = getattr(client, method)(url, body, format="json") if body is not None else getattr(client, method)(url)
+        response = (
+            getattr(client, method)(url, body, format="json") if body is not None else getattr(client, method)(url)
+        )
     assert response.status_code == expected[role], (endpoint, role, getattr(response, "data", None))
     if response.status_code >= 400:
         body = response.json()
@@ -176,7 +263,9 @@ def test_session_login_enforces_csrf(world):
     no_token = client.patch(f"/api/v1/projects/{world.project.pk}/", {"description": "x"}, format="json")
     assert no_token.status_code == 403 and "CSRF" in no_token.json()["detail"]
     csrf = client.cookies["csrftoken"].value
-    ok = client.patch(f"/api/v1/projects/{world.project.pk}/", {"description": "x"}, format="json", HTTP_X_CSRFTOKEN=csrf)
+    ok = client.patch(
+        f"/api/v1/projects/{world.project.pk}/", {"description": "x"}, format="json", HTTP_X_CSRFTOKEN=csrf
+    )
     assert ok.status_code == 200
 
 
@@ -186,7 +275,9 @@ def test_session_login_enforces_csrf(world):
 def _upload(world, raw: bytes, name: str = "scan.nii.gz"):
     upload = io.BytesIO(raw)
     upload.name = name
-    return world.client(world.lead).post(f"/api/v1/projects/{world.project.pk}/scans/", {"file": upload}, format="multipart")
+    return world.client(world.lead).post(
+        f"/api/v1/projects/{world.project.pk}/scans/", {"file": upload}, format="multipart"
+    )
 
 
 def _nifti(data, affine=factories.AFFINE):
@@ -216,8 +307,12 @@ BAD_SCANS = {
     "gzip bomb": (_bomb, 413, "too_large", "limit"),
     "2-D image": (lambda: _nifti(np.ones((10, 10), np.float32)), 400, "bad_dimensions", "3"),
     "4-D with two volumes": (lambda: _nifti(np.ones((6, 6, 6, 2), np.float32)), 400, "bad_dimensions", "volume"),
-    "NaN values": (lambda: _nifti(np.where(np.indices((6, 6, 6))[0] == 2, np.nan, 1).astype(np.float32)), 400,
-                   "non_finite", "NaN"),
+    "NaN values": (
+        lambda: _nifti(np.where(np.indices((6, 6, 6))[0] == 2, np.nan, 1).astype(np.float32)),
+        400,
+        "non_finite",
+        "NaN",
+    ),
     "singular affine": (lambda: _singular_affine_nifti(), 400, "bad_affine", "not invertible"),
 }
 
@@ -276,10 +371,17 @@ def _save(setup, raw: bytes, base="{revision}", role="own"):
 
 BAD_LABELS = {
     "wrong shape": (lambda: _nifti(np.zeros((12, 10, 9), np.uint8)), "shape_mismatch", "(12, 10, 8)"),
-    "wrong affine": (lambda: _nifti(factories.label_array(), np.diag([1.0, 1.0, 1.0, 1.0])), "affine_mismatch", "voxel size"),
+    "wrong affine": (
+        lambda: _nifti(factories.label_array(), np.diag([1.0, 1.0, 1.0, 1.0])),
+        "affine_mismatch",
+        "voxel size",
+    ),
     "label outside schema": (lambda: _nifti(factories.label_array(values=(1, 7))), "labels_outside_schema", "7"),
-    "non-integer labels": (lambda: _nifti(factories.label_array().astype(np.float32) * 0.5), "non_integer_labels",
-                           "integer"),
+    "non-integer labels": (
+        lambda: _nifti(factories.label_array().astype(np.float32) * 0.5),
+        "non_integer_labels",
+        "integer",
+    ),
     "negative labels": (lambda: _nifti(-factories.label_array().astype(np.int16)), "labels_outside_schema", "-1"),
     "not nifti": (lambda: b"\x00" * 400, "not_nifti", "NIfTI"),
     "empty body": (lambda: b"", "empty", "empty"),

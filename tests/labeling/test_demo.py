@@ -5,6 +5,7 @@ over the contested voxels made the sloppy rater's map the consensus, with a post
 and so an ambiguity of 0: the scan became ground truth by itself. Now its consensus is the
 majority vote and the scan is flagged, with the collapse and the raters' low agreement named.
 """
+
 from __future__ import annotations
 
 import numpy as np

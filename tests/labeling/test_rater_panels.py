@@ -59,7 +59,8 @@ def test_designs_cover_the_promised_range():
     good = [sum(s.kind == "good" for s in d.raters) for d in designs]
     assert good.count(0) > 40 and good.count(1) > 40
     opposite = [
-        d for d in designs
+        d
+        for d in designs
         if any(s.kind == "biased" and min(s.grow_mm.values()) > 0 for s in d.raters)
         and any(s.kind == "biased" and max(s.grow_mm.values()) < 0 for s in d.raters)
     ]
@@ -93,9 +94,7 @@ def test_boundary_shift_moves_a_sphere_radius_by_about_the_shift_in_mm(shift):
 def test_boundary_shift_moves_flat_faces_by_the_nearest_whole_voxels(shift):
     truth = np.zeros((41, 27, 13), dtype=np.uint8)
     truth[10:31, 7:20, 3:10] = 1
-    seg = rp.simulate_rater_spec(
-        truth, rp.RaterSpec(kind="biased", grow_mm={1: shift}), spacing=SPACING, seed=0
-    )
+    seg = rp.simulate_rater_spec(truth, rp.RaterSpec(kind="biased", grow_mm={1: shift}), spacing=SPACING, seed=0)
     change = half_extents_mm(seg == 1) - half_extents_mm(truth == 1)
     expected = np.round(shift / np.array(SPACING)) * np.array(SPACING)
     assert np.allclose(change, expected), (change, expected)
@@ -115,24 +114,18 @@ def test_shifts_follow_the_nesting_order():
     truth = sphere(12.0, value=2)
     truth[sphere(6.0) == 1] = 3
     truth[sphere(2.0) == 1] = 4
-    shrink = rp.simulate_rater_spec(
-        truth, rp.RaterSpec(kind="biased", grow_mm={3: -2.0}), spacing=SPACING, seed=0
-    )
+    shrink = rp.simulate_rater_spec(truth, rp.RaterSpec(kind="biased", grow_mm={3: -2.0}), spacing=SPACING, seed=0)
     assert (shrink == 4).sum() == (truth == 4).sum()  # lesion untouched
     assert (shrink == 3).sum() < (truth == 3).sum()
     assert set(np.unique(shrink[(truth == 3) & (shrink != 3)])) == {2}
-    grow = rp.simulate_rater_spec(
-        truth, rp.RaterSpec(kind="biased", grow_mm={2: 2.0}), spacing=SPACING, seed=0
-    )
+    grow = rp.simulate_rater_spec(truth, rp.RaterSpec(kind="biased", grow_mm={2: 2.0}), spacing=SPACING, seed=0)
     assert np.array_equal(grow == 3, truth == 3) and np.array_equal(grow == 4, truth == 4)
 
 
 def test_empty_and_one_label_raters():
     truth = sphere(10.0)
     truth[sphere(5.0) == 1] = 2
-    empty = rp.simulate_rater_spec(
-        truth, rp.RaterSpec(kind="empty", grow_mm={}), spacing=SPACING, seed=1
-    )
+    empty = rp.simulate_rater_spec(truth, rp.RaterSpec(kind="empty", grow_mm={}), spacing=SPACING, seed=1)
     assert empty.dtype == np.uint8 and not empty.any()
     one = rp.simulate_rater_spec(
         truth,
@@ -146,15 +139,19 @@ def test_empty_and_one_label_raters():
 def test_misses_and_false_positives():
     truth = np.zeros((40, 40, 12), dtype=np.uint8)
     for x in (5, 15, 25, 33):
-        truth[x:x + 3, 10:13, 5:7] = 1
+        truth[x : x + 3, 10:13, 5:7] = 1
     missed = rp.simulate_rater_spec(
-        truth, rp.RaterSpec(kind="misses", grow_mm={}, miss_fraction=0.5),
-        spacing=SPACING, seed=2,
+        truth,
+        rp.RaterSpec(kind="misses", grow_mm={}, miss_fraction=0.5),
+        spacing=SPACING,
+        seed=2,
     )
     assert (truth[missed == 1] == 1).all() and (missed == 1).sum() == 2 * 18
     blobs = rp.simulate_rater_spec(
-        truth, rp.RaterSpec(kind="false_positives", grow_mm={}, fp_blobs=5),
-        spacing=SPACING, seed=2,
+        truth,
+        rp.RaterSpec(kind="false_positives", grow_mm={}, fp_blobs=5),
+        spacing=SPACING,
+        seed=2,
     )
     assert set(np.unique(blobs)) == {0, 1} and (blobs == 1).sum() > (truth == 1).sum()
 

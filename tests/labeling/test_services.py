@@ -1,4 +1,5 @@
 """Labeling services: assignment balancing, immutable history, submission, audit trail."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -57,7 +58,9 @@ def test_revisions_are_immutable(world):
 def test_revision_chain_names_its_base(world):
     scan = factories.add_scan(world)
     assignment = scan.assignments.first()
-    first, _ = services.revision_create(assignment=assignment, actor=assignment.annotator, raw=_labels(), base_revision_id=None)
+    first, _ = services.revision_create(
+        assignment=assignment, actor=assignment.annotator, raw=_labels(), base_revision_id=None
+    )
     second, _ = services.revision_create(
         assignment=assignment, actor=assignment.annotator, raw=_labels((2, 3)), base_revision_id=first.pk
     )
@@ -88,7 +91,9 @@ def test_last_submission_marks_the_scan_and_sends_the_signal(world):
         scan = factories.add_scan(world)
         assignments = list(scan.assignments.order_by("id"))
         for i, assignment in enumerate(assignments):
-            services.revision_create(assignment=assignment, actor=assignment.annotator, raw=_labels(), base_revision_id=None)
+            services.revision_create(
+                assignment=assignment, actor=assignment.annotator, raw=_labels(), base_revision_id=None
+            )
             services.assignment_submit(assignment=assignment, actor=assignment.annotator)
             scan.refresh_from_db()
             expected = ScanStatus.SUBMITTED if i == len(assignments) - 1 else ScanStatus.IN_PROGRESS
@@ -116,7 +121,9 @@ def test_last_lead_cannot_be_demoted(world):
 def test_label_in_use_cannot_be_deleted(world):
     scan = factories.add_scan(world)
     assignment = scan.assignments.first()
-    services.revision_create(assignment=assignment, actor=assignment.annotator, raw=_labels((2,)), base_revision_id=None)
+    services.revision_create(
+        assignment=assignment, actor=assignment.annotator, raw=_labels((2,)), base_revision_id=None
+    )
     used = world.project.label_classes.get(value=2)
     unused = world.project.label_classes.get(value=3)
     with pytest.raises(Conflict, match="drawn in saved revisions"):
@@ -131,9 +138,12 @@ def test_audit_trail_records_who_did_what(world):
     assert ("project.create", "lead") in actions
     assert ("scan.upload", "lead") in actions
     assert sum(1 for action, _ in actions if action == "member.add") == 3
-    assert AuditEvent.objects.filter(action="assignment.create", target_id__in=[
-        str(pk) for pk in scan.assignments.values_list("pk", flat=True)
-    ]).count() == 2
+    assert (
+        AuditEvent.objects.filter(
+            action="assignment.create", target_id__in=[str(pk) for pk in scan.assignments.values_list("pk", flat=True)]
+        ).count()
+        == 2
+    )
 
 
 def test_scan_is_stored_reoriented_to_ras(world):
@@ -150,7 +160,9 @@ def test_canonical_upload_is_stored_as_sent_and_any_other_form_is_rewritten(worl
     assignment = scan.assignments.first()
     labels = factories.label_array(values=(1, 2))
     canonical = volumes.label_map_to_bytes(labels, np.array(scan.affine))  # what the viewer sends
-    first, _ = services.revision_create(assignment=assignment, actor=assignment.annotator, raw=canonical, base_revision_id=None)
+    first, _ = services.revision_create(
+        assignment=assignment, actor=assignment.annotator, raw=canonical, base_revision_id=None
+    )
     with first.file.open("rb") as fh:
         assert fh.read() == canonical
 
@@ -160,7 +172,9 @@ def test_canonical_upload_is_stored_as_sent_and_any_other_form_is_rewritten(worl
     )
     flipped = volumes.label_map_to_bytes(labels[::-1], las)
     assert not volumes.storable_as_sent(flipped)
-    second, _ = services.revision_create(assignment=assignment, actor=assignment.annotator, raw=flipped, base_revision_id=first.pk)
+    second, _ = services.revision_create(
+        assignment=assignment, actor=assignment.annotator, raw=flipped, base_revision_id=first.pk
+    )
     with second.file.open("rb") as fh:
         stored = fh.read()
     assert stored != flipped

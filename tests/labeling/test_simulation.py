@@ -80,17 +80,12 @@ def test_anatomy_grid(anatomy):
     assert anatomy.t1.shape == anatomy.labels.shape == (99, 117, 95)
     assert anatomy.t1.dtype == np.float32 and anatomy.labels.dtype == np.uint8
     assert anatomy.affine.dtype == np.float64
-    expected = np.array(
-        [[2, 0, 0, -98], [0, 2, 0, -134], [0, 0, 2, -72], [0, 0, 0, 1]], float
-    )
+    expected = np.array([[2, 0, 0, -98], [0, 2, 0, -134], [0, 0, 2, -72], [0, 0, 0, 1]], float)
     np.testing.assert_array_equal(anatomy.affine, expected)
     assert anatomy.spacing == (2.0, 2.0, 2.0)
     assert nib.aff2axcodes(anatomy.affine) == ("R", "A", "S")
     assert set(np.unique(anatomy.labels)) == {0, 1, 2, 3}
-    assert (
-        np.isfinite(anatomy.t1).all()
-        and 0.0 <= anatomy.t1.min() <= anatomy.t1.max() <= 1.0
-    )
+    assert np.isfinite(anatomy.t1).all() and 0.0 <= anatomy.t1.min() <= anatomy.t1.max() <= 1.0
 
 
 def test_anatomy_is_cached_and_read_only(anatomy):
@@ -106,9 +101,7 @@ def test_anatomy_matches_nilearn_at_2mm(anatomy):
 
     template = datasets.load_mni152_template(resolution=2)
     np.testing.assert_array_equal(template.affine, anatomy.affine)
-    np.testing.assert_allclose(
-        np.asarray(template.dataobj), anatomy.t1, rtol=0, atol=1e-6
-    )
+    np.testing.assert_allclose(np.asarray(template.dataobj), anatomy.t1, rtol=0, atol=1e-6)
     mask = np.asarray(datasets.load_mni152_brain_mask(resolution=2).dataobj) > 0
     np.testing.assert_array_equal(mask, anatomy.labels > 0)
 
@@ -116,13 +109,7 @@ def test_anatomy_matches_nilearn_at_2mm(anatomy):
 def test_anatomy_labels_agree_with_t1_contrast(anatomy):
     """On a T1, CSF < grey < white; misaligned labels would blur the medians together."""
     median = {k: float(np.median(anatomy.t1[anatomy.labels == k])) for k in TISSUES}
-    assert (
-        median[sim.CSF]
-        < 0.5
-        < median[sim.GREY_MATTER]
-        < 0.75
-        < median[sim.WHITE_MATTER]
-    )
+    assert median[sim.CSF] < 0.5 < median[sim.GREY_MATTER] < 0.75 < median[sim.WHITE_MATTER]
     counts = np.bincount(anatomy.labels.ravel(), minlength=4)
     assert counts[sim.GREY_MATTER] > counts[sim.WHITE_MATTER] > counts[sim.CSF] > 0
 
@@ -220,10 +207,7 @@ def test_no_lesions_when_asked(twin):
 
 
 def test_lesion_count_drawn_from_seed(anatomy):
-    counts = [
-        n_components(sim.simulate_subject(anatomy, seed=seed).labels == sim.LESION)
-        for seed in range(6)
-    ]
+    counts = [n_components(sim.simulate_subject(anatomy, seed=seed).labels == sim.LESION) for seed in range(6)]
     assert all(0 <= count <= 4 for count in counts)
     assert len(set(counts)) > 1
 
@@ -385,9 +369,7 @@ def test_generous_grows_by_about_one_voxel(nested_cubes):
     for label in (sim.GREY_MATTER, sim.WHITE_MATTER, sim.LESION):
         inside_truth = nested_cubes >= label
         assert (rater >= label).sum() > inside_truth.sum()
-        assert not (rater >= label)[
-            ~ndimage.binary_dilation(inside_truth, iterations=3)
-        ].any()
+        assert not (rater >= label)[~ndimage.binary_dilation(inside_truth, iterations=3)].any()
 
 
 def test_conservative_shrinks_nested_structures(nested_cubes):
@@ -440,9 +422,7 @@ def test_misses_components_on_a_binary_lesion_mask():
     """The only annotated label counts as small, however much of the mask it fills."""
     truth = np.zeros((30, 30, 30), dtype=np.uint8)
     for corner in (2, 12, 22):
-        truth[corner : corner + 5, corner : corner + 5, corner : corner + 5] = (
-            sim.LESION
-        )
+        truth[corner : corner + 5, corner : corner + 5, corner : corner + 5] = sim.LESION
     rater = sim.simulate_rater(truth, profile="misses_components", seed=0)
     assert n_components(rater == sim.LESION) == 1  # round(0.5 * 3) = 2 dropped
     assert set(np.unique(rater)) == {0, sim.LESION}
@@ -459,9 +439,7 @@ def test_rater_on_empty_truth():
     truth = np.zeros((8, 9, 10), dtype=np.int64)
     for profile in sim.RATER_PROFILES:
         rater = sim.simulate_rater(truth, profile=profile, seed=0)
-        assert (
-            rater.dtype == np.uint8 and rater.shape == truth.shape and not rater.any()
-        )
+        assert rater.dtype == np.uint8 and rater.shape == truth.shape and not rater.any()
 
 
 def test_unknown_profile_names_the_valid_ones(nested_cubes):
@@ -494,9 +472,7 @@ def test_panel_is_its_raters(subject):
     panel = sim.simulate_panel(subject.labels, profiles=profiles, seed=9)
     assert panel.shape == (3, *subject.labels.shape) and panel.dtype == np.uint8
     for r, profile in enumerate(profiles):
-        one = sim.simulate_rater(
-            subject.labels, profile=profile, seed=sim.rater_seed(9, r)
-        )
+        one = sim.simulate_rater(subject.labels, profile=profile, seed=sim.rater_seed(9, r))
         np.testing.assert_array_equal(panel[r], one)
     assert not np.array_equal(panel[0], panel[1])  # same profile, different errors
 

@@ -83,9 +83,7 @@ def _nii(data, affine, *, version=1, compress=True, edit=None) -> bytes:
     return gzip.compress(raw) if compress else raw
 
 
-def _refused(
-    code: str, raw: bytes, *words: str, label_map: bool = False, **kwargs
-) -> VolumeError:
+def _refused(code: str, raw: bytes, *words: str, label_map: bool = False, **kwargs) -> VolumeError:
     with pytest.raises(VolumeError) as info:
         if label_map:
             options = {
@@ -97,9 +95,7 @@ def _refused(
             options.update(kwargs)
             load_label_map(raw, **options)
         else:
-            load_image(
-                raw, max_decompressed_bytes=kwargs.get("max_decompressed_bytes", LIMIT)
-            )
+            load_image(raw, max_decompressed_bytes=kwargs.get("max_decompressed_bytes", LIMIT))
     err = info.value
     assert err.code == code, err.message
     assert err.code in ERROR_CODES
@@ -160,9 +156,7 @@ def test_oblique_matches_nibabel_as_closest_canonical():
     orig = _distinct(seed=2)
     raw = _nii(orig, OBLIQUE)
     vol = load_image(raw, max_decompressed_bytes=LIMIT)
-    expected = nib.as_closest_canonical(
-        nib.Nifti1Image.from_bytes(gzip.decompress(raw))
-    )
+    expected = nib.as_closest_canonical(nib.Nifti1Image.from_bytes(gzip.decompress(raw)))
 
     assert vol.orientation == "LPS"
     np.testing.assert_array_equal(vol.data, np.asanyarray(expected.dataobj))
@@ -270,9 +264,7 @@ def test_metre_units_are_converted_to_millimetres():
     def units(img):
         img.header.set_xyzt_units(xyz="meter")
 
-    vol = load_image(
-        _nii(_distinct(), metres, edit=units), max_decompressed_bytes=LIMIT
-    )
+    vol = load_image(_nii(_distinct(), metres, edit=units), max_decompressed_bytes=LIMIT)
     assert vol.spacing == pytest.approx((1.0, 1.2, 2.5), rel=1e-5)
 
 
@@ -417,9 +409,7 @@ def test_refuses_an_empty_upload():
 
 def test_refuses_random_bytes_as_not_nifti():
     raw = np.random.default_rng(7).integers(0, 256, 4000, dtype=np.uint8).tobytes()
-    _refused(
-        "not_nifti", b"PK" + raw, "not a NIfTI", "magic", "as a .nii or .nii.gz file"
-    )
+    _refused("not_nifti", b"PK" + raw, "not a NIfTI", "magic", "as a .nii or .nii.gz file")
 
 
 def test_refuses_a_gzip_whose_content_is_not_nifti():
@@ -438,9 +428,7 @@ def test_refuses_a_bad_magic():
 
 def test_refuses_the_header_half_of_a_hdr_img_pair():
     raw = _nii(_distinct(), LPS, compress=False)
-    _refused(
-        "not_nifti", raw[:344] + b"ni1\x00" + raw[348:], ".hdr/.img", "single-file"
-    )
+    _refused("not_nifti", raw[:344] + b"ni1\x00" + raw[348:], ".hdr/.img", "single-file")
 
 
 def test_refuses_a_truncated_gzip_stream():
@@ -532,9 +520,7 @@ def test_refuses_a_zero_length_axis():
 
 
 def test_refuses_complex_voxels():
-    _refused(
-        "bad_dtype", _nii(np.zeros(SHAPE, np.complex64), LPS), "complex", "float32"
-    )
+    _refused("bad_dtype", _nii(np.zeros(SHAPE, np.complex64), LPS), "complex", "float32")
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -646,19 +632,13 @@ def _mutants(seed: int, count: int):
         kind = rng.integers(3)
         if kind == 0:  # flip bytes, mostly in the header
             for _ in range(rng.integers(1, 5)):
-                pos = (
-                    rng.integers(min(len(raw), 560))
-                    if rng.random() < 0.8
-                    else rng.integers(len(raw))
-                )
+                pos = rng.integers(min(len(raw), 560)) if rng.random() < 0.8 else rng.integers(len(raw))
                 raw[pos] = rng.integers(256)
         elif kind == 1:  # cut
             raw = raw[: rng.integers(len(raw))]
         else:  # overwrite a header field with an extreme integer
             pos = int(rng.integers(0, 340)) & ~1
-            raw[pos : pos + 2] = struct.pack(
-                "<h", int(rng.choice([-32768, -1, 0, 32767]))
-            )
+            raw[pos : pos + 2] = struct.pack("<h", int(rng.choice([-32768, -1, 0, 32767])))
         yield bytes(raw)
 
 

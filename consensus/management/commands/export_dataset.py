@@ -20,16 +20,25 @@ class Command(BaseCommand):
         parser.add_argument("--dataset-id", type=int, default=500)
         parser.add_argument("--output", help="copy the zip here", required=True)
 
-    def handle(self, *args, project, format, include_raters, include_posterior, only_adjudicated, dataset_id, output, **kw):
+    def handle(
+        self, *args, project, format, include_raters, include_posterior, only_adjudicated, dataset_id, output, **kw
+    ):
         found = Project.objects.filter(pk=int(project)) if project.isdigit() else Project.objects.filter(name=project)
         if not found.exists():
             raise CommandError(f"No project {project!r}.")
         export = export_request(
-            project=found.get(), actor=None, format=format, include_raters=include_raters,
-            include_posterior=include_posterior, only_adjudicated=only_adjudicated, dataset_id=dataset_id,
+            project=found.get(),
+            actor=None,
+            format=format,
+            include_raters=include_raters,
+            include_posterior=include_posterior,
+            only_adjudicated=only_adjudicated,
+            dataset_id=dataset_id,
             queue=False,
         )
         export = export_execute(export_id=export.pk)  # here, not in a worker: the command waits anyway
         with default_storage.open(export.file.name, "rb") as src, open(output, "wb") as dst:
             shutil.copyfileobj(src, dst)
-        self.stdout.write(self.style.SUCCESS(f"Export {export.pk}: {export.message}, checked, sha256 {export.sha256} -> {output}"))
+        self.stdout.write(
+            self.style.SUCCESS(f"Export {export.pk}: {export.message}, checked, sha256 {export.sha256} -> {output}")
+        )
