@@ -59,6 +59,9 @@ class ScanScore(models.Model):
             models.UniqueConstraint(fields=["scan", "model_version"], name="one_score_per_scan_and_model"),
         ]
 
+    def __str__(self) -> str:
+        return f"score {self.score:.4g} of scan {self.scan_id} under model {self.model_version_id}"
+
 
 class EditingEffort(models.Model):
     """How much an annotator changed a pre-label: Dice between the pre-label and what they submitted."""
@@ -68,3 +71,6 @@ class EditingEffort(models.Model):
     dice = models.JSONField(help_text="label value -> Dice(pre-label, submitted)")
     mean_dice = models.FloatField(null=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"editing effort of assignment {self.assignment_id}"

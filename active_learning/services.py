@@ -89,7 +89,8 @@ def model_version_request(*, project: Project, actor=None, trigger: str = "manua
             return pending, False
         if not _truths(project, Split.TRAIN):
             raise Conflict(
-                "No training ground truth yet: the model trains on scans of the 'train' split that have a ground truth.",
+                "No training ground truth yet: the model trains on scans of the 'train' split that have "
+                "a ground truth.",
                 code="no_training_data",
             )
         number = (project.model_versions.aggregate(n=Max("version"))["n"] or 0) + 1
@@ -260,7 +261,7 @@ def scores_update(*, project_id: int) -> dict:
         scores[order] = np.linspace(1.0, 0.0, len(scans)) if len(scans) > 1 else [1.0]
         rows = [
             dict(scan=s, score=float(v), strategy="diversity", features=[float(x) for x in f])
-            for s, v, f in zip(scans, scores, features)
+            for s, v, f in zip(scans, scores, features, strict=True)
         ]
         note = "Cold start: no model yet, scans in diversity order (greedy k-centre on image features)."
     else:
@@ -315,7 +316,7 @@ def scores_update(*, project_id: int) -> dict:
             )
         else:
             values = np.array([r[strategy] for r in rows])
-        for row, value in zip(rows, values):
+        for row, value in zip(rows, values, strict=True):
             row["score"] = float(value)
             row["strategy"] = strategy
             if not np.isfinite(row["disagreement"]):

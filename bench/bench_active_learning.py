@@ -7,7 +7,8 @@ noise changes and 0-4 synthetic white-matter lesions of varied size and contrast
 downloaded. ``--cohort multisite`` (default) draws the pool mostly from one research
 site (T1w) and 2 scans each from two small clinical sites (tilted heads with thick
 slices; T2w/FLAIR/PDw-like contrast), with a site-balanced test set (see ``SITES``);
-``--cohort homogeneous`` makes every subject research-T1w-like. ``--nnunet-dir PATH`` runs on any nnU-Net raw dataset folder instead
+``--cohort homogeneous`` makes every subject research-T1w-like. ``--nnunet-dir PATH`` runs on
+any nnU-Net raw dataset folder instead
 (``imagesTr/<case>_0000.nii.gz``, ``labelsTr/<case>.nii.gz``, optional
 ``dataset.json`` with v2 ``{"name": value}`` or v1/MSD ``{"value": "name"}`` labels;
 MSD's ``imagesTr/<case>.nii.gz`` is accepted too; first channel only). Label values
@@ -114,7 +115,7 @@ def simulated_cohort(n: int, *, n_test: int, multisite: bool = True, resolution:
     if multisite:
         pool_counts = [n_pool - sum(c for _, c, _ in SITES[1:])] + [c for _, c, _ in SITES[1:]]
         test_counts = [round(share * n_test) for _, _, share in SITES[1:]]
-        test_counts = [n_test - sum(test_counts)] + test_counts
+        test_counts = [n_test - sum(test_counts), *test_counts]
         if min(pool_counts) < 1 or min(test_counts) < 1:
             raise SystemExit(f"--n-scans {n} / --n-test {n_test}: too few scans for {len(SITES)} sites")
     else:
@@ -448,8 +449,8 @@ def plot(panels, strategies, path, title):
         ax.axhline(summary["target_95"], color="black", lw=1, ls="--", label="95 % of full data")
         for frac in (0.4, 0.6):
             ax.axvline(frac * pool, color="#aaaaaa", lw=0.8, ls=":")
-        ax.set_xticks(list(counts) + [pool])
-        ax.set_xticklabels([f"{n}\n{100 * n / pool:.0f}%" for n in list(counts) + [pool]], fontsize=8)
+        ax.set_xticks([*list(counts), pool])
+        ax.set_xticklabels([f"{n}\n{100 * n / pool:.0f}%" for n in [*list(counts), pool]], fontsize=8)
         ax.set_xlabel("labelled scans (share of the pool)")
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=7, loc="lower right")

@@ -83,7 +83,7 @@ def build_project(n_scans: int):
             subject_id=f"{i:03d}",
             split=split,
         )
-        for assignment, profile in zip(Assignment.objects.filter(scan=scan).order_by("id"), profiles):
+        for assignment, profile in zip(Assignment.objects.filter(scan=scan).order_by("id"), profiles, strict=False):
             labels = simulation.simulate_rater(subject.labels, profile=profile, seed=i * 10 + len(profile))
             services.revision_create(
                 assignment=assignment,

@@ -90,7 +90,7 @@ def _best(fn, repeat):
 def numpy_majority_vote(segs: np.ndarray) -> np.ndarray:
     """Reference majority vote in plain numpy: count votes per label, argmax."""
     n_labels = int(segs.max()) + 1
-    counts = np.zeros((n_labels,) + segs.shape[1:], dtype=np.uint8)
+    counts = np.zeros((n_labels, *segs.shape[1:]), dtype=np.uint8)
     for rater in segs:
         for label in range(n_labels):
             counts[label] += rater == label

@@ -328,12 +328,12 @@ def _panel_surface_distances(masks: np.ndarray, spacing: tuple[float, ...]) -> d
     box = _bbox(masks.any(axis=0))
     if box is None:
         return {}
-    shape = tuple(s.stop - s.start + 2 * (h + 1) for s, h in zip(box, half))
-    inner = tuple(slice(h + 1, n - h - 1) for n, h in zip(shape, half))
+    shape = tuple(s.stop - s.start + 2 * (h + 1) for s, h in zip(box, half, strict=True))
+    inner = tuple(slice(h + 1, n - h - 1) for n, h in zip(shape, half, strict=True))
     strides = np.array([int(np.prod(shape[i + 1 :])) for i in range(len(shape))], dtype=np.int64)
     flat_off = offsets @ strides
     n_masks = masks.shape[0]
-    surf = np.zeros((n_masks,) + shape, dtype=bool)
+    surf = np.zeros((n_masks, *shape), dtype=bool)
     padded = np.zeros(shape, dtype=bool)
     idx = []
     for r in range(n_masks):
@@ -559,7 +559,7 @@ def _kappa_from_confusion(c: np.ndarray) -> float:
     """Cohen's kappa from a contingency table; nan when p_e = 1."""
     n = int(c.sum())
     agree = int(np.trace(c))
-    chance = sum(int(r) * int(q) for r, q in zip(c.sum(1), c.sum(0)))  # N^2 p_e, exact
+    chance = sum(int(r) * int(q) for r, q in zip(c.sum(1), c.sum(0), strict=True))  # N^2 p_e, exact
     den = n * n - chance
     return math.nan if den == 0 else (n * agree - chance) / den
 
@@ -951,7 +951,7 @@ def agreement_report(
     box = _bbox(any_fg)
     del any_fg
     n_vox = int(np.prod(stack.shape[1:]))
-    crop = codes[(slice(None),) + box] if box is not None else codes[:, :0]
+    crop = codes[(slice(None), *box)] if box is not None else codes[:, :0]
     n_out = n_vox - int(np.prod(crop.shape[1:]))
 
     # Per-rater histograms and pairwise contingency tables over the whole map.

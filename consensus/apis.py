@@ -7,7 +7,6 @@ import csv
 import io
 
 import numpy as np
-
 from django.core.files.storage import default_storage
 from django.http import FileResponse, HttpResponse
 from django.shortcuts import get_object_or_404
@@ -17,6 +16,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from labeling import volumes
 from labeling.apis import (
     LabelClassOutput,
     ScanOutput,
@@ -25,7 +25,6 @@ from labeling.apis import (
     nifti_response,
     require_manager,
 )
-from labeling import volumes
 from labeling.parsers import NIFTI_PARSERS
 from labeling.selectors import scan_list
 from mriannot.errors import NotFound, ValidationFailed

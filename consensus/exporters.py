@@ -202,7 +202,7 @@ def _write_bids(root: Path, spec: ExportSpec, cases, progress) -> str:
         )
         if spec.include_posterior and case.posterior is not None:
             channels, affine = _posterior_channels(case.posterior)
-            for value, channel in zip(case.posterior_labels, channels):
+            for value, channel in zip(case.posterior_labels, channels, strict=True):
                 if value == 0:
                     continue
                 abbr = _abbr(spec.labels[value][0])
@@ -386,7 +386,7 @@ def verify_export(folder: Path, *, spec: ExportSpec) -> list[str]:
         try:
             image, _ = _load(folder / image_rel)
             label, data = _load(folder / label_rel)
-        except Exception as exc:  # any reader failure is a problem to report, not a crash
+        except Exception as exc:  # noqa: BLE001 - any reader failure is a problem to report, not a crash
             problems.append(f"{label_rel}: does not load ({exc})")
             continue
         if image.shape[:3] != label.shape[:3]:
@@ -404,7 +404,7 @@ def verify_export(folder: Path, *, spec: ExportSpec) -> list[str]:
             continue
         try:
             _load(path)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - as above
             problems.append(f"{rel}: does not load ({exc})")
     problems += _check_index(folder, spec, pairs)
     return problems

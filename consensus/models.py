@@ -83,6 +83,9 @@ class RaterPerformance(models.Model):
         ordering = ["run", "rater_index"]
         constraints = [models.UniqueConstraint(fields=["run", "rater_index"], name="one_performance_per_rater")]
 
+    def __str__(self) -> str:
+        return f"rater {self.rater_index} of consensus run {self.run_id}"
+
 
 class GroundTruthSource(models.TextChoices):
     CONSENSUS = "consensus", "Consensus accepted automatically (not ambiguous)"
@@ -112,6 +115,9 @@ class GroundTruth(ImmutableModel):
     class Meta:
         ordering = ["scan", "-id"]
 
+    def __str__(self) -> str:
+        return f"ground truth {self.pk} of scan {self.scan_id} ({self.source})"
+
 
 class ExportFormat(models.TextChoices):
     NNUNET = "nnunet", "nnU-Net v2 raw"
@@ -139,3 +145,6 @@ class Export(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.format} export {self.pk} of project {self.project_id} ({self.status})"

@@ -407,7 +407,7 @@ def _execute(run: ConsensusRun) -> ConsensusRun:
         RaterPerformance.objects.filter(run=run).delete()
         RaterPerformance.objects.bulk_create(
             RaterPerformance(run=run, rater_index=i, revision=revision, annotator_id=revision.created_by_id, **perf)
-            for i, (revision, perf) in enumerate(zip(revisions, performances))
+            for i, (revision, perf) in enumerate(zip(revisions, performances, strict=True))
         )
         run.labels_file.name = labels_name
         run.posterior_file.name = posterior_name

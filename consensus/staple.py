@@ -353,7 +353,7 @@ def _run_em(
     converged = False
     iterations = 0
     with _small_op_threads(device):
-        for iterations in range(1, max_iter + 1):
+        for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is read after the loop
             theta = m_step(weights)
             weights = e_step(theta)
             if theta_prev is not None and float((theta - theta_prev).abs().max()) <= tol:

@@ -69,7 +69,7 @@ class _Patterns:
 
     def scatter(self, table: torch.Tensor) -> torch.Tensor:
         """Per-pattern values (P, ...) -> per-voxel values (N, ...) by one look-up."""
-        full = torch.zeros((self.n_slots,) + tuple(table.shape[1:]), dtype=table.dtype, device=table.device)
+        full = torch.zeros((self.n_slots, *tuple(table.shape[1:])), dtype=table.dtype, device=table.device)
         full[self.slots] = table
         return torch.index_select(full, 0, self.code)
 
@@ -81,7 +81,7 @@ class _Patterns:
         out = torch.empty((k, self.code.numel()), dtype=dtype, device=table.device)
         for row in range(k):
             torch.index_select(full[row], 0, self.code, out=out[row])
-        return out.reshape((k,) + self.spatial_shape).cpu().numpy()
+        return out.reshape((k, *self.spatial_shape)).cpu().numpy()
 
 
 def _as_label_tensor(segmentations, name: str = "segmentations") -> tuple[torch.Tensor, np.dtype]:

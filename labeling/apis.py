@@ -495,7 +495,7 @@ def int_param(request, name: str) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise ValidationFailed(f"Query parameter {name!r} must be an integer id, not {value!r}.")
+        raise ValidationFailed(f"Query parameter {name!r} must be an integer id, not {value!r}.") from None
 
 
 class AssignmentListApi(APIView):

@@ -107,7 +107,7 @@ def demo_project_create(*, n_scans: int = 10, n_rated: int = 4, resolution: int 
             labels = simulation.simulate_rater(
                 subject.labels, profile=profile, seed=seed * 1000 + scan.pk * 10 + assignment.pk
             )
-            revision, _ = services.revision_create(
+            _revision, _ = services.revision_create(
                 assignment=assignment,
                 actor=assignment.annotator,
                 raw=volumes.label_map_to_bytes(labels, subject.affine),

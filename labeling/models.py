@@ -127,6 +127,9 @@ class Membership(models.Model):
         ordering = ["project", "user"]
         constraints = [models.UniqueConstraint(fields=["project", "user"], name="one_membership_per_user")]
 
+    def __str__(self) -> str:
+        return f"{self.user_id} is {self.role} of project {self.project_id}"
+
 
 class Split(models.TextChoices):
     TRAIN = "train", "Train"
@@ -188,6 +191,9 @@ class Assignment(models.Model):
         ordering = ["-priority", "id"]
         constraints = [models.UniqueConstraint(fields=["scan", "annotator"], name="one_assignment_per_rater")]
 
+    def __str__(self) -> str:
+        return f"assignment {self.pk} of scan {self.scan_id} to user {self.annotator_id} ({self.status})"
+
 
 class RevisionSource(models.TextChoices):
     MANUAL = "manual", "Drawn in the viewer"
@@ -220,6 +226,9 @@ class AnnotationRevision(ImmutableModel):
             models.UniqueConstraint(fields=["assignment", "number"], name="revision_number_unique"),
         ]
 
+    def __str__(self) -> str:
+        return f"revision {self.number} of assignment {self.assignment_id}"
+
 
 class AuditEvent(ImmutableModel):
     """Append-only record of who did what to which object, and when."""
@@ -234,3 +243,6 @@ class AuditEvent(ImmutableModel):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} on {self.target_type} {self.target_id}"

@@ -291,7 +291,9 @@ def scan_create(
                 uploaded_by=actor,
             )
         except IntegrityError:  # a concurrent upload of the same file won
-            raise Conflict("This image was just uploaded to the project by someone else.", code="duplicate_scan")
+            raise Conflict(
+                "This image was just uploaded to the project by someone else.", code="duplicate_scan"
+            ) from None
         audit_log(
             actor=actor,
             project=project,

@@ -110,7 +110,7 @@ def sphere_truth(shape=(24, 20, 16)) -> np.ndarray:
 def submit_panel(world: World, scan, label_maps) -> list:
     """Every assigned rater of ``scan`` saves one label map (in assignment order) and submits."""
     revisions = []
-    for assignment, labels in zip(scan.assignments.order_by("id"), label_maps):
+    for assignment, labels in zip(scan.assignments.order_by("id"), label_maps, strict=False):
         raw = nifti_bytes(np.asarray(labels, np.uint8), np.asarray(scan.affine, dtype=float))
         revision, _ = services.revision_create(
             assignment=assignment, actor=assignment.annotator, raw=raw, base_revision_id=None

@@ -30,8 +30,8 @@ from active_learning.network import (
 )
 from active_learning.training import (
     TrainingConfig,
-    _next_scan,
     TrainingResult,
+    _next_scan,
     dice_per_label,
     evaluate_dice,
     mc_dropout_probabilities,

@@ -48,7 +48,7 @@ def _ground_truth(world, scan):
 
 @pytest.mark.django_db
 def test_cold_start_orders_by_diversity_and_says_so():
-    world, scans = _project()
+    world, _scans = _project()
     result = services.scores_update(project_id=world.project.pk)
     assert result["scored"] == 5 and result["model_version"] is None
     world.project.refresh_from_db()
@@ -150,7 +150,7 @@ def test_retraining_is_batched_every_n_ground_truths(django_capture_on_commit_ca
 
 @pytest.mark.django_db
 def test_training_needs_ground_truth_and_leads_only():
-    world, scans = _project()
+    world, _scans = _project()
     response = world.client(world.lead).post(f"/api/v1/projects/{world.project.pk}/models/")
     assert response.status_code == 409 and response.json()["error"] == "no_training_data"
     assert world.client(world.annotators[0]).post(f"/api/v1/projects/{world.project.pk}/models/").status_code == 403

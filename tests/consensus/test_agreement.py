@@ -42,7 +42,7 @@ def _perturb(mask, seed, amount=1.6):
 def _label_panel(seed, n_raters=4, shape=(30, 28, 20), n_labels=3, noise=0.4):
     """(R, X, Y, Z) uint8 label maps: a smooth truth plus per-rater smooth noise."""
     rng = np.random.default_rng(seed)
-    truth = ndimage.gaussian_filter(rng.standard_normal((n_labels + 1,) + shape), (0, 3, 3, 3))
+    truth = ndimage.gaussian_filter(rng.standard_normal((n_labels + 1, *shape)), (0, 3, 3, 3))
     truth /= truth.std()
     truth[0] += 0.5  # a little more background
     maps = []

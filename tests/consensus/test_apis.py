@@ -82,7 +82,7 @@ def test_lead_requests_a_rerun_and_gets_202(done_run, django_capture_on_commit_c
 
 
 def test_annotator_cannot_request_consensus(done_run):
-    world, scan, run = done_run
+    world, scan, _run = done_run
     rater = _roles(world, scan)["rater"]
     response = world.client(rater).post(f"/api/v1/scans/{scan.pk}/consensus-runs/", {}, format="json")
     assert response.status_code == 403
@@ -90,7 +90,7 @@ def test_annotator_cannot_request_consensus(done_run):
 
 
 def test_bad_options_answer_400_naming_the_option(done_run):
-    world, scan, run = done_run
+    world, scan, _run = done_run
     response = world.client(world.lead).post(
         f"/api/v1/scans/{scan.pk}/consensus-runs/", {"options": {"max_iterations": 3}}, format="json"
     )
@@ -99,7 +99,7 @@ def test_bad_options_answer_400_naming_the_option(done_run):
 
 
 def test_run_detail_has_rater_performance_and_files(done_run):
-    world, scan, run = done_run
+    world, _scan, run = done_run
     client = world.client(world.lead)
     detail = client.get(f"/api/v1/consensus-runs/{run.pk}/").json()
     assert detail["status"] == "done" and len(detail["performances"]) == 2

@@ -181,7 +181,10 @@ def _report(dice_by_label: dict[int, list[float]], volumes: dict[int, list[float
     return {"pairs": pairs, "volumes": vols}
 
 
-def _reasons(report, *, uncertain=0.0, rater_dice=None, decision=None, rules=flagging.FlagRules()):
+DEFAULT_RULES = flagging.FlagRules()
+
+
+def _reasons(report, *, uncertain=0.0, rater_dice=None, decision=None, rules=DEFAULT_RULES):
     return flagging.flag_reasons(
         uncertain_fraction=uncertain,
         report=report,

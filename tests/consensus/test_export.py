@@ -49,7 +49,7 @@ def _nii(zf, name):
 
 
 def test_nnunet_round_trip(project_with_truths):
-    export, zf = _export(project_with_truths, "nnunet", include_raters=True, include_posterior=True)
+    _, zf = _export(project_with_truths, "nnunet", include_raters=True, include_posterior=True)
     names = zf.namelist()
     base = "Dataset500_TestProject/"
     dataset = json.loads(zf.read(base + "dataset.json"))
@@ -75,7 +75,7 @@ def test_nnunet_round_trip(project_with_truths):
 
 
 def test_monai_datalist_round_trip(project_with_truths, tmp_path):
-    export, zf = _export(project_with_truths, "monai")
+    _, zf = _export(project_with_truths, "monai")
     zf.extractall(tmp_path)
     folder = tmp_path / "TestProject"
     datalist = json.loads((folder / "datalist.json").read_text())
@@ -87,7 +87,7 @@ def test_monai_datalist_round_trip(project_with_truths, tmp_path):
 
 
 def test_bids_derivatives_round_trip(project_with_truths):
-    export, zf = _export(project_with_truths, "bids", include_raters=True, include_posterior=True)
+    _, zf = _export(project_with_truths, "bids", include_raters=True, include_posterior=True)
     base = "TestProject-derivatives/"
     names = set(zf.namelist())
     description = json.loads(zf.read(base + "dataset_description.json"))
@@ -105,7 +105,7 @@ def test_bids_derivatives_round_trip(project_with_truths):
 
 
 def test_no_patient_identifier_leaves_and_the_datasheet_tells_the_story(project_with_truths):
-    export, zf = _export(project_with_truths, "nnunet")
+    _, zf = _export(project_with_truths, "nnunet")
     for name in zf.namelist():
         assert "REAL-NAME" not in name
         if not name.endswith(".gz"):
@@ -128,7 +128,7 @@ def test_no_patient_identifier_leaves_and_the_datasheet_tells_the_story(project_
 
 
 def test_verify_catches_a_broken_export(project_with_truths, tmp_path):
-    export, zf = _export(project_with_truths, "nnunet")
+    _, zf = _export(project_with_truths, "nnunet")
     zf.extractall(tmp_path)
     folder = tmp_path / "Dataset500_TestProject"
     spec = exporters.ExportSpec(

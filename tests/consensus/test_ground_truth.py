@@ -34,7 +34,7 @@ def _scan_with_run(threshold: float, shift: int = 2):
 
 
 def test_a_clear_scan_gets_its_consensus_as_ground_truth():
-    world, scan, run, truth = _scan_with_run(threshold=1.0, shift=1)
+    _world, scan, run, _truth = _scan_with_run(threshold=1.0, shift=1)
     assert run.flag_reasons == [] and not run.flagged
     gt = GroundTruth.objects.get(scan=scan)
     assert (gt.source, gt.run_id, gt.created_by, gt.file.name) == (
@@ -80,7 +80,7 @@ def test_a_flagged_scan_waits_for_the_lead_who_accepts_then_edits(every_voxel_un
 
 
 def test_a_bad_edit_is_refused_and_nothing_is_stored(stored_files, every_voxel_uncertain):
-    world, scan, run, truth = _scan_with_run(threshold=0.0)
+    world, scan, _run, _truth = _scan_with_run(threshold=0.0)
     before = stored_files()
     response = world.client(world.lead).post(
         f"/api/v1/scans/{scan.pk}/ground-truths/edit/",
@@ -92,7 +92,7 @@ def test_a_bad_edit_is_refused_and_nothing_is_stored(stored_files, every_voxel_u
 
 
 def test_only_leads_adjudicate(every_voxel_uncertain):
-    world, scan, run, truth = _scan_with_run(threshold=0.0)
+    world, scan, run, _truth = _scan_with_run(threshold=0.0)
     rater = scan.assignments.first().annotator
     client = world.client(rater)
     assert client.get(f"/api/v1/scans/{scan.pk}/review/").status_code == 403
@@ -101,7 +101,7 @@ def test_only_leads_adjudicate(every_voxel_uncertain):
 
 
 def test_a_rerun_does_not_replace_an_adjudicated_ground_truth():
-    world, scan, run, truth = _scan_with_run(threshold=1.0, shift=1)
+    world, scan, _run, _truth = _scan_with_run(threshold=1.0, shift=1)
     first = GroundTruth.objects.get(scan=scan)
     rerun, _ = services.consensus_run_request(scan=scan, actor=world.lead, method=Method.MAJORITY_VOTE)
     services.consensus_run_execute(run_id=rerun.pk)

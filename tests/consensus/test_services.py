@@ -29,7 +29,7 @@ def panel_world(db):
 
 
 def test_last_submission_queues_one_run_on_commit(panel_world, django_capture_on_commit_callbacks):
-    world, scan, truth, maps = panel_world
+    world, scan, _truth, maps = panel_world
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         revisions = factories.submit_panel(world, scan, maps)
     run = ConsensusRun.objects.get(scan=scan)
@@ -64,13 +64,17 @@ def test_execute_stores_consensus_posterior_and_performance(panel_world, stored_
     assert perf[0].dice["2"] > 0.99 and perf[2].dice["2"] == 0.0  # rater 3 never drew label 2
     assert perf[2].sensitivity["2"] < 0.5 < perf[0].sensitivity["2"]
     assert run.agreement["pairs"] and run.ambiguity is not None
+    # The third rater never drew label 2, which both others did: the scan waits for a lead.
+    assert run.flagged and [(r["code"], r.get("rater"), r.get("label")) for r in run.flag_reasons][:1] == [
+        ("missing_label", 2, 2)
+    ]
     scan.refresh_from_db()
-    assert scan.status == (ScanStatus.FLAGGED if run.flagged else ScanStatus.GROUND_TRUTH)
+    assert scan.status == ScanStatus.FLAGGED
     assert AuditEvent.objects.filter(action="consensus.done", target_id=str(run.pk)).exists()
 
 
 def test_running_twice_leaves_one_result(panel_world, stored_files):
-    world, scan, truth, maps = panel_world
+    world, scan, _truth, maps = panel_world
     factories.submit_panel(world, scan, maps)
     run_id = ConsensusRun.objects.get(scan=scan).pk
     services.consensus_run_execute(run_id=run_id)
@@ -85,7 +89,7 @@ def test_running_twice_leaves_one_result(panel_world, stored_files):
 
 
 def test_same_request_reuses_the_run_and_other_options_make_a_new_one(panel_world):
-    world, scan, truth, maps = panel_world
+    world, scan, _truth, maps = panel_world
     factories.submit_panel(world, scan, maps)
     first = ConsensusRun.objects.get(scan=scan)
     again, queued = services.consensus_run_request(scan=scan, actor=world.lead)
@@ -102,7 +106,7 @@ def test_same_request_reuses_the_run_and_other_options_make_a_new_one(panel_worl
 
 
 def test_majority_vote_run(panel_world):
-    world, scan, truth, maps = panel_world
+    world, scan, _truth, maps = panel_world
     factories.submit_panel(world, scan, maps)
     run, _ = services.consensus_run_request(scan=scan, actor=world.lead, method=Method.MAJORITY_VOTE)
     run = services.consensus_run_execute(run_id=run.pk)
@@ -122,7 +126,7 @@ def test_majority_vote_run(panel_world):
     ],
 )
 def test_bad_options_are_refused(panel_world, method, options, code):
-    world, scan, truth, maps = panel_world
+    world, scan, _truth, maps = panel_world
     factories.submit_panel(world, scan, maps)
     with pytest.raises(ValidationFailed) as excinfo:
         services.consensus_run_request(scan=scan, actor=world.lead, method=method, options=options)
@@ -131,7 +135,7 @@ def test_bad_options_are_refused(panel_world, method, options, code):
 
 
 def test_consensus_needs_two_submitted_raters(panel_world):
-    world, scan, truth, maps = panel_world
+    world, scan, _truth, maps = panel_world
     factories.submit_panel(world, scan, maps[:1])
     with pytest.raises(Conflict, match="at least 2"):
         services.consensus_run_request(scan=scan, actor=world.lead)
@@ -139,7 +143,7 @@ def test_consensus_needs_two_submitted_raters(panel_world):
 
 
 def test_a_failed_run_says_why_and_can_be_queued_again(panel_world, monkeypatch):
-    world, scan, truth, maps = panel_world
+    world, scan, _truth, maps = panel_world
     factories.submit_panel(world, scan, maps)
     run = ConsensusRun.objects.get(scan=scan)
 
@@ -159,7 +163,7 @@ def test_a_failed_run_says_why_and_can_be_queued_again(panel_world, monkeypatch)
 
 def test_ambiguity_flags_scans_over_the_project_threshold(panel_world, monkeypatch):
     monkeypatch.setattr(services, "UNCERTAIN_BELOW", 1.01)  # every labelled voxel counts as uncertain
-    world, scan, truth, maps = panel_world
+    world, scan, _truth, maps = panel_world
     world.project.ambiguity_threshold = 0.0
     world.project.save()
     factories.submit_panel(world, scan, maps)

@@ -54,7 +54,7 @@ def test_lead_trains_a_model_from_the_dashboard_and_follows_it(live_server, page
     assert not ModelVersion.objects.exists() and page.is_enabled("#train-model")
 
     rated = ConsensusRun.objects.filter(scan__project=project).order_by("scan_id")
-    for run, split in zip(rated, (Split.TRAIN, Split.TRAIN, Split.VALIDATION)):
+    for run, split in zip(rated, (Split.TRAIN, Split.TRAIN, Split.VALIDATION), strict=False):
         Scan.objects.filter(pk=run.scan_id).update(split=split)
         if not GroundTruth.objects.filter(scan_id=run.scan_id).exists():
             consensus_services.ground_truth_accept(run=run, actor=world.lead)

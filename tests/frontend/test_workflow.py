@@ -196,13 +196,20 @@ def test_submit_freezes_and_opens_the_next_scan(live_server, page, viewer_world,
     assert page.is_disabled("#submit") and page.is_disabled("#tool-buttons [data-tool=brush]")
     page.keyboard.press("b")
     assert page.evaluate("window.mriannot.viewer.nv.opts.drawingEnabled") is False
-    status = page.evaluate(
-        """(id) => fetch(`/api/v1/assignments/${id}/revisions/?base_revision=none`, {method: 'POST',
-             headers: {'X-CSRFToken': document.cookie.match(/csrftoken=([^;]+)/)[1], 'Content-Type': 'application/octet-stream'},
-             body: new Uint8Array([1, 2, 3])}).then((r) => r.status)""",
-        first.pk,
+    # A valid label map (the submitted one itself), on the right base: refused as frozen.
+    answer = page.evaluate(
+        """async ([id, revision]) => {
+             const labels = await (await fetch(`/api/v1/revisions/${revision}/labels/`)).arrayBuffer();
+             const r = await fetch(`/api/v1/assignments/${id}/revisions/?base_revision=${revision}`, {method: 'POST',
+               headers: {'X-CSRFToken': document.cookie.match(/csrftoken=([^;]+)/)[1],
+                         'Content-Type': 'application/octet-stream'},
+               body: labels});
+             return {status: r.status, body: await r.json()};
+           }""",
+        [first.pk, submitted.pk],
     )
-    assert status in (400, 409)
+    assert answer["status"] == 409
+    assert answer["body"]["error"] == "submitted" and "submitted and frozen" in answer["body"]["detail"]
     shot(page, "read-only")
 
     # Submitting the last open scan leads back to the worklist.

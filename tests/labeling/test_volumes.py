@@ -297,14 +297,14 @@ def test_label_map_round_trips_bit_identically_and_deterministically():
 def test_label_map_to_bytes_refuses_values_that_do_not_fit_uint8():
     labels = np.zeros(SHAPE, np.int16)
     labels[0, 0, 0] = 300
-    with pytest.raises(ValueError, match="labels: values must be in 0..255"):
+    with pytest.raises(ValueError, match=r"labels: values must be in 0\.\.255"):
         label_map_to_bytes(labels, LPS)
     with pytest.raises(ValueError, match="labels: expected an integer"):
         label_map_to_bytes(labels.astype(np.float32), LPS)
 
 
 def test_writers_refuse_a_singular_affine():
-    with pytest.raises(ValueError, match="affine: .*not invertible"):
+    with pytest.raises(ValueError, match=r"affine: .*not invertible"):
         image_to_bytes(np.zeros(SHAPE, np.float32), np.diag([1.0, 0.0, 1.0, 1.0]))
 
 

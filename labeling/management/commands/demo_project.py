@@ -22,7 +22,8 @@ class Command(BaseCommand):
         summary = demo_project_create(n_scans=scans, n_rated=min(rated, scans), resolution=resolution, seed=seed)
         self.stdout.write(
             self.style.SUCCESS(
-                f"Demo project {summary.project.name!r}: {summary.scans} scans, {summary.fully_rated} rated by all raters.\n"
+                f"Demo project {summary.project.name!r}: {summary.scans} scans, "
+                f"{summary.fully_rated} rated by all raters.\n"
                 f"Logins (password {DEMO_PASSWORD!r}): admin (site admin), lead, {', '.join(RATERS)}."
             )
         )
