@@ -41,6 +41,8 @@ import nibabel as nib
 import numpy as np
 from nibabel import orientations
 
+from mriannot.refusals import InputRefused
+
 __all__ = [
     "ImageVolume",
     "VolumeError",
@@ -55,7 +57,7 @@ __all__ = [
 # --------------------------------------------------------------------------- errors
 
 
-class VolumeError(ValueError):
+class VolumeError(InputRefused):
     """A refused volume, with a stable machine code and a human message.
 
     Parameters
@@ -72,10 +74,9 @@ class VolumeError(ValueError):
     ('empty', True)
     """
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    @property
+    def status_code(self) -> int:  # type: ignore[override]
+        return 413 if self.code == "too_large" else 400
 
     def __repr__(self) -> str:
         return f"VolumeError({self.code!r}, {self.message!r})"

@@ -18,6 +18,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from .refusals import InputRefused
+
 
 class ServiceError(Exception):
     """A refusal by a service, with a stable code and a message for people."""
@@ -78,18 +80,13 @@ _DRF_HINTS = {
 
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """Turn service errors, volume errors and DRF errors into the one JSON error shape."""
-    from labeling.volumes import (
-        VolumeError,  # the NIfTI door's refusals are client errors
-    )
-
+    """Turn service errors, refused input (e.g. the NIfTI door's) and DRF errors into the one JSON
+    error shape."""
     if isinstance(exc, ServiceError):
         body = {"error": exc.code, "detail": exc.message, **exc.extra}
         return Response(body, status=exc.status_code)
-    if isinstance(exc, VolumeError):
-        code = getattr(exc, "code", "invalid_volume")
-        status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE if code == "too_large" else 400
-        return Response({"error": code, "detail": str(getattr(exc, "message", exc))}, status=status_code)
+    if isinstance(exc, InputRefused):
+        return Response({"error": exc.code, "detail": exc.message}, status=exc.status_code)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
