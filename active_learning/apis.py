@@ -12,7 +12,6 @@ from rest_framework.views import APIView
 from labeling.apis import get_visible_project, nifti_response, require_manager
 from labeling.selectors import assignment_list, user_manages_project
 from mriannot.errors import NotAllowed, NotFound
-from mriannot.queue import enqueue_on_commit
 
 from . import services
 from .models import EditingEffort, ModelVersion, ScanScore
@@ -103,11 +102,9 @@ class RankingApi(APIView):
 
     @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT})
     def post(self, request, project_id: int):
-        from .tasks import scores_update_task
-
         project = get_visible_project(request, project_id)
         require_manager(request, project)
-        enqueue_on_commit(scores_update_task, project.pk)
+        services.scores_update_request(project=project)
         return Response({"status": "queued"}, status=status.HTTP_202_ACCEPTED)
 
 

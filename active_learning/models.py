@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.db import models
 
-from consensus.models import RunStatus
 from labeling.models import Assignment, Project, Scan
+from mriannot.jobs import Job
 
 
-class ModelVersion(models.Model):
+class ModelVersion(Job):
     """One training of the project's segmentation network, pinned to the ground truths it saw."""
+
+    task_name = "active_learning.tasks.model_version_train_task"
+    lease_s = 3 * 3600.0 + 600.0  # the task's 3 h limit and a margin
 
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="model_versions")
     version = models.PositiveIntegerField()
-    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
-    progress = models.FloatField(default=0.0)
-    message = models.CharField(max_length=200, blank=True)
-    error = models.TextField(blank=True)
     trigger = models.CharField(max_length=16, default="manual", help_text="'auto' (every N ground truths) or 'manual'")
     ground_truth_ids = models.JSONField(default=list, help_text="training ground truths the model saw")
     validation_ground_truth_ids = models.JSONField(default=list, help_text="frozen validation split")
@@ -25,9 +23,6 @@ class ModelVersion(models.Model):
     validation_dice = models.JSONField(default=dict, help_text="label value -> mean Dice on the validation split")
     weights = models.FileField(max_length=255, blank=True)
     code_version = models.CharField(max_length=64, blank=True)
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
     scored_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

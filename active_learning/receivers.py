@@ -10,9 +10,8 @@ from django.dispatch import receiver
 
 from consensus.signals import ground_truth_created
 from labeling.signals import assignment_submitted, scans_added
-from mriannot.queue import enqueue_on_commit
 
-from .services import editing_effort_record, retrain_if_due
+from .services import editing_effort_record, retrain_if_due, scores_update_request
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +26,8 @@ def on_ground_truth(sender, truth, **kwargs) -> None:
 
 @receiver(scans_added, dispatch_uid="active_learning.rank_new_scans")
 def on_scans_added(sender, project, scans, **kwargs) -> None:
-    from .tasks import scores_update_task
-
     try:
-        enqueue_on_commit(scores_update_task, project.pk)
+        scores_update_request(project=project)
     except Exception:
         log.exception("could not queue ranking for project %s", project.pk)
 

@@ -22,7 +22,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from consensus.models import GroundTruth, RunStatus
+from consensus.models import GroundTruth
 from consensus.services import _write, current_ground_truth
 from labeling import volumes
 from labeling.models import (
@@ -37,11 +37,13 @@ from labeling.models import (
 from labeling.selectors import assignment_head, label_values
 from labeling.services import audit_log
 from mriannot.errors import Conflict
+from mriannot.jobs import JobStatus, job_execute, job_progress, job_send_if_stale
 from mriannot.queue import enqueue_on_commit
 from mriannot.version import code_version
 
 from . import network, training, uncertainty
 from .models import EditingEffort, ModelVersion, ScanScore
+from .tasks import model_version_train_task, scores_update_task
 
 STRATEGY_KERNEL = {  # project strategy -> the score it ranks by
     ALStrategy.RANDOM: "random",
@@ -80,12 +82,11 @@ def _truths(project: Project, split: str) -> list[GroundTruth]:
 
 def model_version_request(*, project: Project, actor=None, trigger: str = "manual") -> tuple[ModelVersion, bool]:
     """Queue a training of the next model version, unless one is already queued or running."""
-    from .tasks import model_version_train_task
-
     with transaction.atomic():
         Project.objects.select_for_update().get(pk=project.pk)
-        pending = project.model_versions.filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).first()
+        pending = project.model_versions.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).first()
         if pending is not None:
+            job_send_if_stale(pending)  # a lost message or a dead worker: send it again
             return pending, False
         if not _truths(project, Split.TRAIN):
             raise Conflict(
@@ -103,7 +104,7 @@ def model_version_request(*, project: Project, actor=None, trigger: str = "manua
 def retrain_if_due(*, project: Project) -> ModelVersion | None:
     """Queue a retraining when ``al_retrain_every`` training ground truths arrived since the last model."""
     seen: set[int] = set()
-    latest = project.model_versions.exclude(status=RunStatus.FAILED).order_by("-version").first()
+    latest = project.model_versions.exclude(status=JobStatus.FAILED).order_by("-version").first()
     if latest is not None:
         seen = set(latest.ground_truth_ids)
     new = [t for t in _truths(project, Split.TRAIN) if t.pk not in seen]
@@ -114,25 +115,12 @@ def retrain_if_due(*, project: Project) -> ModelVersion | None:
 
 
 def _progress(version_id: int, fraction: float, message: str) -> None:
-    ModelVersion.objects.filter(pk=version_id).update(progress=fraction, message=message[:200])
+    job_progress(ModelVersion, version_id, fraction, message)
 
 
 def model_version_train(*, version_id: int) -> ModelVersion:
     """Train a queued model version (idempotent: a finished version is returned as it is)."""
-    with transaction.atomic():
-        version = ModelVersion.objects.select_for_update().select_related("project").get(pk=version_id)
-        if version.status == RunStatus.DONE:
-            return version
-        version.status = RunStatus.RUNNING
-        version.error = ""
-        version.save(update_fields=["status", "error"])
-    try:
-        return _train(version)
-    except Exception as exc:
-        ModelVersion.objects.filter(pk=version.pk).update(
-            status=RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}", message="failed", finished_at=timezone.now()
-        )
-        raise
+    return job_execute(ModelVersion, version_id, _train, select_related=("project",))
 
 
 def _load_pairs(truths: list[GroundTruth], config: network.NetworkConfig) -> tuple[list, list]:
@@ -189,10 +177,7 @@ def _train(version: ModelVersion) -> ModelVersion:
         version.validation_dice = dice
         version.hyperparameters = result.hyperparameters()
         version.code_version = metadata["code_version"]
-        version.status = RunStatus.DONE
-        version.progress = 1.0
-        version.message = f"trained on {len(train_truths)} scans in {result.seconds:.0f} s"
-        version.finished_at = timezone.now()
+        version.mark_done(f"trained on {len(train_truths)} scans in {result.seconds:.0f} s")
         version.save()
         audit_log(
             actor=None,
@@ -201,13 +186,16 @@ def _train(version: ModelVersion) -> ModelVersion:
             target=version,
             data={"validation_dice": dice, "ground_truths": len(train_truths)},
         )
-        from .tasks import scores_update_task
-
-        enqueue_on_commit(scores_update_task, project.pk)
+        scores_update_request(project=project)
     return version
 
 
 # --- scoring, ranking, pre-labels -----------------------------------------------------------------
+
+
+def scores_update_request(*, project: Project) -> None:
+    """Queue a new ranking of the project's open scans (on commit: it sees what was just saved)."""
+    enqueue_on_commit(scores_update_task, project.pk)
 
 
 def open_scans(*, project: Project):
@@ -216,7 +204,7 @@ def open_scans(*, project: Project):
 
 
 def latest_model(*, project: Project) -> ModelVersion | None:
-    return project.model_versions.filter(status=RunStatus.DONE).order_by("-version").first()
+    return project.model_versions.filter(status=JobStatus.DONE).order_by("-version").first()
 
 
 def _disagreement(scan: Scan) -> float:

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import models
 
 from labeling.models import AnnotationRevision, ImmutableModel, Scan
+from mriannot.jobs import Job
 
 
 class Method(models.TextChoices):
@@ -15,19 +16,15 @@ class Method(models.TextChoices):
     MAJORITY_VOTE = "majority_vote", "Majority vote"
 
 
-class RunStatus(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    DONE = "done", "Done"
-    FAILED = "failed", "Failed"
-
-
 def run_file_path(scan_id: int, run_id: int, name: str) -> str:
     return f"consensus/{scan_id}/{run_id}/{name}"
 
 
-class ConsensusRun(models.Model):
+class ConsensusRun(Job):
     """One fusion of a scan's submitted revisions. Same inputs and options: the same run."""
+
+    task_name = "consensus.tasks.consensus_run_execute_task"
+    lease_s = 2400.0  # the task's 30 min limit and a margin
 
     scan = models.ForeignKey(Scan, on_delete=models.PROTECT, related_name="consensus_runs")
     method = models.CharField(max_length=32, choices=Method.choices)
@@ -35,16 +32,7 @@ class ConsensusRun(models.Model):
     kernel_report = models.JSONField(default=dict, help_text="what the kernel reports about its run (e.g. ties)")
     revision_ids = models.JSONField(help_text="input revisions, in rater order")
     input_key = models.CharField(max_length=64, help_text="sha256 of method, options and revision ids")
-    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
-    progress = models.FloatField(default=0.0)
-    message = models.CharField(max_length=200, blank=True)
-    error = models.TextField(blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
     code_version = models.CharField(max_length=64, blank=True)
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
     timings = models.JSONField(default=dict, help_text="seconds per step")
     labels_file = models.FileField(max_length=255, blank=True)
     posterior_file = models.FileField(max_length=255, blank=True)
@@ -125,23 +113,19 @@ class ExportFormat(models.TextChoices):
     BIDS = "bids", "BIDS derivatives"
 
 
-class Export(models.Model):
+class Export(Job):
     """A dataset export of a project's ground truths, built by a Celery task into one zip."""
+
+    task_name = "consensus.tasks.export_execute_task"
+    lease_s = 4200.0  # the task's 1 h limit and a margin
 
     project = models.ForeignKey("labeling.Project", on_delete=models.PROTECT, related_name="exports")
     format = models.CharField(max_length=16, choices=ExportFormat.choices)
     options = models.JSONField(default=dict)
-    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
-    progress = models.FloatField(default=0.0)
-    message = models.CharField(max_length=200, blank=True)
-    error = models.TextField(blank=True)
     file = models.FileField(max_length=255, blank=True)
     sha256 = models.CharField(max_length=64, blank=True)
     size = models.BigIntegerField(null=True, blank=True)
     summary = models.JSONField(default=dict, help_text="counts per split, checks passed, code version")
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -6,8 +6,9 @@ from django.db.models import QuerySet
 
 from labeling.models import Scan, ScanStatus
 from labeling.selectors import managed_project_ids, user_is_site_admin
+from mriannot.jobs import JobStatus
 
-from .models import ConsensusRun, RunStatus
+from .models import ConsensusRun
 
 
 def run_list(*, user) -> QuerySet[ConsensusRun]:
@@ -18,7 +19,7 @@ def run_list(*, user) -> QuerySet[ConsensusRun]:
 
 
 def latest_done_run(*, scan: Scan) -> ConsensusRun | None:
-    return scan.consensus_runs.filter(status=RunStatus.DONE).order_by("-finished_at", "-id").first()
+    return scan.consensus_runs.filter(status=JobStatus.DONE).order_by("-finished_at", "-id").first()
 
 
 def flagged_scans(*, project) -> list[tuple[Scan, ConsensusRun | None]]:
@@ -48,7 +49,7 @@ def _mean(values) -> float | None:
 def _latest_runs(project) -> list[ConsensusRun]:
     """The newest finished run of every scan of the project (one per scan)."""
     runs = (
-        ConsensusRun.objects.filter(scan__project=project, status=RunStatus.DONE)
+        ConsensusRun.objects.filter(scan__project=project, status=JobStatus.DONE)
         .select_related("scan")
         .prefetch_related("performances__annotator")
         .order_by("scan_id", "-finished_at", "-id")

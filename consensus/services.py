@@ -21,13 +21,13 @@ from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.utils import timezone
 
 from labeling import volumes
 from labeling.models import AnnotationRevision, AssignmentStatus, Scan, ScanStatus
 from labeling.selectors import assignment_head, label_values
 from labeling.services import audit_log, label_counts, sha256_hex, stored_file
 from mriannot.errors import Conflict, ValidationFailed
+from mriannot.jobs import JobStatus, job_execute, job_progress, job_send_if_stale
 from mriannot.queue import enqueue_on_commit
 from mriannot.version import code_version
 
@@ -40,11 +40,11 @@ from .models import (
     GroundTruthSource,
     Method,
     RaterPerformance,
-    RunStatus,
     ground_truth_path,
     run_file_path,
 )
 from .signals import ground_truth_created
+from .tasks import consensus_run_execute_task, export_execute_task
 
 #: A voxel is uncertain when the posterior of its consensus label is below this.
 UNCERTAIN_BELOW = 0.9
@@ -109,8 +109,6 @@ def consensus_run_request(
     Returns ``(run, queued)``: ``queued`` is False when an identical run already exists and is
     queued, running or done. A failed identical run is queued again (same row).
     """
-    from .tasks import consensus_run_execute_task
-
     resolved = resolve_options(method=method, options=options)
     revisions = submitted_revisions(scan=scan)
     if len(revisions) < 2:
@@ -126,10 +124,11 @@ def consensus_run_request(
             input_key=key,
             defaults={"method": method, "options": resolved, "revision_ids": revision_ids, "requested_by": actor},
         )
-        if not created and run.status != RunStatus.FAILED:
+        if not created and run.status != JobStatus.FAILED:
+            job_send_if_stale(run)  # a lost message or a dead worker: send it again
             return run, False
         if not created:
-            ConsensusRun.objects.filter(pk=run.pk).update(status=RunStatus.QUEUED, progress=0.0, error="", message="")
+            ConsensusRun.objects.filter(pk=run.pk).update(status=JobStatus.QUEUED, progress=0.0, error="", message="")
             run.refresh_from_db()
         audit_log(
             actor=actor,
@@ -143,7 +142,7 @@ def consensus_run_request(
 
 
 def _progress(run_id: int, fraction: float, message: str) -> None:
-    ConsensusRun.objects.filter(pk=run_id).update(progress=fraction, message=message)
+    job_progress(ConsensusRun, run_id, fraction, message)
 
 
 def _write(name: str, data: bytes) -> str:
@@ -328,25 +327,7 @@ def run_flag_reasons(
 
 def consensus_run_execute(*, run_id: int) -> ConsensusRun:
     """Execute a run. Safe to call twice: a finished run is returned as it is."""
-    with transaction.atomic():
-        run = ConsensusRun.objects.select_for_update().select_related("scan", "scan__project").get(pk=run_id)
-        if run.status == RunStatus.DONE:
-            return run
-        run.status = RunStatus.RUNNING
-        run.started_at = timezone.now()
-        run.attempts += 1
-        run.error = ""
-        run.save(update_fields=["status", "started_at", "attempts", "error"])
-    try:
-        return _execute(run)
-    except Exception as exc:
-        ConsensusRun.objects.filter(pk=run.pk).update(
-            status=RunStatus.FAILED,
-            error=f"{type(exc).__name__}: {exc}",
-            finished_at=timezone.now(),
-            message="failed",
-        )
-        raise
+    return job_execute(ConsensusRun, run_id, _execute, select_related=("scan", "scan__project"))
 
 
 def _load_revisions(run: ConsensusRun) -> tuple[np.ndarray, list[AnnotationRevision]]:
@@ -402,7 +383,7 @@ def _execute(run: ConsensusRun) -> ConsensusRun:
 
     with transaction.atomic():
         run = ConsensusRun.objects.select_for_update().select_related("scan__project").get(pk=run.pk)
-        if run.status == RunStatus.DONE:  # another execution finished first; its files are the same
+        if run.status == JobStatus.DONE:  # another execution finished first; its files are the same
             return run
         RaterPerformance.objects.filter(run=run).delete()
         RaterPerformance.objects.bulk_create(
@@ -422,10 +403,7 @@ def _execute(run: ConsensusRun) -> ConsensusRun:
         run.flagged = bool(reasons)
         run.timings = timings
         run.code_version = code_version()
-        run.status = RunStatus.DONE
-        run.progress = 1.0
-        run.message = f"flagged for adjudication: {reasons[0]['message']}"[:200] if run.flagged else "done"
-        run.finished_at = timezone.now()
+        run.mark_done(f"flagged for adjudication: {reasons[0]['message']}" if run.flagged else "done")
         run.save()
         # The newest finished run decides the scan's state, unless a lead already set a ground truth.
         Scan.objects.filter(
@@ -456,21 +434,6 @@ def _execute(run: ConsensusRun) -> ConsensusRun:
             },
         )
     return run
-
-
-def consensus_runs_requeue_stale(*, older_than_s: float = 3600.0) -> list[int]:
-    """Queue again the runs left queued or running by a broker or worker that went away."""
-    from .tasks import consensus_run_execute_task
-
-    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_s)
-    ids = list(
-        ConsensusRun.objects.filter(
-            status__in=[RunStatus.QUEUED, RunStatus.RUNNING], created_at__lt=cutoff
-        ).values_list("pk", flat=True)
-    )
-    for run_id in ids:
-        consensus_run_execute_task.delay(run_id)
-    return ids
 
 
 # --- ground truth: accept, edit, supersede ------------------------------------------------------
@@ -513,7 +476,7 @@ def ground_truth_accept(*, run: ConsensusRun, actor, note: str = "") -> GroundTr
     with transaction.atomic():
         scan = Scan.objects.select_for_update().get(pk=run.scan_id)
         run.refresh_from_db()
-        if run.status != RunStatus.DONE:
+        if run.status != JobStatus.DONE:
             raise Conflict(f"Run {run.pk} is {run.status}; only a finished run can be accepted.", code="run_not_done")
         current = current_ground_truth(scan=scan)
         if current is not None and current.run_id == run.pk and current.source != GroundTruthSource.EDITED:
@@ -578,8 +541,6 @@ def export_request(
 ) -> Export:
     """Create an export of the project's ground truths and queue its task (unless ``queue`` is
     False: the management command runs it in its own process)."""
-    from .tasks import export_execute_task
-
     if format not in ExportFormat.values:
         raise ValidationFailed(f"Unknown format {format!r}; use one of {ExportFormat.values}.", code="unknown_format")
     options = {
@@ -675,6 +636,10 @@ def _datasheet(project, sources, rater_names: dict[int, str]) -> dict:
 
 def export_execute(*, export_id: int) -> Export:
     """Build, verify and store an export. Safe to run twice: a finished export is returned as it is."""
+    return job_execute(Export, export_id, _export_build, select_related=("project",))
+
+
+def _export_build(export: Export) -> Export:
     import shutil
     import tempfile
     import zipfile
@@ -682,13 +647,6 @@ def export_execute(*, export_id: int) -> Export:
 
     from . import exporters
 
-    with transaction.atomic():
-        export = Export.objects.select_for_update().select_related("project").get(pk=export_id)
-        if export.status == RunStatus.DONE:
-            return export
-        export.status = RunStatus.RUNNING
-        export.error = ""
-        export.save(update_fields=["status", "error"])
     project, options = export.project, export.options
     work = Path(tempfile.mkdtemp(prefix=f"mriannot-export-{export.pk}-"))
     try:
@@ -785,10 +743,7 @@ def export_execute(*, export_id: int) -> Export:
             export.sha256 = sha256_hex(data)
             export.size = len(data)
             export.summary = {**summary, "checks": "passed", "code_version": code_version(), "pseudonyms": pseudonyms}
-            export.status = RunStatus.DONE
-            export.progress = 1.0
-            export.message = f"{len(cases)} scans"
-            export.finished_at = timezone.now()
+            export.mark_done(f"{len(cases)} scans")
             export.save()
             audit_log(
                 actor=None,
@@ -798,17 +753,9 @@ def export_execute(*, export_id: int) -> Export:
                 data={"sha256": export.sha256, "cases": len(cases)},
             )
         return export
-    except Exception as exc:
-        Export.objects.filter(pk=export.pk).update(
-            status=RunStatus.FAILED,
-            error=f"{getattr(exc, 'message', exc)}",
-            message="failed",
-            finished_at=timezone.now(),
-        )
-        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def _progress_export(export_id: int, fraction: float, message: str) -> None:
-    Export.objects.filter(pk=export_id).update(progress=fraction, message=message[:200])
+    job_progress(Export, export_id, fraction, message)

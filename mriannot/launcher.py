@@ -63,8 +63,8 @@ def main() -> int:
     try:
         print("mriannot: migrating the database ...", flush=True)
         manage("migrate", "--noinput", "-v", "0", env=env)
-        # A private Redis starts empty: runs queued before it was restarted are sent again.
-        manage("consensus_requeue", "--older-than", "0" if redis.process else "3600", env=env)
+        # A private Redis starts empty: jobs queued before it was restarted are sent again.
+        manage("jobs_requeue", *(["--queued-for", "0"] if redis.process else []), env=env)
         manage("demo_project", "--if-empty", env=env)
 
         port = int(env.get("MRIANNOT_PORT", "8000"))

@@ -2,7 +2,7 @@
 
 ``task.delay_on_commit`` raises from the commit hook when the broker is down, so a save
 that has already landed would answer 500. Here the send is ``robust``: a failure is logged
-and the row stays 'queued', to be sent again by ``manage.py consensus_requeue`` (which
+and the row stays 'queued', to be sent again by ``manage.py jobs_requeue`` (which
 ``scripts/run.sh`` runs at start) or by the user asking again.
 """
 

@@ -186,7 +186,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "AssignmentStatusEnum": "labeling.models.AssignmentStatus",
         "ScanStatusEnum": "labeling.models.ScanStatus",
-        "RunStatusEnum": "consensus.models.RunStatus",
+        "RunStatusEnum": "mriannot.jobs.JobStatus",
     },
 }
 

@@ -11,10 +11,10 @@ import pytest
 from active_learning import services, uncertainty
 from active_learning.models import EditingEffort, ModelVersion, ScanScore
 from consensus import services as consensus_services
-from consensus.models import RunStatus
 from labeling import services as labeling_services
 from labeling import volumes
 from labeling.models import ALStrategy, Assignment, Split
+from mriannot.jobs import JobStatus
 from tests import factories
 
 TINY_NETWORK = {"working_shape": (16, 16, 16), "channels": (4, 8), "strides": (2,), "num_res_units": 0}
@@ -79,7 +79,7 @@ def test_train_score_rank_and_prelabel():
     assert (again.pk, queued) == (version.pk, False)  # one training at a time
 
     version = services.model_version_train(version_id=version.pk)
-    assert version.status == RunStatus.DONE and version.weights.name == f"models/{world.project.pk}/1.pt"
+    assert version.status == JobStatus.DONE and version.weights.name == f"models/{world.project.pk}/1.pt"
     assert len(version.ground_truth_ids) == 2 and len(version.validation_ground_truth_ids) == 1
     assert set(version.validation_dice) == {"1", "2", "3"}
     assert version.hyperparameters["training"]["steps"] == 6
@@ -143,7 +143,7 @@ def test_retraining_is_batched_every_n_ground_truths(django_capture_on_commit_ca
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         _ground_truth(world, scans[1])
     version = ModelVersion.objects.get()
-    assert version.trigger == "auto" and version.status == RunStatus.QUEUED and len(callbacks) == 1
+    assert version.trigger == "auto" and version.status == JobStatus.QUEUED and len(callbacks) == 1
     _ground_truth(world, scans[2])  # a validation scan: does not count towards retraining
     assert ModelVersion.objects.count() == 1
 
@@ -167,10 +167,10 @@ def test_a_training_runs_through_a_real_worker(celery_worker):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         version.refresh_from_db()
-        if version.status in (RunStatus.DONE, RunStatus.FAILED) and version.scored_at:
+        if version.status in (JobStatus.DONE, JobStatus.FAILED) and version.scored_at:
             break
         time.sleep(0.2)
-    assert version.status == RunStatus.DONE, version.error
+    assert version.status == JobStatus.DONE, version.error
     assert version.scored_at is not None  # the worker scored the open scans after training
     assert ScanScore.objects.filter(model_version=version).count() == 2
 

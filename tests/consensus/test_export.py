@@ -12,8 +12,9 @@ import pytest
 from django.core.management import call_command
 
 from consensus import exporters, services
-from consensus.models import ConsensusRun, Export, RunStatus
+from consensus.models import ConsensusRun, Export
 from labeling.models import Split
+from mriannot.jobs import JobStatus
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -39,7 +40,7 @@ def project_with_truths(db):
 def _export(world, format, **options):
     export = services.export_request(project=world.project, actor=world.lead, format=format, queue=False, **options)
     export = services.export_execute(export_id=export.pk)
-    assert export.status == RunStatus.DONE, export.error
+    assert export.status == JobStatus.DONE, export.error
     with export.file.open("rb") as handle:
         return export, zipfile.ZipFile(io.BytesIO(handle.read()))
 
@@ -151,7 +152,7 @@ def test_only_adjudicated_with_none_adjudicated_fails_clearly(project_with_truth
     with pytest.raises(Exception, match="Nothing to export"):
         services.export_execute(export_id=export.pk)
     export.refresh_from_db()
-    assert export.status == RunStatus.FAILED and "Nothing to export" in export.error and not export.file
+    assert export.status == JobStatus.FAILED and "Nothing to export" in export.error and not export.file
 
 
 def test_export_via_api_then_download(project_with_truths, django_capture_on_commit_callbacks):
@@ -183,4 +184,4 @@ def test_management_command(project_with_truths, tmp_path):
     out = tmp_path / "export.zip"
     call_command("export_dataset", str(project_with_truths.project.pk), "--format", "nnunet", "--output", str(out))
     assert zipfile.ZipFile(out).testzip() is None
-    assert Export.objects.get().status == RunStatus.DONE
+    assert Export.objects.get().status == JobStatus.DONE

@@ -7,9 +7,10 @@ import pytest
 from scipy import ndimage
 
 from consensus import services
-from consensus.models import ConsensusRun, Method, RaterPerformance, RunStatus
+from consensus.models import ConsensusRun, Method, RaterPerformance
 from labeling.models import AuditEvent, ScanStatus
 from mriannot.errors import Conflict, ValidationFailed
+from mriannot.jobs import JobStatus
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -33,7 +34,7 @@ def test_last_submission_queues_one_run_on_commit(panel_world, django_capture_on
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         revisions = factories.submit_panel(world, scan, maps)
     run = ConsensusRun.objects.get(scan=scan)
-    assert run.status == RunStatus.QUEUED
+    assert run.status == JobStatus.QUEUED
     assert run.revision_ids == [r.pk for r in revisions]
     assert run.method == Method.STAPLE and run.options == services.method_defaults(Method.STAPLE)
     assert len(callbacks) == 1  # the task is sent only once the transaction commits
@@ -43,7 +44,7 @@ def test_execute_stores_consensus_posterior_and_performance(panel_world, stored_
     world, scan, truth, maps = panel_world
     factories.submit_panel(world, scan, maps)
     run = services.consensus_run_execute(run_id=ConsensusRun.objects.get(scan=scan).pk)
-    assert run.status == RunStatus.DONE and run.progress == 1.0 and run.code_version
+    assert run.status == JobStatus.DONE and run.progress == 1.0 and run.code_version
     files = stored_files()
     assert f"consensus/{scan.pk}/{run.pk}/labels.nii.gz" in files
     assert f"consensus/{scan.pk}/{run.pk}/posterior.nii.gz" in files
@@ -80,7 +81,7 @@ def test_running_twice_leaves_one_result(panel_world, stored_files):
     services.consensus_run_execute(run_id=run_id)
     files = stored_files()
     # a redelivered task after a lost ack, and a crashed attempt that is retried
-    ConsensusRun.objects.filter(pk=run_id).update(status=RunStatus.RUNNING)
+    ConsensusRun.objects.filter(pk=run_id).update(status=JobStatus.RUNNING)
     services.consensus_run_execute(run_id=run_id)
     services.consensus_run_execute(run_id=run_id)
     assert ConsensusRun.objects.count() == 1
@@ -110,7 +111,7 @@ def test_majority_vote_run(panel_world):
     factories.submit_panel(world, scan, maps)
     run, _ = services.consensus_run_request(scan=scan, actor=world.lead, method=Method.MAJORITY_VOTE)
     run = services.consensus_run_execute(run_id=run.pk)
-    assert run.status == RunStatus.DONE and run.iterations is None
+    assert run.status == JobStatus.DONE and run.iterations is None
     assert "ties" in run.kernel_report
     perf = RaterPerformance.objects.get(run=run, rater_index=1)
     assert perf.confusion is None and 0 < perf.specificity["1"] < 1
@@ -154,11 +155,11 @@ def test_a_failed_run_says_why_and_can_be_queued_again(panel_world, monkeypatch)
     with pytest.raises(ValueError):
         services.consensus_run_execute(run_id=run.pk)
     run.refresh_from_db()
-    assert run.status == RunStatus.FAILED and "simulated failure" in run.error
+    assert run.status == JobStatus.FAILED and "simulated failure" in run.error
     monkeypatch.undo()
     again, queued = services.consensus_run_request(scan=scan, actor=world.lead)
-    assert queued and again.pk == run.pk and again.status == RunStatus.QUEUED
-    assert services.consensus_run_execute(run_id=run.pk).status == RunStatus.DONE
+    assert queued and again.pk == run.pk and again.status == JobStatus.QUEUED
+    assert services.consensus_run_execute(run_id=run.pk).status == JobStatus.DONE
 
 
 def test_ambiguity_flags_scans_over_the_project_threshold(panel_world, monkeypatch):

@@ -7,9 +7,10 @@ import time
 import pytest
 from scipy import ndimage
 
-from consensus.models import ConsensusRun, RaterPerformance, RunStatus
+from consensus.models import ConsensusRun, RaterPerformance
 from consensus.tasks import consensus_run_execute_task
 from labeling.models import Scan, ScanStatus
+from mriannot.jobs import JobStatus
 from tests import factories
 
 pytestmark = [pytest.mark.celery, pytest.mark.django_db(transaction=True)]
@@ -36,7 +37,7 @@ def test_last_submission_runs_consensus_in_the_worker(celery_worker, stored_file
     world = factories.make_world(raters_per_scan=3, n_annotators=3)
     scan = factories.add_scan(world, shape=(24, 20, 16))
     factories.submit_panel(world, scan, _panel())
-    run = wait_for(lambda: ConsensusRun.objects.filter(scan=scan, status=RunStatus.DONE).first())
+    run = wait_for(lambda: ConsensusRun.objects.filter(scan=scan, status=JobStatus.DONE).first())
     assert run.attempts == 1 and run.timings["fuse"] >= 0
     assert RaterPerformance.objects.filter(run=run).count() == 3
     # Two raters agree exactly; the third draws label 1 one voxel wider (pairwise Dice 0.81,
@@ -50,7 +51,7 @@ def test_the_same_task_delivered_twice_leaves_one_result(celery_worker, stored_f
     world = factories.make_world(raters_per_scan=3, n_annotators=3)
     scan = factories.add_scan(world, shape=(24, 20, 16))
     factories.submit_panel(world, scan, _panel())
-    run = wait_for(lambda: ConsensusRun.objects.filter(scan=scan, status=RunStatus.DONE).first())
+    run = wait_for(lambda: ConsensusRun.objects.filter(scan=scan, status=JobStatus.DONE).first())
     files = stored_files()
     result = consensus_run_execute_task.delay(run.pk)  # a duplicate delivery
     result.get(timeout=60)

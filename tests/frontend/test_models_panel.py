@@ -9,8 +9,9 @@ import pytest
 
 from active_learning.models import ModelVersion
 from consensus import services as consensus_services
-from consensus.models import ConsensusRun, GroundTruth, RunStatus
+from consensus.models import ConsensusRun, GroundTruth
 from labeling.models import Project, Scan, Split
+from mriannot.jobs import JobStatus
 from tests import factories
 from tests.frontend.helpers import log_in
 from tests.frontend.lead_helpers import SHAPE, purge_queues, rated_project, record_text
@@ -63,7 +64,7 @@ def test_lead_trains_a_model_from_the_dashboard_and_follows_it(live_server, page
     page.wait_for_selector("#train-progress[data-status=done]", timeout=120_000)
     assert page.is_hidden("#train-error")
     version = ModelVersion.objects.get()
-    assert version.status == RunStatus.DONE and version.scored_at is not None
+    assert version.status == JobStatus.DONE and version.scored_at is not None
     seen = page.evaluate("window.progressSeen")
     assert seen[-1] == "100 % · model v1 trained, open scans re-ranked", seen
     # The table and the note are reloaded once the job is over.

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from consensus import services as consensus_services
-from consensus.models import ConsensusRun, Export, GroundTruth, RunStatus
+from consensus.models import ConsensusRun, Export, GroundTruth
 from labeling.models import ScanStatus
+from mriannot.jobs import JobStatus
 from tests import factories
 from tests.frontend.helpers import canvas_point, drawing, log_in, read_nifti, stroke
 from tests.frontend.lead_helpers import purge_queues, rated_project, record_text
@@ -132,7 +133,7 @@ def test_review_accept_rerun_edit_and_walk_flagged_scans(live_server, page, revi
     page.click("#rerun")
     page.wait_for_selector("#run-progress[data-status=done]", timeout=60000)
     rerun = ConsensusRun.objects.get(scan=scan, method="majority_vote")
-    assert rerun.status == RunStatus.DONE
+    assert rerun.status == JobStatus.DONE
     page.wait_for_selector(f"body[data-run='{rerun.pk}']")
     assert "100 %" in page.inner_text("#run-text")
     assert page.locator("#runs-body tr").count() == 2
@@ -189,7 +190,7 @@ def test_export_with_options_progress_and_download(live_server, page, review_wor
     seen = page.evaluate("window.progressSeen")
     assert seen and seen[-1].startswith("100 %")
     export = Export.objects.get()
-    assert export.status == RunStatus.DONE
+    assert export.status == JobStatus.DONE
     assert export.options == {
         "include_raters": True,
         "include_posterior": True,
