@@ -726,23 +726,7 @@ def _drop_components(rng: np.random.Generator, seg: np.ndarray, small: Sequence[
     """Drop a fraction (at least one) of the components of each small label, in place;
     a dropped component takes the most common other label of its 26-neighbour shell."""
     for value in small:
-        mask = seg == value
-        if not mask.any():
-            continue
-        components, count = ndi.label(mask, structure=sim._COMPONENTS_3D)
-        n_drop = min(count, max(1, round(fraction * count)))
-        dropped = rng.choice(np.arange(1, count + 1), size=n_drop, replace=False)
-        slices = ndi.find_objects(components)
-        for index in np.sort(dropped):
-            region = tuple(
-                slice(max(s.start - 1, 0), min(s.stop + 1, n))
-                for s, n in zip(slices[index - 1], seg.shape, strict=True)
-            )
-            inside = components[region] == index
-            shell = ndi.binary_dilation(inside, structure=sim._COMPONENTS_3D) & ~inside
-            local = seg[region]
-            around = local[shell & (local != value)]
-            local[inside] = np.bincount(around).argmax() if around.size else 0
+        sim.drop_label_components(rng, seg, value, fraction)
 
 
 def _boundary_noise(rng: np.random.Generator, seg: np.ndarray, fraction: float) -> None:

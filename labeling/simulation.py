@@ -961,20 +961,26 @@ def _drop_components(
         small = len(selected) == 1 or volume < _SMALL_CLASS_FRACTION * foreground
         if volume == 0 or not small:
             continue
-        components, count = ndi.label(seg == value, structure=_COMPONENTS_3D)
-        n_drop = max(1, round(fraction * count))
-        dropped = rng.choice(np.arange(1, count + 1), size=n_drop, replace=False)
-        slices = ndi.find_objects(components)
-        for index in np.sort(dropped):
-            region = tuple(
-                slice(max(s.start - 1, 0), min(s.stop + 1, n))
-                for s, n in zip(slices[index - 1], seg.shape, strict=True)
-            )
-            mask = components[region] == index
-            shell = ndi.binary_dilation(mask, structure=_COMPONENTS_3D) & ~mask
-            around = seg[region][shell & (seg[region] != value)]
-            replacement = np.bincount(around).argmax() if around.size else 0
-            seg[region][mask] = replacement
+        drop_label_components(rng, seg, value, fraction)
+
+
+def drop_label_components(rng: np.random.Generator, seg: np.ndarray, value: int, fraction: float) -> None:
+    """Drop a fraction (at least one, at most all) of the 26-connected components of one
+    label, in place; a dropped component takes the most common other label of its shell."""
+    components, count = ndi.label(seg == value, structure=_COMPONENTS_3D)
+    if count == 0:
+        return
+    n_drop = min(count, max(1, round(fraction * count)))
+    dropped = rng.choice(np.arange(1, count + 1), size=n_drop, replace=False)
+    slices = ndi.find_objects(components)
+    for index in np.sort(dropped):
+        region = tuple(
+            slice(max(s.start - 1, 0), min(s.stop + 1, n)) for s, n in zip(slices[index - 1], seg.shape, strict=True)
+        )
+        mask = components[region] == index
+        shell = ndi.binary_dilation(mask, structure=_COMPONENTS_3D) & ~mask
+        around = seg[region][shell & (seg[region] != value)]
+        seg[region][mask] = np.bincount(around).argmax() if around.size else 0
 
 
 def _add_speckle(rng: np.random.Generator, seg: np.ndarray, rate: float) -> None:
