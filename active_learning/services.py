@@ -23,7 +23,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from consensus.models import GroundTruth
-from consensus.services import _write, current_ground_truth
+from consensus.services import current_ground_truth, write_file
 from labeling import volumes
 from labeling.models import (
     ALStrategy,
@@ -165,7 +165,7 @@ def _train(version: ModelVersion) -> ModelVersion:
         "validation_dice": dice,
         "code_version": code_version(),
     }
-    weights = _write(
+    weights = write_file(
         f"models/{project.pk}/{version.version}.pt",
         network.save_checkpoint(result.model, config, metadata=metadata),
     )
@@ -282,7 +282,7 @@ def scores_update(*, project_id: int) -> dict:
             samples = training.mc_dropout_probabilities(model, working, n_samples=8, seed=scan.pk)
             summary = uncertainty.scan_uncertainty(samples, margin=3)
             prelabel = network.probabilities_to_labels(samples.mean(axis=0), geometry, config=config)
-            name = _write(
+            name = write_file(
                 f"prelabels/{scan.pk}/{model_version.version}.nii.gz",
                 volumes.label_map_to_bytes(prelabel, np.asarray(scan.affine, dtype=np.float64)),
             )

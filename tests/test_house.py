@@ -15,6 +15,7 @@ KERNELS = [
     "consensus.voting",
     "consensus.agreement",
     "consensus.flagging",
+    "consensus.fusion",
     "active_learning.network",
     "active_learning.uncertainty",
     "active_learning.training",

@@ -21,6 +21,7 @@ from active_learning import services as al_services
 from active_learning.models import ModelVersion
 from consensus import services as consensus_services
 from consensus.models import ConsensusRun, Export
+from consensus.services import runs as consensus_runs
 from labeling.models import Split
 from mriannot import jobs
 from mriannot.jobs import JobStatus
@@ -95,7 +96,7 @@ def test_a_finished_or_busy_job_is_not_run_again_and_a_failure_is_recorded():
 
 
 def _lost_consensus_run(world, monkeypatch):
-    monkeypatch.setattr(consensus_services, "enqueue_on_commit", lambda *args: None)  # the message is lost
+    monkeypatch.setattr(consensus_runs, "enqueue_on_commit", lambda *args: None)  # the message is lost
     _rated_scan(world)
     monkeypatch.undo()
     return ConsensusRun.objects.get()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from consensus import services
+from consensus import fusion, services
 from consensus.models import ConsensusRun, GroundTruth, GroundTruthSource, Method
 from labeling import volumes
 from labeling.models import AuditEvent, ScanStatus
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def every_voxel_uncertain(monkeypatch):
     """Make every labelled voxel count as uncertain, so any threshold below 1 flags the scan."""
-    monkeypatch.setattr(services, "UNCERTAIN_BELOW", 1.01)
+    monkeypatch.setattr(fusion, "UNCERTAIN_BELOW", 1.01)
 
 
 def _scan_with_run(threshold: float, shift: int = 2):

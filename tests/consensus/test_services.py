@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from consensus import services
+from consensus import fusion, services, staple
 from consensus.models import ConsensusRun, Method, RaterPerformance
 from labeling.models import AuditEvent, ScanStatus
 from mriannot.errors import Conflict, ValidationFailed
@@ -36,7 +36,7 @@ def test_last_submission_queues_one_run_on_commit(panel_world, django_capture_on
     run = ConsensusRun.objects.get(scan=scan)
     assert run.status == JobStatus.QUEUED
     assert run.revision_ids == [r.pk for r in revisions]
-    assert run.method == Method.STAPLE and run.options == services.method_defaults(Method.STAPLE)
+    assert run.method == Method.STAPLE and run.options == fusion.method_defaults(Method.STAPLE)
     assert len(callbacks) == 1  # the task is sent only once the transaction commits
 
 
@@ -96,7 +96,7 @@ def test_same_request_reuses_the_run_and_other_options_make_a_new_one(panel_worl
     again, queued = services.consensus_run_request(scan=scan, actor=world.lead)
     assert (again.pk, queued) == (first.pk, False)
     explicit, queued = services.consensus_run_request(
-        scan=scan, actor=world.lead, options=services.method_defaults(Method.STAPLE)
+        scan=scan, actor=world.lead, options=fusion.method_defaults(Method.STAPLE)
     )
     assert (explicit.pk, queued) == (first.pk, False)  # defaults spelled out are the same inputs
     vote, queued = services.consensus_run_request(scan=scan, actor=world.lead, method=Method.MAJORITY_VOTE)
@@ -151,7 +151,7 @@ def test_a_failed_run_says_why_and_can_be_queued_again(panel_world, monkeypatch)
     def broken(*args, **kwargs):
         raise ValueError("segmentations: simulated failure")
 
-    monkeypatch.setattr(services.staple, "staple_multilabel", broken)
+    monkeypatch.setattr(staple, "staple_multilabel", broken)
     with pytest.raises(ValueError):
         services.consensus_run_execute(run_id=run.pk)
     run.refresh_from_db()
@@ -163,7 +163,7 @@ def test_a_failed_run_says_why_and_can_be_queued_again(panel_world, monkeypatch)
 
 
 def test_ambiguity_flags_scans_over_the_project_threshold(panel_world, monkeypatch):
-    monkeypatch.setattr(services, "UNCERTAIN_BELOW", 1.01)  # every labelled voxel counts as uncertain
+    monkeypatch.setattr(fusion, "UNCERTAIN_BELOW", 1.01)  # every labelled voxel counts as uncertain
     world, scan, _truth, maps = panel_world
     world.project.ambiguity_threshold = 0.0
     world.project.save()

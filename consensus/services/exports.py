@@ -1,0 +1,251 @@
+"""Dataset export: gather every scan's ground truth (or latest consensus), write the layout of
+the format (``consensus.exporters``), check every file, and offer one zip."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from statistics import mean
+
+import numpy as np
+from django.core.files.storage import default_storage
+from django.db import transaction
+
+from labeling.models import AnnotationRevision, Scan
+from labeling.services import audit_log, sha256_hex
+from mriannot.errors import Conflict, ValidationFailed
+from mriannot.jobs import job_execute, job_progress
+from mriannot.queue import enqueue_on_commit
+from mriannot.version import code_version
+
+from .. import exporters
+from ..models import ConsensusRun, Export, ExportFormat, GroundTruth, GroundTruthSource, RaterPerformance
+from ..selectors import latest_done_run
+from ..tasks import export_execute_task
+from .ground_truth import current_ground_truth
+from .runs import write_file
+
+
+def export_request(
+    *,
+    project,
+    actor,
+    format: str,
+    include_raters: bool = False,
+    include_posterior: bool = False,
+    only_adjudicated: bool = False,
+    dataset_id: int = 500,
+    queue: bool = True,
+) -> Export:
+    """Create an export of the project's ground truths and queue its task (unless ``queue`` is
+    False: the management command runs it in its own process)."""
+    if format not in ExportFormat.values:
+        raise ValidationFailed(f"Unknown format {format!r}; use one of {ExportFormat.values}.", code="unknown_format")
+    options = {
+        "include_raters": include_raters,
+        "include_posterior": include_posterior,
+        "only_adjudicated": only_adjudicated,
+        "dataset_id": dataset_id,
+    }
+    with transaction.atomic():
+        export = Export.objects.create(project=project, format=format, options=options, requested_by=actor)
+        audit_log(
+            actor=actor, project=project, action="export.queue", target=export, data={"format": format, **options}
+        )
+        if queue:
+            enqueue_on_commit(export_execute_task, export.pk)
+    return export
+
+
+def _export_sources(project, *, only_adjudicated: bool) -> list[tuple[Scan, GroundTruth | None, ConsensusRun | None]]:
+    """(scan, ground truth, run) for every scan to export, in scan order."""
+    rows = []
+    for scan in Scan.objects.filter(project=project).order_by("id"):
+        truth = current_ground_truth(scan=scan)
+        if truth is not None:
+            if only_adjudicated and truth.source == GroundTruthSource.CONSENSUS:
+                continue
+            rows.append((scan, truth, truth.run))
+        elif not only_adjudicated:
+            run = latest_done_run(scan=scan)
+            if run is not None:
+                rows.append((scan, None, run))
+    return rows
+
+
+def _read(field) -> bytes:
+    with default_storage.open(field.name, "rb") as handle:
+        return handle.read()
+
+
+def _datasheet(project, sources, rater_names: dict[int, str]) -> dict:
+    runs = [run for _, _, run in sources if run is not None]
+    methods = sorted({f"{run.method} {json.dumps(run.options, sort_keys=True)}" for run in runs})
+    per_label: dict[int, list] = {}
+    for run in runs:
+        for pair in (run.agreement or {}).get("pairs", []):
+            if pair.get("dice") is not None:
+                per_label.setdefault(pair["label"], []).append(pair["dice"])
+    names = {lc.value: lc.name for lc in project.label_classes.all()}
+    raters: dict[str, dict[str, list]] = {}
+    for perf in RaterPerformance.objects.filter(run__in=runs):
+        name = rater_names.get(perf.annotator_id)
+        if name is None:
+            continue
+        entry = raters.setdefault(name, {"dice": [], "sensitivity": [], "specificity": [], "runs": set()})
+        entry["runs"].add(perf.run_id)
+        for key in ("dice", "sensitivity", "specificity"):
+            entry[key] += [v for k, v in getattr(perf, key).items() if k != "0" and v is not None]
+    adjudicated = sum(1 for _, truth, _ in sources if truth and truth.source != GroundTruthSource.CONSENSUS)
+    return {
+        "motivation": project.description or "Segmentation ground truth for brain-MRI models.",
+        "composition_note": (
+            "SIMULATED data: scans derived from the MNI152 2009a template and simulated raters; no patient data."
+            if project.is_simulated
+            else ""
+        ),
+        "ground_truth_definition": (
+            "the consensus of blinded raters fused by multi-label STAPLE (Warfield 2004, Rohlfing 2004); scans whose "
+            f"consensus ambiguity exceeded {project.ambiguity_threshold} were adjudicated by a project lead"
+        ),
+        "annotators": f"{len(rater_names)} pseudonymous raters with the annotator role in the project",
+        "raters_per_scan": project.raters_per_scan,
+        "consensus_method": "; ".join(methods) or "none",
+        "adjudication": f"{adjudicated} of {len(sources)} ground truths were accepted or edited by a lead; "
+        "the others are the consensus of scans that were not ambiguous.",
+        "agreement_summary": "mean pairwise Dice per label: "
+        + ", ".join(f"{names.get(label, label)} {mean(v):.3f}" for label, v in sorted(per_label.items())),
+        "raters": [
+            {
+                "rater": name,
+                "scans": len(entry["runs"]),
+                "dice": mean(entry["dice"]) if entry["dice"] else None,
+                "sensitivity": mean(entry["sensitivity"]) if entry["sensitivity"] else None,
+                "specificity": mean(entry["specificity"]) if entry["specificity"] else None,
+            }
+            for name, entry in sorted(raters.items())
+        ],
+    }
+
+
+def export_execute(*, export_id: int) -> Export:
+    """Build, verify and store an export. Safe to run twice: a finished export is returned as it is."""
+    return job_execute(Export, export_id, _export_build, select_related=("project",))
+
+
+def _export_build(export: Export) -> Export:
+    project, options = export.project, export.options
+    work = Path(tempfile.mkdtemp(prefix=f"mriannot-export-{export.pk}-"))
+    try:
+        sources = _export_sources(project, only_adjudicated=options.get("only_adjudicated", False))
+        if not sources:
+            raise Conflict(
+                "Nothing to export: no scan has a ground truth or a finished consensus yet.", code="empty_export"
+            )
+        annotators = sorted(
+            {
+                rev.created_by_id
+                for _, _, run in sources
+                if run
+                for rev in AnnotationRevision.objects.filter(pk__in=run.revision_ids)
+            }
+        )
+        rater_names = {uid: f"rater{i + 1:02d}" for i, uid in enumerate(annotators)}
+        prefix = {"nnunet": "case_", "monai": "case_", "bids": "sub-"}[export.format]
+        cases, pseudonyms = [], {}
+        for i, (scan, truth, run) in enumerate(sources):
+            _progress_export(export.pk, 0.7 * i / len(sources), f"collecting scan {i + 1} of {len(sources)}")
+            case_id = f"{prefix}{i + 1:03d}"
+            pseudonyms[case_id] = scan.pk
+            revisions = list(AnnotationRevision.objects.filter(pk__in=run.revision_ids)) if run else []
+            overall = ((run.agreement or {}).get("overall", {}) or {}).get("all", {}) if run else {}
+            pair_dice = (
+                [p["dice"] for p in (run.agreement or {}).get("pairs", []) if p.get("dice") is not None] if run else []
+            )
+            cases.append(
+                exporters.ExportCase(
+                    case_id=case_id,
+                    split=scan.split,
+                    image=_read(scan.image),
+                    labels=_read(truth.file if truth else run.labels_file),
+                    posterior=_read(run.posterior_file) if run and options.get("include_posterior") else None,
+                    posterior_labels=tuple(run.label_values) if run else (),
+                    raters=tuple((rater_names[r.created_by_id], _read(r.file)) for r in revisions)
+                    if options.get("include_raters")
+                    else (),
+                    ground_truth={
+                        "source": truth.source if truth else "consensus_not_adjudicated",
+                        "ground_truth_id": truth.pk if truth else None,
+                        "consensus_run": run.pk if run else None,
+                        "method": run.method if run else None,
+                        "options": run.options if run else None,
+                        "ambiguity": run.ambiguity if run else None,
+                        "raters": [rater_names[r.created_by_id] for r in revisions],
+                        "rater_revision_sha256": [r.sha256 for r in revisions],
+                        "adjudicated_by": truth.created_by.username if truth and truth.created_by else None,
+                        "code_version": run.code_version if run else None,
+                    },
+                    agreement={
+                        "mean_pairwise_dice": float(np.mean(pair_dice)) if pair_dice else None,
+                        "fleiss_kappa": overall.get("fleiss_kappa"),
+                        "krippendorff_alpha": overall.get("krippendorff_alpha"),
+                        "ambiguity": run.ambiguity if run else None,
+                        "flagged": run.flagged if run else None,
+                        "raters": len(revisions),
+                    },
+                )
+            )
+        spec = exporters.ExportSpec(
+            format=export.format,
+            project_name=project.name,
+            labels={
+                0: ("background", "#000000"),
+                **{lc.value: (lc.name, lc.color) for lc in project.label_classes.all()},
+            },
+            include_raters=options.get("include_raters", False),
+            include_posterior=options.get("include_posterior", False),
+            dataset_id=options.get("dataset_id", 500),
+            code_version=code_version(),
+            datasheet=_datasheet(project, sources, rater_names),
+        )
+        summary = exporters.write_export(
+            work, spec, cases, progress=lambda f, m: _progress_export(export.pk, 0.7 + 0.1 * f, m)
+        )
+        _progress_export(export.pk, 0.85, "re-reading and checking every file")
+        problems = exporters.verify_export(work / summary["folder"], spec=spec)
+        if problems:
+            raise RuntimeError("the export failed its checks: " + "; ".join(problems[:10]))
+        _progress_export(export.pk, 0.95, "packing the zip")
+        archive = work / "export.zip"
+        with zipfile.ZipFile(archive, "w") as zf:
+            for path in sorted((work / summary["folder"]).rglob("*")):
+                if path.is_file():
+                    compress = zipfile.ZIP_STORED if path.name.endswith(".gz") else zipfile.ZIP_DEFLATED
+                    zf.write(path, path.relative_to(work).as_posix(), compress_type=compress)
+        data = archive.read_bytes()
+        name = write_file(f"exports/{export.pk}.zip", data)
+        with transaction.atomic():
+            export = Export.objects.select_for_update().get(pk=export.pk)
+            export.file.name = name
+            export.sha256 = sha256_hex(data)
+            export.size = len(data)
+            export.summary = {**summary, "checks": "passed", "code_version": code_version(), "pseudonyms": pseudonyms}
+            export.mark_done(f"{len(cases)} scans")
+            export.save()
+            audit_log(
+                actor=None,
+                project=project,
+                action="export.done",
+                target=export,
+                data={"sha256": export.sha256, "cases": len(cases)},
+            )
+        return export
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _progress_export(export_id: int, fraction: float, message: str) -> None:
+    job_progress(Export, export_id, fraction, message)

@@ -1,0 +1,275 @@
+"""Consensus runs: request (idempotent), execute (retry-safe), and what they store.
+
+A run is identified by its inputs: the scan, the method, every option (defaults included)
+and the ids of the input revisions. Requesting the same thing twice gives the same run;
+executing a run twice leaves one result: files are written under the run's own id and
+rows are replaced per (run, rater), inside one transaction. The arithmetic is in
+``consensus.fusion``; why a run needs a lead, in ``consensus.flagging``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import numpy as np
+from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+
+from labeling import volumes
+from labeling.models import AnnotationRevision, AssignmentStatus, Scan, ScanStatus
+from labeling.selectors import assignment_head, label_values
+from labeling.services import audit_log, label_counts, sha256_hex
+from mriannot.errors import Conflict, ValidationFailed
+from mriannot.jobs import JobStatus, job_execute, job_progress, job_send_if_stale
+from mriannot.queue import enqueue_on_commit
+from mriannot.version import code_version
+
+from .. import agreement, flagging
+from ..fusion import KERNELS, Fusion, ambiguity, fuse, method_defaults, rater_performance
+from ..models import ConsensusRun, GroundTruthSource, Method, RaterPerformance, run_file_path
+from ..tasks import consensus_run_execute_task
+from .ground_truth import _ground_truth_create, current_ground_truth
+
+
+def resolve_options(*, method: str, options: dict | None) -> dict:
+    """Merge ``options`` into the method's defaults; refuse unknown names and wrong types."""
+    if method not in KERNELS:
+        raise ValidationFailed(f"Unknown method {method!r}; use one of {sorted(KERNELS)}.", code="unknown_method")
+    defaults = method_defaults(method)
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ValidationFailed(
+            f"Unknown options for {method}: {unknown}; valid options are {sorted(defaults)}.", code="unknown_option"
+        )
+    resolved = {**defaults, **options}
+    for name, value in resolved.items():
+        default = defaults[name]
+        if (
+            isinstance(default, bool) != isinstance(value, bool)
+            or (isinstance(default, (int, float)) and not isinstance(value, (int, float)))
+            or (isinstance(default, str) and not isinstance(value, str))
+        ):
+            raise ValidationFailed(f"Option {name!r} must be like {default!r}, not {value!r}.", code="invalid_option")
+    return resolved
+
+
+def submitted_revisions(*, scan: Scan) -> list[AnnotationRevision]:
+    """The head revision of every submitted assignment of the scan, in assignment order."""
+    revisions = []
+    for assignment in scan.assignments.filter(status=AssignmentStatus.SUBMITTED).order_by("id"):
+        head = assignment_head(assignment=assignment)
+        if head is not None:
+            revisions.append(head)
+    return revisions
+
+
+def _input_key(method: str, options: dict, revision_ids: list[int]) -> str:
+    payload = json.dumps({"method": method, "options": options, "revisions": revision_ids}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def consensus_run_request(
+    *, scan: Scan, actor, method: str = Method.STAPLE, options: dict | None = None
+) -> tuple[ConsensusRun, bool]:
+    """Queue a consensus run of the scan's submitted revisions, or return the same run.
+
+    Returns ``(run, queued)``: ``queued`` is False when an identical run already exists and is
+    queued, running or done. A failed identical run is queued again (same row).
+    """
+    resolved = resolve_options(method=method, options=options)
+    revisions = submitted_revisions(scan=scan)
+    if len(revisions) < 2:
+        raise Conflict(
+            f"Consensus needs at least 2 submitted raters; scan {scan.pk} has {len(revisions)}.",
+            code="not_enough_raters",
+        )
+    revision_ids = [r.pk for r in revisions]
+    key = _input_key(method, resolved, revision_ids)
+    with transaction.atomic():
+        run, created = ConsensusRun.objects.get_or_create(
+            scan=scan,
+            input_key=key,
+            defaults={"method": method, "options": resolved, "revision_ids": revision_ids, "requested_by": actor},
+        )
+        if not created and run.status != JobStatus.FAILED:
+            job_send_if_stale(run)  # a lost message or a dead worker: send it again
+            return run, False
+        if not created:
+            ConsensusRun.objects.filter(pk=run.pk).update(status=JobStatus.QUEUED, progress=0.0, error="", message="")
+            run.refresh_from_db()
+        audit_log(
+            actor=actor,
+            project=scan.project,
+            action="consensus.queue",
+            target=run,
+            data={"method": method, "options": resolved, "revisions": revision_ids},
+        )
+        enqueue_on_commit(consensus_run_execute_task, run.pk)
+    return run, True
+
+
+def _progress(run_id: int, fraction: float, message: str) -> None:
+    job_progress(ConsensusRun, run_id, fraction, message)
+
+
+def write_file(name: str, data: bytes) -> str:
+    """Write a job's file at exactly ``name``; a leftover from a crashed attempt is replaced."""
+    if default_storage.exists(name):
+        default_storage.delete(name)
+    saved = default_storage.save(name, ContentFile(data))
+    if saved != name:  # pragma: no cover - a concurrent writer of the same run
+        default_storage.delete(saved)
+        raise RuntimeError(f"could not write {name}: the storage chose {saved}")
+    return saved
+
+
+def flag_rules(project) -> flagging.FlagRules:
+    """The project's thresholds for sending a consensus to a lead."""
+    return flagging.FlagRules(
+        max_uncertain_fraction=project.ambiguity_threshold,
+        min_label_dice=project.flag_min_label_dice,
+        max_volume_spread=project.flag_max_volume_spread,
+        max_rater_gap=project.flag_max_rater_gap,
+    )
+
+
+def run_flag_reasons(
+    *,
+    scan: Scan,
+    revisions: list[AnnotationRevision],
+    fusion: Fusion,
+    report: dict,
+    performances: list[dict],
+    uncertain_fraction: float,
+) -> list[dict]:
+    """Every reason this consensus needs a lead (see consensus.flagging), with figures."""
+    names = {label.value: label.name for label in scan.project.label_classes.all()}
+    users = {
+        u.pk: u.get_username() for u in get_user_model().objects.filter(pk__in=[r.created_by_id for r in revisions])
+    }
+    return flagging.flag_reasons(
+        uncertain_fraction=uncertain_fraction,
+        report=report,
+        rater_dice=[{k: v for k, v in perf["dice"].items() if k != "0"} for perf in performances],
+        voxel_ml=float(np.prod(scan.spacing)) / 1000.0,
+        decision=fusion.decision,
+        label_names=names,
+        rater_names=[users.get(r.created_by_id, f"rater {i + 1}") for i, r in enumerate(revisions)],
+        rules=flag_rules(scan.project),
+    )
+
+
+def consensus_run_execute(*, run_id: int) -> ConsensusRun:
+    """Execute a run. Safe to call twice: a finished run is returned as it is."""
+    return job_execute(ConsensusRun, run_id, _execute, select_related=("scan", "scan__project"))
+
+
+def _load_revisions(run: ConsensusRun) -> tuple[np.ndarray, list[AnnotationRevision]]:
+    by_id = AnnotationRevision.objects.select_related("assignment").in_bulk(run.revision_ids)
+    revisions = [by_id[i] for i in run.revision_ids]
+    arrays = []
+    for revision in revisions:
+        with default_storage.open(revision.file.name, "rb") as handle:
+            data, _ = volumes.read_array(handle.read())
+        arrays.append(np.asarray(data, dtype=np.uint8))
+    return np.stack(arrays), revisions
+
+
+def _execute(run: ConsensusRun) -> ConsensusRun:
+    scan, timings = run.scan, {}
+    t0 = time.perf_counter()
+    _progress(run.pk, 0.05, "loading the raters' label maps")
+    segmentations, revisions = _load_revisions(run)
+    timings["load"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    _progress(run.pk, 0.2, f"fusing {len(revisions)} raters ({run.method})")
+    fusion = fuse(segmentations, method=run.method, options=run.options, values=label_values(project=scan.project))
+    timings["fuse"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    _progress(run.pk, 0.6, "measuring inter-rater agreement")
+    spacing = tuple(float(s) for s in scan.spacing)
+    schema_labels = [v for v in fusion.label_values if v != 0]
+    report = agreement.agreement_report(segmentations, spacing=spacing, labels=schema_labels).to_dict()
+    performances = rater_performance(segmentations, fusion)
+    score, details = ambiguity(segmentations, fusion, report)
+    reasons = run_flag_reasons(
+        scan=scan,
+        revisions=revisions,
+        fusion=fusion,
+        report=report,
+        performances=performances,
+        uncertain_fraction=score,
+    )
+    timings["agreement"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    _progress(run.pk, 0.8, "writing the consensus and posterior maps")
+    affine = np.asarray(scan.affine, dtype=np.float64)
+    labels_bytes = volumes.label_map_to_bytes(fusion.labels.astype(np.uint8), affine)
+    labels_name = write_file(run_file_path(scan.pk, run.pk, "labels.nii.gz"), labels_bytes)
+    posterior_name = write_file(
+        run_file_path(scan.pk, run.pk, "posterior.nii.gz"),
+        volumes.probability_map_to_bytes(np.moveaxis(fusion.posterior, 0, -1), affine),
+    )
+    timings["write"] = time.perf_counter() - t0
+
+    with transaction.atomic():
+        run = ConsensusRun.objects.select_for_update().select_related("scan__project").get(pk=run.pk)
+        if run.status == JobStatus.DONE:  # another execution finished first; its files are the same
+            return run
+        RaterPerformance.objects.filter(run=run).delete()
+        RaterPerformance.objects.bulk_create(
+            RaterPerformance(run=run, rater_index=i, revision=revision, annotator_id=revision.created_by_id, **perf)
+            for i, (revision, perf) in enumerate(zip(revisions, performances, strict=True))
+        )
+        run.labels_file.name = labels_name
+        run.posterior_file.name = posterior_name
+        run.label_values = fusion.label_values
+        run.kernel_report = fusion.options
+        run.iterations = fusion.iterations
+        run.converged = fusion.converged
+        run.agreement = report
+        run.ambiguity = score
+        run.ambiguity_details = details
+        run.flag_reasons = reasons
+        run.flagged = bool(reasons)
+        run.timings = timings
+        run.code_version = code_version()
+        run.mark_done(f"flagged for adjudication: {reasons[0]['message']}" if run.flagged else "done")
+        run.save()
+        # The newest finished run decides the scan's state, unless a lead already set a ground truth.
+        Scan.objects.filter(
+            pk=scan.pk, status__in=[ScanStatus.SUBMITTED, ScanStatus.CONSENSUS, ScanStatus.FLAGGED]
+        ).update(status=ScanStatus.FLAGGED if run.flagged else ScanStatus.CONSENSUS)
+        if not run.flagged and current_ground_truth(scan=scan) is None:
+            # No evidence of disagreement and nothing adjudicated yet: the consensus is the ground truth.
+            _ground_truth_create(
+                scan=scan,
+                actor=None,
+                source=GroundTruthSource.CONSENSUS,
+                run=run,
+                file_name=labels_name,
+                sha=sha256_hex(labels_bytes),
+                counts=label_counts(fusion.labels),
+                note=f"no flag: ambiguity {score:.4f} <= {scan.project.ambiguity_threshold}, raters agree",
+            )
+        audit_log(
+            actor=None,
+            project=scan.project,
+            action="consensus.done",
+            target=run,
+            data={
+                "ambiguity": score,
+                "flagged": run.flagged,
+                "reasons": [r["code"] for r in reasons],
+                "iterations": run.iterations,
+            },
+        )
+    return run
