@@ -1,6 +1,6 @@
 """Active-learning benchmark: Dice against labelled scans for random, entropy and BALD.
 
-Data: by default a SIMULATED cohort: ``labeling.simulation.simulate_subject`` deforms
+Data: by default a SIMULATED cohort: ``simulation.simulate_subject`` deforms
 the MNI152 2009a template (2 mm) with smooth random deformations, contrast, bias and
 noise changes and 0-4 synthetic white-matter lesions of varied size and contrast
 (labels 1 CSF, 2 grey matter, 3 white matter, 4 lesion). Nothing real and nothing
@@ -108,7 +108,7 @@ def simulated_cohort(n: int, *, n_test: int, multisite: bool = True, resolution:
     ``n_test`` test scans. ``multisite=False`` gives the homogeneous cohort (every subject
     a research-T1w-like deformation of the template).
     """
-    from labeling import simulation as sim
+    import simulation as sim
 
     anatomy = sim.mni152_anatomy(resolution=resolution)
     n_pool = n - n_test
@@ -662,7 +662,7 @@ def main(argv=None):
         )
         source = (
             f"SIMULATED {args.cohort} cohort: {args.n_scans} subjects from the MNI152 "
-            "2009a template at 2 mm (labeling.simulation, seeds 1000..)"
+            "2009a template at 2 mm (simulation, seeds 1000..)"
         )
     if args.n_test >= len(ids) or len(ids) - args.n_test < args.schedule[-1]:
         parser.error(

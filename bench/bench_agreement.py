@@ -1,6 +1,6 @@
 """Benchmark consensus.agreement on a simulated 5-rater panel, against MONAI 1.6.
 
-Data: ``labeling.simulation`` deforms the MNI152 template (1 mm) into one
+Data: ``simulation`` deforms the MNI152 template (1 mm) into one
 subject and simulates the five rater profiles; labels 1 (CSF), 2 (GM), 3 (WM).
 Nothing is downloaded and nothing real is used.
 
@@ -41,8 +41,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import simulation as sim
 from consensus import agreement as ag
-from labeling import simulation as sim
 
 LABELS = (1, 2, 3)
 TOLERANCE = 2.0

@@ -1,6 +1,6 @@
 """Benchmark consensus methods on random rater-panel designs that cannot be tuned to.
 
-Data: ``labeling.rater_panels.draw_designs(n, seed=seed)``, random panels (2-9 raters with
+Data: ``simulation.panels.draw_designs(n, seed=seed)``, random panels (2-9 raters with
 random error models, tissue or lesion task, 1 mm / 2 mm / 1 x 1 x 3 mm grids) of subjects
 simulated from the MNI152 2009a template. Everything is SIMULATED: no real patient, no
 real annotator. Pick a seed nobody tuned on to get a test set.
@@ -68,8 +68,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from consensus.staple import staple_multilabel
 from consensus.voting import majority_vote
-from labeling.rater_panels import PanelDesign, draw_designs, simulate_design
-from labeling.simulation import mni152_anatomy
+from simulation import mni152_anatomy
+from simulation.panels import PanelDesign, draw_designs, simulate_design
 
 THREADS = 2
 PEERS = ("MV", "ITK STAPLE", "ITK MultiLabel")

@@ -1,6 +1,6 @@
 """Benchmark dataset export: 100 scans at 2 mm, each format, with and without raters/posteriors.
 
-Data: a project SIMULATED from the MNI152 template (``labeling.simulation``): 100 subjects at
+Data: a project SIMULATED from the MNI152 template (``simulation``): 100 subjects at
 2 mm (99 x 117 x 95), three simulated raters each (expert, generous, sloppy), submitted
 through the real services, fused by the real consensus runs. Setup is not timed; it is
 cached in ``bench/out/export-data`` so a second run only times the exports.
@@ -49,9 +49,10 @@ def setup_django(data_dir: Path):
 def build_project(n_scans: int):
     from django.contrib.auth import get_user_model
 
+    import simulation
     from consensus.models import ConsensusRun
     from consensus.services import consensus_run_execute
-    from labeling import services, simulation, volumes
+    from labeling import services, volumes
     from labeling.models import Assignment, Project, Role
 
     User = get_user_model()

@@ -1,6 +1,6 @@
 """Throughput of MC-dropout scoring: scans per hour per CPU worker at the working grid.
 
-Data: SIMULATED subjects from the MNI152 2009a template (``labeling.simulation``, 2 mm
+Data: SIMULATED subjects from the MNI152 2009a template (``simulation``, 2 mm
 by default, ``--resolution 1`` for 1 mm). The network is the default
 ``NetworkConfig`` of the benchmark, freshly initialised (cost does not depend on the
 weights) or loaded from ``--checkpoint`` (bytes of ``save_checkpoint``).
@@ -58,7 +58,7 @@ def main(argv=None):
     parser.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "out/scoring.json")
     args = parser.parse_args(argv)
 
-    from labeling import simulation as sim
+    import simulation as sim
 
     anatomy = sim.mni152_anatomy(resolution=args.resolution)
     subjects = [sim.simulate_subject(anatomy, seed=5000 + i) for i in range(args.scans + 1)]

@@ -1,6 +1,6 @@
 """Benchmark consensus.staple / consensus.voting against SimpleITK: speed, memory, accuracy.
 
-Data: ``labeling.simulation`` (the MNI152 2009a template shipped with nilearn, deformed into
+Data: ``simulation`` (the MNI152 2009a template shipped with nilearn, deformed into
 simulated subjects, with simulated raters).  Nothing is downloaded, nothing real is used:
 every panel here is SIMULATED from the MNI152 anatomy.
 
@@ -62,9 +62,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import simulation as sim
 from consensus.staple import staple_binary, staple_multilabel
 from consensus.voting import majority_vote
-from labeling import simulation as sim
 
 THREADS = 2
 NAMES = {0: "background", 1: "CSF", 2: "grey matter", 3: "white matter", 4: "lesion"}

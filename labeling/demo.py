@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from . import services, simulation, volumes
+import simulation
+
+from . import services, volumes
 from .models import Assignment, Project, RevisionSource, Role, Split
 
 User = get_user_model()

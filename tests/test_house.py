@@ -19,8 +19,11 @@ KERNELS = [
     "active_learning.network",
     "active_learning.uncertainty",
     "active_learning.training",
-    "labeling.simulation",
-    "labeling.rater_panels",
+    "simulation.anatomy",
+    "simulation.fields",
+    "simulation.subjects",
+    "simulation.raters",
+    "simulation.panels",
     "labeling.volumes",
 ]
 

@@ -493,10 +493,3 @@ def test_a_single_category_gives_nan_kappa():
 def test_invalid_arguments_name_the_argument(call, message):
     with pytest.raises(ValueError, match=message):
         call()
-
-
-def test_docstring_examples():
-    import doctest
-
-    result = doctest.testmod(ag, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted >= 10 and result.failed == 0

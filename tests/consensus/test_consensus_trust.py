@@ -32,7 +32,7 @@ def _dice(a: np.ndarray, b: np.ndarray, value: int) -> float:
 @pytest.fixture(scope="module")
 def poor_panel():
     """The demo's scan 004 situation: three poor simulated raters on one simulated subject."""
-    simulation = pytest.importorskip("labeling.simulation")
+    simulation = pytest.importorskip("simulation")
     anatomy = simulation.mni152_anatomy(resolution=2)
     subject = simulation.simulate_subject(anatomy, seed=2029, n_lesions=4)
     segs = simulation.simulate_panel(subject.labels, profiles=POOR, seed=2029)

@@ -7,7 +7,7 @@ Pure: no database.  Four kinds of test:
   SimpleITK 2.5 = ITK 5.4, a test-only dependency from requirements-dev.txt), compared
   with ``region="all", prior="global"``, the options that reproduce ITK;
 - invariants: rater order, identical raters, relabelling, numpy vs torch, inputs untouched;
-- a seeded simulated panel (labeling.simulation: MNI152 anatomy, simulated raters) where
+- a seeded simulated panel (simulation: MNI152 anatomy, simulated raters) where
   the defaults must beat majority vote and ITK's whole-volume model.
 """
 
@@ -38,7 +38,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def panel():
     """Seeded 2 mm panel: truth 0..4 (with 4 lesions) and the five rater profiles."""
-    simulation = pytest.importorskip("labeling.simulation")
+    simulation = pytest.importorskip("simulation")
     anatomy = simulation.mni152_anatomy(resolution=2)
     subject = simulation.simulate_subject(anatomy, seed=3, n_lesions=4)
     segs = simulation.simulate_panel(subject.labels, profiles=simulation.RATER_PROFILES, seed=3)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import simulation
 from consensus import services as consensus_services
 from consensus.models import ConsensusRun, GroundTruth
 from consensus.voting import majority_vote
-from labeling import demo, simulation, volumes
+from labeling import demo, volumes
 from labeling.models import Scan, ScanStatus
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]

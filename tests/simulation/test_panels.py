@@ -1,4 +1,4 @@
-"""Tests for labeling.rater_panels (pure: no database, no Django). All data SIMULATED.
+"""Tests for simulation.panels (pure: no database, no Django). All data SIMULATED.
 
 Kinds of test: the design draw (reproducible, in range, the scenarios it promises),
 hand-made truths with anisotropic spacing (boundary shifts in mm, degenerate raters),
@@ -7,12 +7,10 @@ and one small design simulated twice (bit-reproducible).
 
 from __future__ import annotations
 
-import doctest
-
 import numpy as np
 import pytest
 
-from labeling import rater_panels as rp
+from simulation import panels as rp
 
 SPACING = (1.0, 1.5, 3.0)
 
@@ -175,8 +173,3 @@ def test_simulate_design_is_bit_reproducible_and_lesion_truth_is_binary():
     assert set(np.unique(segs)) <= {0, 1}
     again_truth, again_segs, _ = rp.simulate_design(design)
     assert np.array_equal(truth, again_truth) and np.array_equal(segs, again_segs)
-
-
-def test_docstring_examples():
-    result = doctest.testmod(rp, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

@@ -8,11 +8,11 @@ with randomly drawn parameters. A benchmark run on ``draw_designs(n, seed=s)`` f
 nobody tuned on is a test set, not a training set (``bench/bench_consensus_panels.py``).
 
 Everything here is SIMULATED: the truths are simulated subjects of
-:mod:`labeling.simulation` (the real MNI152 2009a template, deformed and given synthetic
+:mod:`simulation` (the real MNI152 2009a template, deformed and given synthetic
 lesions) and the raters are seeded perturbations of those truths. They are not real
 patients or real annotators, and results on them must be reported as such.
 
-Pure module: numpy and scipy (and :mod:`labeling.simulation`, which lazily imports
+Pure module: numpy and scipy (and :mod:`simulation`, which lazily imports
 nilearn for the template). No Django, torch or Celery.
 
 Designs
@@ -74,7 +74,7 @@ How a rater is simulated (:func:`simulate_rater_spec`), in this order:
    component takes the most common other label around it. Small labels are the lesion
    label 4, or the only non-zero label of a binary truth.
 3. Boundary shifts, label by label in nesting order (outside in: 1 CSF, 2 grey matter,
-   3 white matter, 4 lesion; nesting by label value, as in :mod:`labeling.simulation`).
+   3 white matter, 4 lesion; nesting by label value, as in :mod:`simulation`).
    A positive shift of ``d`` mm dilates label ``k`` into lower labels, a negative one
    erodes it; an eroded voxel takes the label of its nearest voxel (in mm) with a lower
    label, the highest one at equal distance (the next label out). Higher labels are
@@ -85,7 +85,7 @@ How a rater is simulated (:func:`simulate_rater_spec`), in this order:
    the boundary moves by ``d`` rounded to the nearest whole voxel: at 2 mm a shift under
    1 mm moves nothing, along the 3 mm axis one under 1.5 mm. On a sphere the
    volume-equivalent radius changes by ``d`` within about half a voxel
-   (``tests/labeling/test_rater_panels.py``). This amounts to thresholding a Euclidean
+   (``tests/simulation/test_panels.py``). This amounts to thresholding a Euclidean
    distance transform with ``sampling=spacing`` (to the half-voxel boundary); it is
    done as morphology because ``distance_transform_edt`` costs ~0.1 s per label on a
    1 mm box, ~10x more.
@@ -107,7 +107,7 @@ shared it: ``simulate_design`` over the 40 designs of ``draw_designs(40, seed=1)
 0.66 s on average, 1.41 s at most (a 9-rater 1 x 1 x 3 mm tissue design); 9 raters that
 each combine four 2.5 mm shifts, 40 % noise, misses and 8 blobs take 1.3 s (1 mm),
 1.7 s (1 x 1 x 3 mm) and 1.6 s (2 mm). The first 1 mm design of a process also pays
-~3 s, once, to load the 1 mm template (:func:`labeling.simulation.mni152_anatomy`).
+~3 s, once, to load the 1 mm template (:func:`simulation.mni152_anatomy`).
 """
 
 from __future__ import annotations
@@ -119,7 +119,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from labeling import simulation as sim
+from . import _shared as label_values
+from .anatomy import Anatomy, mni152_anatomy
+from .raters import drop_label_components
+from .subjects import simulate_subject
 
 __all__ = [
     "GRIDS",
@@ -478,16 +481,16 @@ def _simulate_truth(design: PanelDesign, rng: np.random.Generator) -> tuple[np.n
         subject_seed = int(rng.integers(0, 2**32))
         n_lesions = int(rng.integers(low, high + 1))
         if design.grid == "2mm":
-            anatomy = sim.mni152_anatomy(resolution=2)
-            labels = sim.simulate_subject(anatomy, seed=subject_seed, n_lesions=n_lesions).labels
+            anatomy = mni152_anatomy(resolution=2)
+            labels = simulate_subject(anatomy, seed=subject_seed, n_lesions=n_lesions).labels
             spacing = anatomy.spacing
         else:
             labels, spacing = _simulate_1mm_crop(rng, design.grid, subject_seed, n_lesions)
         if design.task == "lesion":
-            labels = (labels == sim.LESION).astype(np.uint8)
+            labels = (labels == label_values.LESION).astype(np.uint8)
             if labels.any():
                 return labels, spacing
-        elif (labels == sim.LESION).any():
+        elif (labels == label_values.LESION).any():
             return np.ascontiguousarray(labels, dtype=np.uint8), spacing
     raise RuntimeError(f"design {design.index}: no lesion in the truth after {_SUBJECT_TRIES} subjects")
 
@@ -496,13 +499,13 @@ def _simulate_1mm_crop(
     rng: np.random.Generator, grid: str, subject_seed: int, n_lesions: int
 ) -> tuple[np.ndarray, tuple[float, float, float]]:
     """A box of a 1 mm subject around a random white-matter voxel (see module notes)."""
-    anatomy = sim.mni152_anatomy(resolution=1)
+    anatomy = mni152_anatomy(resolution=1)
     template = np.asarray(anatomy.labels)
     shape = template.shape
     size = list(_CROP_1MM)
     if grid == "1x1x3mm":
         size[2] = shape[2]  # all slices; every third is kept below
-    wm = np.flatnonzero(template == sim.WHITE_MATTER)
+    wm = np.flatnonzero(template == label_values.WHITE_MATTER)
     centre = np.unravel_index(int(wm[rng.integers(wm.size)]), shape)
     lo = [min(max(c - s // 2, 0), n - s) for c, s, n in zip(centre, size, shape, strict=True)]
     margin = _CROP_MARGIN_1MM
@@ -511,12 +514,12 @@ def _simulate_1mm_crop(
     outer = tuple(slice(a, b) for a, b in zip(outer_lo, outer_hi, strict=True))
     shift = np.eye(4)
     shift[:3, 3] = outer_lo
-    cropped = sim.Anatomy(
+    cropped = Anatomy(
         t1=np.ascontiguousarray(anatomy.t1[outer]),
         labels=np.ascontiguousarray(template[outer]),
         affine=np.asarray(anatomy.affine) @ shift,
     )
-    labels = sim.simulate_subject(cropped, seed=subject_seed, n_lesions=n_lesions).labels
+    labels = simulate_subject(cropped, seed=subject_seed, n_lesions=n_lesions).labels
     inner = tuple(slice(a - o, a - o + s) for a, o, s in zip(lo, outer_lo, size, strict=True))
     labels = labels[inner]
     spacing = anatomy.spacing
@@ -581,7 +584,7 @@ def simulate_rater_spec(
     present = [int(v) for v in np.unique(truth) if v != 0]
     if not present:
         return out
-    small = present if len(present) == 1 else [v for v in present if v == sim.LESION]
+    small = present if len(present) == 1 else [v for v in present if v == label_values.LESION]
 
     rng_miss, rng_noise, rng_blobs = (np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(3))
     seg = truth.astype(np.uint8)
@@ -726,7 +729,7 @@ def _drop_components(rng: np.random.Generator, seg: np.ndarray, small: Sequence[
     """Drop a fraction (at least one) of the components of each small label, in place;
     a dropped component takes the most common other label of its 26-neighbour shell."""
     for value in small:
-        sim.drop_label_components(rng, seg, value, fraction)
+        drop_label_components(rng, seg, value, fraction)
 
 
 def _boundary_noise(rng: np.random.Generator, seg: np.ndarray, fraction: float) -> None:
