@@ -70,7 +70,8 @@ function message(text) {
 function optionsText(run) {
   if (run.method !== "staple") return "";
   const o = run.options || {};
-  return `region ${o.region}, prior ${o.prior}, max_iter ${o.max_iter}, tol ${o.tol}`;
+  const decision = o.overrule === "any" ? "fit decides" : "majority stands";
+  return `region ${o.region}, prior ${o.prior}, ${decision}, max_iter ${o.max_iter}, tol ${o.tol}`;
 }
 
 function runText(run) {
