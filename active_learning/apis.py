@@ -13,8 +13,8 @@ from labeling.apis import get_visible_project, nifti_response, require_manager
 from labeling.selectors import assignment_list, user_manages_project
 from mriannot.errors import NotAllowed, NotFound
 
-from . import services
-from .models import EditingEffort, ModelVersion, ScanScore
+from . import selectors, services
+from .models import ModelVersion
 
 
 class ModelVersionOutput(serializers.ModelSerializer):
@@ -73,24 +73,7 @@ class RankingApi(APIView):
     def get(self, request, project_id: int):
         project = get_visible_project(request, project_id)
         require_manager(request, project)
-        model = services.latest_model(project=project)
-        scores = {s.scan_id: s for s in ScanScore.objects.filter(scan__project=project, model_version=model)}
-        rows = []
-        for scan in services.open_scans(project=project):
-            score = scores.get(scan.pk)
-            rows.append(
-                {
-                    "scan": scan.pk,
-                    "subject_id": scan.subject_id,
-                    "status": scan.status,
-                    "score": score.score if score else None,
-                    "entropy": score.entropy if score else None,
-                    "bald": score.bald if score else None,
-                    "disagreement": score.disagreement if score else None,
-                    "strategy": score.strategy if score else None,
-                }
-            )
-        rows.sort(key=lambda r: (r["score"] is None, -(r["score"] or 0)))
+        model, rows = selectors.ranking(project=project)
         return Response(
             {
                 "strategy": project.al_strategy,
@@ -120,7 +103,7 @@ class PrelabelApi(APIView):
             user=request.user, project=assignment.scan.project
         ):
             raise NotAllowed("Pre-labels are offered to the assigned annotator.")
-        score = services.prelabel_for(assignment=assignment)
+        score = selectors.prelabel_for(assignment=assignment)
         if score is None:
             raise NotFound(
                 "No pre-label for this scan: the project offers none, or no model has scored this scan yet.",
@@ -138,19 +121,4 @@ class EditingEffortApi(APIView):
     def get(self, request, project_id: int):
         project = get_visible_project(request, project_id)
         require_manager(request, project)
-        rows = EditingEffort.objects.filter(assignment__scan__project=project).select_related(
-            "assignment__annotator", "model_version"
-        )
-        return Response(
-            [
-                {
-                    "assignment": e.assignment_id,
-                    "scan": e.assignment.scan_id,
-                    "annotator": e.assignment.annotator.username,
-                    "model_version": e.model_version.version if e.model_version else None,
-                    "dice": e.dice,
-                    "mean_dice": e.mean_dice,
-                }
-                for e in rows
-            ]
-        )
+        return Response(selectors.editing_effort_list(project=project))

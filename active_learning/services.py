@@ -31,7 +31,6 @@ from labeling.models import (
     AssignmentStatus,
     Project,
     Scan,
-    ScanStatus,
     Split,
 )
 from labeling.selectors import assignment_head, label_values
@@ -43,6 +42,7 @@ from mriannot.version import code_version
 
 from . import network, training, uncertainty
 from .models import EditingEffort, ModelVersion, ScanScore
+from .selectors import latest_model, open_scans, prelabel_for
 from .tasks import model_version_train_task, scores_update_task
 
 STRATEGY_KERNEL = {  # project strategy -> the score it ranks by
@@ -198,15 +198,6 @@ def scores_update_request(*, project: Project) -> None:
     enqueue_on_commit(scores_update_task, project.pk)
 
 
-def open_scans(*, project: Project):
-    """Scans not yet fully labelled: ranking them is what saves radiologist time."""
-    return Scan.objects.filter(project=project, status__in=[ScanStatus.NEW, ScanStatus.IN_PROGRESS]).order_by("id")
-
-
-def latest_model(*, project: Project) -> ModelVersion | None:
-    return project.model_versions.filter(status=JobStatus.DONE).order_by("-version").first()
-
-
 def _disagreement(scan: Scan) -> float:
     """1 - mean pairwise Dice of the raters who already submitted this scan (NaN with < 2)."""
     heads = [assignment_head(assignment=a) for a in scan.assignments.filter(status=AssignmentStatus.SUBMITTED)]
@@ -331,19 +322,6 @@ def scores_update(*, project_id: int) -> dict:
         "model_version": model_version.version if model_version else None,
         "note": note,
     }
-
-
-def prelabel_for(*, assignment: Assignment) -> ScanScore | None:
-    """The newest pre-label of the assignment's scan, when the project offers pre-labels."""
-    if not assignment.scan.project.al_offer_prelabels:
-        return None
-    return (
-        ScanScore.objects.filter(scan=assignment.scan, model_version__isnull=False)
-        .exclude(prelabel="")
-        .select_related("model_version")
-        .order_by("-model_version__version")
-        .first()
-    )
 
 
 def editing_effort_record(*, assignment: Assignment, revision) -> EditingEffort | None:

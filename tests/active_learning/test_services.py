@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from active_learning import services, uncertainty
+from active_learning import selectors, services, uncertainty
 from active_learning.models import EditingEffort, ModelVersion, ScanScore
 from consensus import services as consensus_services
 from labeling import services as labeling_services
@@ -120,7 +120,7 @@ def test_editing_effort_is_kept_when_starting_from_a_prelabel():
     services.model_version_train(version_id=version.pk)
     services.scores_update(project_id=world.project.pk)
     assignment = Assignment.objects.filter(scan=scans[3]).first()
-    score = services.prelabel_for(assignment=assignment)
+    score = selectors.prelabel_for(assignment=assignment)
     with score.prelabel.open("rb") as handle:
         prelabel_bytes = handle.read()
     labeling_services.revision_create(
