@@ -1,16 +1,15 @@
 // The annotation page (/annotate/<assignment>/): wires the viewer, the tools, autosave,
 // the offline store and the shortcuts to the API and the workflow (save, conflict, submit).
-import { ApiError, api, isAuthError, redirectToLogin } from "./api.js";
+import { ApiError, api } from "./api.js";
 import { Autosave, STATE } from "./autosave.js";
 import { OfflineStore } from "./offline-store.js";
 import { markPalette, renderPalette } from "./palette.js";
-import { requireUser, showPageError, showUser } from "./session.js";
+import { $, idFromPath, markReady, requireUser, runPage, showPageError, showUser } from "./session.js";
 import { Shortcuts } from "./shortcuts.js";
 import { loadStartingPoint } from "./starting-point.js";
 import { TOOLS, Tools } from "./tools.js";
 import { Viewer, WINDOW_PRESETS } from "./viewer.js";
 
-const $ = (id) => document.getElementById(id);
 
 const STATE_TEXT = {
   [STATE.SAVED]: "Saved",
@@ -35,11 +34,6 @@ const app = {
   startingPoint: null,
 };
 window.mriannot = app;
-
-function assignmentIdFromPath() {
-  const match = window.location.pathname.match(/\/annotate\/(\d+)\/?$/);
-  return match ? Number(match[1]) : null;
-}
 
 function autosaveDelay() {
   // A developer knob (tests use a short delay): localStorage "mriannot.autosaveDelayMs".
@@ -381,7 +375,7 @@ function wireLeaving() {
 // --- start ---------------------------------------------------------------------------------
 
 async function main() {
-  const assignmentId = assignmentIdFromPath();
+  const assignmentId = idFromPath("annotate");
   if (!assignmentId) throw new Error("This address names no assignment: open a scan from your worklist.");
   // WebGL set-up (shader compilation) takes a while: start it at once, beside the requests.
   const viewer = new Viewer($("gl"));
@@ -495,17 +489,8 @@ async function main() {
   refreshControls();
   viewer.emit("window", viewer.windowLevel());
   viewer.nv.createOnLocationChange();
-  document.body.dataset.ready = "true";
+  markReady();
   app.timing.ready = performance.now();
 }
 
-main().catch((error) => {
-  if (isAuthError(error)) {
-    redirectToLogin();
-    return;
-  }
-  $("loading").textContent = "The scan could not be opened.";
-  showPageError(error.message);
-  document.body.dataset.ready = "error";
-  console.error(error);
-});
+runPage(main, { loadingText: "The scan could not be opened." });

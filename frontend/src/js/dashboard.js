@@ -7,10 +7,9 @@ import { ApiError, api } from "./api.js";
 import { barChart, colourBar, diceDomain, heatMap, lineChart } from "./charts.js";
 import { AGREEMENT_TABLES, leadApi } from "./lead-api.js";
 import { showModels } from "./models-panel.js";
-import { requireUser, showPageError, showUser } from "./session.js";
+import { $, idFromPath, markReady, requireUser, runPage, showUser } from "./session.js";
 import { badge, cell, fillBody, fmt, link, pct, row } from "./tables.js";
 
-const $ = (id) => document.getElementById(id);
 
 const MANAGER_ROLES = new Set(["lead", "admin"]);
 
@@ -36,15 +35,10 @@ const STATUS_TEXT = {
 const app = { agreement: null, charts: {}, project: null };
 window.mriannot = app;
 
-function projectIdFromPath() {
-  const match = window.location.pathname.match(/\/dashboard\/(\d+)\/?$/);
-  return match ? Number(match[1]) : null;
-}
-
 function showForbidden(text) {
   $("forbidden-text").textContent = text;
   $("forbidden").hidden = false;
-  document.body.dataset.ready = "forbidden";
+  markReady("forbidden");
 }
 
 // --- project chooser (/dashboard/) ------------------------------------------------------------
@@ -64,7 +58,7 @@ async function showChooser(me) {
     }),
   );
   $("project-chooser").hidden = false;
-  document.body.dataset.ready = "true";
+  markReady();
   return me;
 }
 
@@ -318,19 +312,15 @@ async function showDashboard(projectId) {
   renderRaters(data);
   renderDownloads(projectId);
   await showModels(project);
-  document.body.dataset.ready = "true";
+  markReady();
 }
 
 async function main() {
   const me = await requireUser();
   showUser(me);
-  const projectId = projectIdFromPath();
+  const projectId = idFromPath("dashboard");
   if (projectId === null) await showChooser(me);
   else await showDashboard(projectId);
 }
 
-main().catch((error) => {
-  showPageError(error.message);
-  document.body.dataset.ready = "error";
-  console.error(error);
-});
+runPage(main);

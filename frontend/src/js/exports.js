@@ -3,21 +3,15 @@
 import { ApiError, api } from "./api.js";
 import { leadApi } from "./lead-api.js";
 import { ProgressView, pollJob } from "./poll.js";
-import { requireUser, showPageError, showUser } from "./session.js";
+import { $, idFromPath, markReady, requireUser, runPage, showPageError, showUser } from "./session.js";
 import { badge, cell, fillBody, humanSize, link, row } from "./tables.js";
 
-const $ = (id) => document.getElementById(id);
 
 const FORMAT_TEXT = { nnunet: "nnU-Net v2", monai: "MONAI", bids: "BIDS derivatives" };
 
 /** Test hook (read-only use): window.mriannot. */
 const app = { project: null, lastExport: null };
 window.mriannot = app;
-
-function projectIdFromPath() {
-  const match = window.location.pathname.match(/\/exports\/(\d+)\/?$/);
-  return match ? Number(match[1]) : null;
-}
 
 function optionText(options) {
   const parts = [];
@@ -106,12 +100,12 @@ function wireForm(projectId) {
 async function main() {
   const me = await requireUser();
   showUser(me);
-  const projectId = projectIdFromPath();
+  const projectId = idFromPath("exports");
   if (projectId === null) throw new Error("This address names no project: open the exports from a project's dashboard.");
   const forbidden = (text) => {
     $("forbidden-text").textContent = text;
     $("forbidden").hidden = false;
-    document.body.dataset.ready = "forbidden";
+    markReady("forbidden");
   };
   let project;
   let items;
@@ -137,13 +131,9 @@ async function main() {
   renderList(items);
   $("exports").hidden = false;
   wireForm(projectId);
-  document.body.dataset.ready = "true";
+  markReady();
   const unfinished = items.find((e) => e.status === "queued" || e.status === "running");
   if (unfinished) await follow(projectId, unfinished.id);
 }
 
-main().catch((error) => {
-  showPageError(error.message);
-  document.body.dataset.ready = "error";
-  console.error(error);
-});
+runPage(main);

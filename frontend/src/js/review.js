@@ -5,19 +5,18 @@
 // copy of it with the annotation tools and save that as the ground truth. Previous / next
 // flagged scan walk the scans waiting for adjudication.
 import { NVImage } from "@niivue/niivue";
-import { ApiError, api, isAuthError, redirectToLogin } from "./api.js";
+import { ApiError, api } from "./api.js";
 import { flaggedNeighbours } from "./flagged.js";
 import { leadApi } from "./lead-api.js";
 import { gunzipIfNeeded, readChannels, summarise } from "./nifti.js";
 import { markPalette, renderPalette } from "./palette.js";
 import { ProgressView, pollJob } from "./poll.js";
-import { requireUser, showPageError, showUser } from "./session.js";
+import { $, idFromPath, markReady, requireUser, runPage, showPageError, showUser } from "./session.js";
 import { Shortcuts } from "./shortcuts.js";
 import { badge, cell, fillBody, fmt, pct, row } from "./tables.js";
 import { TOOLS, Tools } from "./tools.js";
 import { Viewer } from "./viewer.js";
 
-const $ = (id) => document.getElementById(id);
 
 /** Uncertainty shown from (transparent below) and saturating at. */
 const UNCERTAINTY_RANGE = [0.01, 0.5]; // a calibrated 2-1 vote of three raters is ~0.035
@@ -57,11 +56,6 @@ const app = {
   editing: null,
 };
 window.mriannot = app;
-
-function scanIdFromPath() {
-  const match = window.location.pathname.match(/\/review\/(\d+)\/?$/);
-  return match ? Number(match[1]) : null;
-}
 
 function message(text) {
   $("message").textContent = text;
@@ -716,11 +710,11 @@ function forbidden(text) {
   $("forbidden").hidden = false;
   $("workspace").hidden = true;
   $("scan-title").textContent = "";
-  document.body.dataset.ready = "forbidden";
+  markReady("forbidden");
 }
 
 async function main() {
-  const scanId = scanIdFromPath();
+  const scanId = idFromPath("review");
   if (!scanId) throw new Error("This address names no scan: open a scan from the agreement dashboard.");
   app.scanId = scanId;
   const viewer = new Viewer($("gl"));
@@ -792,16 +786,7 @@ async function main() {
   $("loading").hidden = true;
   document.body.dataset.run = app.run ? String(app.run.id) : "";
   refreshEditControls();
-  document.body.dataset.ready = "true";
+  markReady();
 }
 
-main().catch((error) => {
-  if (isAuthError(error)) {
-    redirectToLogin();
-    return;
-  }
-  $("loading").textContent = "The scan could not be opened.";
-  showPageError(error.message);
-  document.body.dataset.ready = "error";
-  console.error(error);
-});
+runPage(main, { loadingText: "The scan could not be opened." });

@@ -44,3 +44,35 @@ export function showPageError(message) {
     window.alert(message);
   }
 }
+
+/** The element with this id. */
+export const $ = (id) => document.getElementById(id);
+
+/** The number at the end of the page's path, e.g. 12 for /review/12/ (``idFromPath("review")``). */
+export function idFromPath(page) {
+  const match = window.location.pathname.match(new RegExp(`/${page}/(\\d+)/?$`));
+  return match ? Number(match[1]) : null;
+}
+
+/** Tell the tests (and anyone watching) the page's state: "true", "forbidden" or "error". */
+export function markReady(state = "true") {
+  document.body.dataset.ready = state;
+}
+
+/**
+ * Run a page's main function: an expired session goes to the log-in page; any other failure is
+ * shown in the page's alert area (and ``loadingText`` in #loading), and the page marked "error".
+ */
+export function runPage(main, { loadingText = "" } = {}) {
+  main().catch((error) => {
+    if (isAuthError(error)) {
+      redirectToLogin();
+      return;
+    }
+    const loading = document.getElementById("loading");
+    if (loadingText && loading) loading.textContent = loadingText;
+    showPageError(error.message);
+    markReady("error");
+    console.error(error);
+  });
+}

@@ -1,6 +1,6 @@
 // The annotator's worklist: their own assignments, open ones first, in priority order.
 import { api } from "./api.js";
-import { requireUser, showPageError, showUser } from "./session.js";
+import { requireUser, runPage, showPageError, showUser } from "./session.js";
 
 const STATUS_TEXT = { todo: "To do", in_progress: "In progress", submitted: "Submitted" };
 
@@ -93,4 +93,4 @@ async function main() {
   document.getElementById("dashboard-link").hidden = !projects.some((p) => p.my_role === "lead" || p.my_role === "admin");
 }
 
-main().catch((error) => showPageError(error.message));
+runPage(main);
