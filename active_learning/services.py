@@ -40,7 +40,7 @@ from mriannot.jobs import JobStatus, job_execute, job_progress, job_send_if_stal
 from mriannot.queue import enqueue_on_commit
 from mriannot.version import code_version
 
-from . import network, training, uncertainty
+from . import network, training, uncertainty, working_grid
 from .models import EditingEffort, ModelVersion, ScanScore
 from .selectors import latest_model, open_scans, prelabel_for
 from .tasks import model_version_train_task, scores_update_task
@@ -128,9 +128,9 @@ def _load_pairs(truths: list[GroundTruth], config: network.NetworkConfig) -> tup
     for truth in truths:
         image, _ = _read_volume(truth.scan.image)
         labels, _ = _read_volume(truth.file)
-        working, geometry = network.to_working(image, config=config, spacing=truth.scan.spacing)
+        working, geometry = working_grid.to_working(image, config=config, spacing=truth.scan.spacing)
         images.append(working)
-        targets.append(network.labels_to_working(labels, geometry, config=config))
+        targets.append(working_grid.labels_to_working(labels, geometry, config=config))
     return images, targets
 
 
@@ -232,7 +232,7 @@ def scores_update(*, project_id: int) -> dict:
             if cached is not None and cached.features is not None:
                 features.append(np.asarray(cached.features, dtype=np.float64))
                 continue
-            working = network.to_working(_read_volume(scan.image)[0], config=config, spacing=scan.spacing)[0]
+            working = working_grid.to_working(_read_volume(scan.image)[0], config=config, spacing=scan.spacing)[0]
             features.append(uncertainty.image_features(working))
             computed += 1
         order = uncertainty.diversity_order(np.stack(features))
@@ -269,10 +269,10 @@ def scores_update(*, project_id: int) -> dict:
                 message=f"scoring scan {computed} of {len(to_score)}"
             )
             image, _ = _read_volume(scan.image)
-            working, geometry = network.to_working(image, config=config, spacing=scan.spacing)
+            working, geometry = working_grid.to_working(image, config=config, spacing=scan.spacing)
             samples = training.mc_dropout_probabilities(model, working, n_samples=8, seed=scan.pk)
             summary = uncertainty.scan_uncertainty(samples, margin=3)
-            prelabel = network.probabilities_to_labels(samples.mean(axis=0), geometry, config=config)
+            prelabel = working_grid.probabilities_to_labels(samples.mean(axis=0), geometry, config=config)
             name = write_file(
                 f"prelabels/{scan.pk}/{model_version.version}.nii.gz",
                 volumes.label_map_to_bytes(prelabel, np.asarray(scan.affine, dtype=np.float64)),

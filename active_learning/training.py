@@ -1,8 +1,8 @@
 """Training and inference loops on working-grid arrays for active learning.
 
 Pure module: numpy, torch and MONAI. No Django, no paths, no database. Arrays come
-from :func:`active_learning.network.to_working` and
-:func:`active_learning.network.labels_to_working`; models and checkpoints from
+from :func:`active_learning.working_grid.to_working` and
+:func:`active_learning.working_grid.labels_to_working`; models and checkpoints from
 :mod:`active_learning.network`; scores are summarised by
 :mod:`active_learning.uncertainty`.
 
@@ -102,14 +102,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from active_learning.network import (
-    NetworkConfig,
-    build_network,
-    mc_dropout,
-    probabilities_to_labels,
-    to_working,
-)
+from active_learning.network import NetworkConfig, build_network, mc_dropout
 from active_learning.uncertainty import ScanUncertainty, scan_uncertainty
+from active_learning.working_grid import probabilities_to_labels, to_working
 
 __all__ = [
     "TrainingConfig",
@@ -286,7 +281,7 @@ def _working_image(image: Any, config: NetworkConfig | None, name: str) -> np.nd
     if config is not None and image.shape != config.working_shape:
         raise ValueError(
             f"{name}: shape {image.shape} differs from working_shape {config.working_shape}; "
-            "map scans with active_learning.network.to_working first"
+            "map scans with active_learning.working_grid.to_working first"
         )
     if not np.issubdtype(image.dtype, np.number) or not np.isfinite(image).all():
         raise ValueError(f"{name}: expected finite real intensities")
@@ -349,9 +344,9 @@ def train_segmentation(
     Parameters
     ----------
     images : sequence of ndarray of shape ``config.working_shape``, float
-        z-scored scans from :func:`active_learning.network.to_working`; not modified.
+        z-scored scans from :func:`active_learning.working_grid.to_working`; not modified.
     targets : sequence of ndarray of shape ``config.working_shape``, integer
-        Class indices 0..C-1 from :func:`active_learning.network.labels_to_working`,
+        Class indices 0..C-1 from :func:`active_learning.working_grid.labels_to_working`,
         one per image; not modified.
     config : NetworkConfig
     training : TrainingConfig
@@ -489,7 +484,7 @@ def predict_probabilities(model: torch.nn.Module, image: np.ndarray) -> np.ndarr
         From :func:`train_segmentation` or ``load_checkpoint``; its train/eval mode is
         restored afterwards.
     image : ndarray of shape (X, Y, Z), float
-        Working image (:func:`active_learning.network.to_working`); not modified.
+        Working image (:func:`active_learning.working_grid.to_working`); not modified.
 
     Returns
     -------
@@ -656,7 +651,7 @@ def evaluate_dice(
     Parameters
     ----------
     model : torch.nn.Module
-    images : sequence of working images (:func:`active_learning.network.to_working`)
+    images : sequence of working images (:func:`active_learning.working_grid.to_working`)
     targets : sequence of working class-index maps (``labels_to_working``)
     config : NetworkConfig
 

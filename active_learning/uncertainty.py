@@ -553,7 +553,7 @@ def image_features(
     ----------
     image : ndarray of shape (X, Y, Z), float
         Normalised intensities, e.g. the working image of
-        :func:`active_learning.network.to_working`; not modified.
+        :func:`active_learning.working_grid.to_working`; not modified.
     thumbnail_shape : sequence of 3 int, keyword-only
         Block means of the image on this coarse grid (layout, size, shape).
     bins : int, keyword-only

@@ -18,7 +18,7 @@ Protocol (ALGORITHMS.md section 3):
 
 * The cohort is split once into a fixed test set (``--n-test`` scans, never labelled)
   and a pool. Every scan is mapped once to the working grid
-  (``active_learning.network.to_working``).
+  (``active_learning.working_grid.to_working``).
 * For each seed, a starting set of ``schedule[0]`` pool scans is drawn at random; all
   strategies start from that same set and the same round-0 model. Each round adds
   scans up to the next count of ``--schedule``, chosen by the strategy among the
@@ -70,7 +70,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from active_learning import network, training, uncertainty
+from active_learning import network, training, uncertainty, working_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLIT_SEED = 12345
@@ -214,7 +214,7 @@ def evaluate(model, config, test):
     by_site = {}
     for item in test:
         probs = training.predict_probabilities(model, item["work"])
-        labels = network.probabilities_to_labels(probs, item["geometry"], config=config)
+        labels = working_grid.probabilities_to_labels(probs, item["geometry"], config=config)
         scores, mean = scan_dice(labels, item["labels"], values)
         original.append(mean)
         by_site.setdefault(item["site"], []).append(mean)
@@ -682,7 +682,7 @@ def main(argv=None):
     items = []
     t0 = time.perf_counter()
     for i in order:
-        work, geometry = network.to_working(images[i], config=config, spacing=spacings[i])
+        work, geometry = working_grid.to_working(images[i], config=config, spacing=spacings[i])
         items.append(
             {
                 "id": ids[i],
@@ -690,7 +690,7 @@ def main(argv=None):
                 "work": work,
                 "geometry": geometry,
                 "labels": labels[i],
-                "target": network.labels_to_working(labels[i], geometry, config=config),
+                "target": working_grid.labels_to_working(labels[i], geometry, config=config),
             }
         )
     prep_seconds = time.perf_counter() - t0

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from active_learning import network, training, uncertainty
+from active_learning import network, training, uncertainty, working_grid
 
 
 def _ints(text):
@@ -89,13 +89,13 @@ def main(argv=None):
         stages = []
         for k, subject in enumerate(subjects):
             t0 = time.perf_counter()
-            work, geometry = network.to_working(subject.image, config=config, spacing=anatomy.spacing)
+            work, geometry = working_grid.to_working(subject.image, config=config, spacing=anatomy.spacing)
             t1 = time.perf_counter()
             samples = training.mc_dropout_probabilities(model, work, n_samples=args.mc_samples, seed=k)
             t2 = time.perf_counter()
             uncertainty.scan_uncertainty(samples, margin=args.margin)
             t3 = time.perf_counter()
-            network.probabilities_to_labels(samples.mean(axis=0), geometry, config=config)
+            working_grid.probabilities_to_labels(samples.mean(axis=0), geometry, config=config)
             t4 = time.perf_counter()
             if k:  # the first scan warms up
                 stages.append((t4 - t0, t1 - t0, t2 - t1, t3 - t2, t4 - t3))

@@ -19,6 +19,7 @@ KERNELS = [
     "active_learning.network",
     "active_learning.uncertainty",
     "active_learning.training",
+    "active_learning.working_grid",
     "simulation.anatomy",
     "simulation.fields",
     "simulation.subjects",

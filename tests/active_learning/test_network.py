@@ -18,15 +18,11 @@ import torch
 from active_learning.network import (
     CHECKPOINT_FORMAT,
     NetworkConfig,
-    WorkingGeometry,
     build_network,
     checkpoint_metadata,
-    labels_to_working,
     load_checkpoint,
     mc_dropout,
-    probabilities_to_labels,
     save_checkpoint,
-    to_working,
 )
 from active_learning.training import (
     TrainingConfig,
@@ -41,6 +37,7 @@ from active_learning.training import (
     train_segmentation,
 )
 from active_learning.uncertainty import ScanUncertainty
+from active_learning.working_grid import WorkingGeometry, labels_to_working, probabilities_to_labels, to_working
 
 TINY = NetworkConfig(
     labels=(0, 1, 2),
