@@ -67,9 +67,9 @@ _EPS = 1e-6
 # Dirichlet prior strength, in pseudo-voxels per true label, on the confusion matrices of
 # each group of contested voxels (region="disagreement"; see docs/staple.md).
 _KAPPA = 10.0
-# Collapse test (see _collapse): the fit follows one rater this closely (mean Dice)...
+# Collapse test (see _collapse): the fit follows one rater this closely (pooled Dice)...
 _COLLAPSE_SELF = 0.98
-# ... while that rater's mean Dice with every other rater is below this.
+# ... while that rater's pooled Dice with every other rater is below this.
 _COLLAPSE_OTHERS = 0.8
 # A tie is broken by the raters' agreement only when the tied labels' support (the summed
 # agreement weights of their voters) differs by more than this fraction of the larger.
@@ -77,7 +77,7 @@ _CLEAR_SUPPORT = 0.01
 # Calibration (docs/staple.md, "Calibration"): the posterior is softmax(log(vote share) / T),
 # T fitted for the least expected calibration error on the contested voxels of the panel
 # designs of seed 1 (bench/bench_consensus_panels.py --fit-temperatures) and checked on
-# those of seed 2.  A T below 1 sharpens: a 2-1 vote is right more often than 2/3 of the time.
+# those of seed 3 (docs/staple.md).  A T below 1 sharpens: a 2-1 vote is right more often than 2/3 of the time.
 _TEMPERATURE_FEW = 0.2091  # two or three raters
 _TEMPERATURE_MANY = 0.3637  # four or more
 
@@ -512,10 +512,11 @@ def staple_multilabel(
         Stop when no confusion entry moves by more than ``tol`` (default 1e-7; ITK's
         multi-label filter uses 1e-5).
     overrule : {"ties", "any"}
-        ``"ties"`` (default): a majority always stands; the fit breaks ties of the top vote
-        with four or more raters (with two or three, and when the fit collapsed onto one
-        rater, ties go to the lowest label as in the majority vote); the posterior is the
-        calibrated vote share.  ``"any"``: the fitted posterior and its argmax, as ITK.
+        ``"ties"`` (default): a majority always stands; with four or more raters the fit
+        breaks ties of the top vote where the raters' agreement with one another concurs
+        (with two or three raters, and when the fit collapsed onto one rater, ties go to the
+        lowest label as in the majority vote); the posterior is the calibrated vote share.
+        ``"any"``: the fitted posterior and its argmax, as ITK.
         See docs/staple.md for why.
 
     Returns
@@ -588,29 +589,38 @@ def _foreground_labels(digits: np.ndarray, counts: np.ndarray, background: int |
     return np.setdiff1d(np.flatnonzero(totals), [] if background is None else [background])
 
 
-def _collapse(digits: np.ndarray, counts: np.ndarray, winner: np.ndarray, background: int | None) -> dict | None:
+def _pairwise_dice(digits: np.ndarray, counts: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(R, R) pooled Dice between every two raters (1 on the diagonal)."""
+    n_raters = digits.shape[1]
+    dice = np.ones((n_raters, n_raters))
+    for r in range(n_raters):
+        for s in range(r + 1, n_raters):
+            dice[r, s] = dice[s, r] = _pattern_dice(counts, digits[:, r], digits[:, s], labels)
+    return dice
+
+
+def _collapse(
+    digits: np.ndarray, counts: np.ndarray, winner: np.ndarray, labels: np.ndarray, pairwise: np.ndarray
+) -> dict | None:
     """A rater the fit declares (near) perfect while agreeing poorly with every other rater.
 
     EM over few raters has fixed points where one rater is taken as the truth (its
     confusion matrix ~ identity) and the others as noise; the posterior is then ~1
-    everywhere and says nothing.  The test: the rater's mean Dice against the model's own
-    consensus is at least ``_COLLAPSE_SELF`` while its Dice with each other rater is below
-    ``_COLLAPSE_OTHERS`` (Dice pooled over the labels used, background excluded:
-    ``background`` is the index of label value 0, if any).  Returns the most extreme such rater with its
-    figures, or None.
+    everywhere and says nothing.  The test: the rater's Dice against the model's own
+    consensus is at least ``_COLLAPSE_SELF`` while its Dice with each other rater
+    (``pairwise``) is below ``_COLLAPSE_OTHERS`` (Dice pooled over ``labels``, the labels used
+    but background).  Returns the most extreme such rater with its figures, or None.
     """
-    n_raters = digits.shape[1]
-    labels = _foreground_labels(digits, counts, background)
     found = None
-    for r in range(n_raters):
+    for r in range(digits.shape[1]):
         own = _pattern_dice(counts, digits[:, r], winner, labels)
-        others = [_pattern_dice(counts, digits[:, r], digits[:, s], labels) for s in range(n_raters) if s != r]
+        others = float(np.delete(pairwise[r], r).max())
         if (
             own >= _COLLAPSE_SELF
-            and max(others) < _COLLAPSE_OTHERS
+            and others < _COLLAPSE_OTHERS
             and (found is None or own > found["dice_with_consensus"])
         ):
-            found = {"rater": r, "dice_with_consensus": own, "max_dice_with_others": max(others)}
+            found = {"rater": r, "dice_with_consensus": own, "max_dice_with_others": others}
     return found
 
 
@@ -619,18 +629,6 @@ def _tempered(posterior: torch.Tensor, temperature: float) -> torch.Tensor:
     if temperature == 1.0:
         return posterior
     return torch.softmax(torch.log(posterior) / temperature, dim=1)
-
-
-def _agreement_weights(digits: np.ndarray, counts: np.ndarray, background: int | None) -> np.ndarray:
-    """Each rater's mean Dice (pooled over the labels, background excluded) with the others."""
-    n_raters = digits.shape[1]
-    labels = _foreground_labels(digits, counts, background)
-    return np.array(
-        [
-            np.mean([_pattern_dice(counts, digits[:, r], digits[:, s], labels) for s in range(n_raters) if s != r])
-            for r in range(n_raters)
-        ]
-    )
 
 
 def _decide(patterns: _Patterns, posterior: torch.Tensor, overrule: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -664,7 +662,9 @@ def _decide(patterns: _Patterns, posterior: torch.Tensor, overrule: str) -> tupl
     zero = torch.nonzero(patterns.label_values == 0).flatten()
     background = int(zero[0]) if zero.numel() else None
     digits_np, counts_np = digits.cpu().numpy(), patterns.counts.cpu().numpy().astype(np.float64)
-    collapse = _collapse(digits_np, counts_np, free.cpu().numpy(), background)
+    labels = _foreground_labels(digits_np, counts_np, background)
+    pairwise = _pairwise_dice(digits_np, counts_np, labels)
+    collapse = _collapse(digits_np, counts_np, free.cpu().numpy(), labels, pairwise)
     report = {"overrule": overrule, "collapse": collapse}
     if overrule == "any":
         report["rule"] = "posterior argmax"
@@ -682,9 +682,9 @@ def _decide(patterns: _Patterns, posterior: torch.Tensor, overrule: str) -> tupl
     # Two estimates of who is reliable must agree before a tie leaves the vote's rule: the
     # fit (STAPLE's posterior) and the raters' agreement with one another.
     fit_choice = torch.argmax(torch.where(tied, posterior, torch.full_like(posterior, -1.0)), dim=1)
-    weights = torch.as_tensor(
-        _agreement_weights(digits_np, counts_np, background), dtype=posterior.dtype, device=posterior.device
-    )
+    # Each rater's weight: its mean pooled Dice with the other raters.
+    agreement = (pairwise.sum(axis=1) - 1.0) / (n_raters - 1)
+    weights = torch.as_tensor(agreement, dtype=posterior.dtype, device=posterior.device)
     support = torch.zeros_like(posterior)
     support.scatter_add_(1, digits, weights[None, :].expand_as(digits).contiguous())
     support = torch.where(tied, support, torch.full_like(support, -1.0))
