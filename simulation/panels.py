@@ -120,6 +120,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from . import _shared as label_values
+from ._shared import _check_seed
 from .anatomy import Anatomy, mni152_anatomy
 from .raters import drop_label_components
 from .subjects import simulate_subject
@@ -782,9 +783,3 @@ def _add_blobs(
         ball = sum(g**2 for g in grids) <= radius**2
         region = seg[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
         region[ball] = value
-
-
-def _check_seed(seed: int) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed: expected an integer >= 0, got {seed!r}")
-    return int(seed)
