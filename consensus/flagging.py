@@ -113,7 +113,8 @@ def flag_reasons(
                 ),
             }
         )
-    reasons += _missing(report, voxel_ml, name, rater_names)
+    volumes = _volumes(report, voxel_ml)
+    reasons += _missing(volumes, name, rater_names)
     if rules.max_uncertain_fraction is not None and uncertain_fraction > rules.max_uncertain_fraction:
         reasons.append(
             {
@@ -129,7 +130,7 @@ def flag_reasons(
     if rules.min_label_dice is not None:
         reasons += _low_agreement(report, rules.min_label_dice, name)
     if rules.max_volume_spread is not None:
-        reasons += _volume_spread(report, rules.max_volume_spread, voxel_ml, name)
+        reasons += _volume_spread(volumes, rules.max_volume_spread, name)
     if rules.max_rater_gap is not None:
         reasons += _rater_below(rater_dice, rules.max_rater_gap, rater_names)
     return reasons
@@ -143,8 +144,7 @@ def _volumes(report: dict, voxel_ml: float) -> dict[int, dict[int, float]]:
     return out
 
 
-def _missing(report: dict, voxel_ml: float, name, rater_names: list[str]) -> list[dict]:
-    volumes = _volumes(report, voxel_ml)
+def _missing(volumes: dict[int, dict[int, float]], name, rater_names: list[str]) -> list[dict]:
     raters = sorted({r for per in volumes.values() for r in per})
     totals = {r: sum(per.get(r, 0.0) for per in volumes.values()) for r in raters}
     reasons = []
@@ -199,9 +199,9 @@ def _low_agreement(report: dict, minimum: float, name) -> list[dict]:
     return reasons
 
 
-def _volume_spread(report: dict, maximum: float, voxel_ml: float, name) -> list[dict]:
+def _volume_spread(volumes: dict[int, dict[int, float]], maximum: float, name) -> list[dict]:
     reasons = []
-    for label, per in sorted(_volumes(report, voxel_ml).items()):
+    for label, per in sorted(volumes.items()):
         values = list(per.values())
         mean = sum(values) / len(values) if values else 0.0
         if mean < MIN_LABEL_VOXELS:
