@@ -4,23 +4,6 @@ Pure module: numpy, scipy, scikit-image, torch and MONAI. No Django, no paths, n
 database. The Django layer stores what :func:`save_checkpoint` returns as a file and
 gives the bytes back to :func:`load_checkpoint`.
 
-API
----
-``NetworkConfig``
-    Frozen dataclass: ``labels`` (label values, output channel ``i`` is ``labels[i]``,
-    ``labels[0] == 0`` is background), ``working_shape``, ``channels``, ``strides``,
-    ``num_res_units``, ``dropout``, ``crop_foreground``, ``crop_margin_mm``,
-    ``clip_z``. ``to_dict()`` / ``NetworkConfig.from_dict(d)`` round-trip through JSON.
-``build_network(config) -> torch.nn.Module``
-    MONAI ``UNet(spatial_dims=3, in_channels=1, out_channels=len(labels), ...)`` with
-    dropout, freshly initialised from torch's global RNG (seed it, or use
-    :func:`active_learning.training.train_segmentation`).
-``mc_dropout(model)``
-    Context manager: evaluation mode with only the dropout layers sampling.
-``save_checkpoint(model, config, *, metadata=None) -> bytes``
-``load_checkpoint(data) -> (model, config)``
-``checkpoint_metadata(data) -> dict``
-
 Checkpoint format
 -----------------
 ``torch.save`` of a dict, loaded back with ``torch.load(weights_only=True)`` (no

@@ -6,65 +6,9 @@ from :func:`active_learning.working_grid.to_working` and
 :mod:`active_learning.network`; scores are summarised by
 :mod:`active_learning.uncertainty`.
 
-API
----
-``TrainingConfig``
-    Frozen dataclass of hyperparameters: ``steps``, ``steps_per_scan``,
-    ``max_steps``, ``scan_sampling``, ``loss_share``, ``batch_size``, ``patch_shape``,
-    ``learning_rate``, ``weight_decay``, ``seed``, ``flip_axes``,
-    ``intensity_jitter``, ``foreground_oversampling``. ``to_dict()`` / ``from_dict``.
-``train_segmentation(images, targets, *, config, training=TrainingConfig(),
-callback=None) -> TrainingResult``
-    Train a fresh network from scratch. ``callback(fraction, message)`` reports
-    progress (fraction in [0, 1]) about 20 times and once at the end.
-``TrainingResult``
-    ``model`` (eval mode), ``config``, ``training``, ``losses`` (one per step),
-    ``seconds``, ``n_scans``; ``hyperparameters()`` gives a JSON-ready dict.
-``predict_probabilities(model, image) -> ndarray (C, *working_shape)``
-    Deterministic softmax (dropout off).
-``mc_dropout_probabilities(model, image, *, n_samples=8, seed=0) -> ndarray (T, C, ...)``
-    Softmax of ``n_samples`` passes with dropout on, in one batch.
-``score_scan(model, image, *, n_samples=8, margin=3, seed=0) -> ScanUncertainty``
-    MC dropout then :func:`active_learning.uncertainty.scan_uncertainty`.
-``predict_labels(model, image, *, config, spacing) -> ndarray``
-    The pre-label: label map (uint8, label values) at the scan's ORIGINAL shape.
-``dice_per_label(prediction, truth, *, labels) -> dict[int, float]``
-    Dice per label value, NaN where both maps lack the label.
-``evaluate_dice(model, images, targets, *, config) -> dict[int, float]``
-    Mean Dice per label over scans on the working grid (validation).
-
-Training recipe
----------------
-From scratch, ``steps_per_scan`` optimiser steps per training scan, at least
-``steps`` and at most ``max_steps`` (``TrainingConfig.steps_for``): a model trained on
-many ground truths sees each about as often as one trained on few (a fixed budget
-diluted the few scans of a small site among many of a big one, see
-``docs/active_learning.md``), and the cap bounds a round's cost for large projects
-(nnU-Net's fixed iterations per epoch [2]_). Each step draws ``batch_size`` scans:
-the first pass in a seeded shuffled order (every scan once); after it, with
-``scan_sampling="loss"`` (default), scan ``i`` with probability
-``(1 - loss_share) / n + loss_share * L_i / sum(L)``, where ``L_i`` is the training
-loss of the last step that drew it (with ``batch_size > 1``, the batch's loss;
-prioritised sampling [4]_: scans the model still
-gets wrong, such as a small site's contrast, come back more often, and every scan
-keeps at least ``(1 - loss_share) / n``); ``"uniform"`` keeps shuffled passes. Each
-draw takes its whole working volume (the default,
-``patch_shape=None``: on a 2-core CPU, whole 48x56x48 volumes with batch 1 learnt
-faster per second than 32^3 patches, see ``docs/active_learning.md``) or a
-``patch_shape`` patch of it (a fraction ``foreground_oversampling`` of patches is
-centred on a random voxel of a random non-background class present in the scan, the
-rest anywhere), optionally mirrors
-along ``flip_axes`` with probability 1/2 each and jitters intensities
-(``x * (1 + a) + b`` with ``a, b`` uniform in ``+-intensity_jitter``). Loss: MONAI
-``DiceCELoss(to_onehot_y=True, softmax=True, batch=True)`` (Dice over the batch, so
-a class absent from one patch does not dominate) [1]_; AdamW; polynomial learning
-rate decay ``lr * (1 - step / steps) ** 0.9`` [2]_; gradient norm clipped at 12.
-
-Determinism: weights, dropout and sampling are seeded from ``training.seed`` inside
-``torch.random.fork_rng``, so the caller's global torch RNG is left as it was. The
-same inputs and seed give the same model on the same machine and
-``torch.get_num_threads()`` (float reductions depend on the thread count). The
-thread count is never changed here: set ``torch.set_num_threads`` in the worker.
+The recipe (steps per scan, loss-prioritised scan sampling, augmentation, loss, schedule) and
+how it was chosen: ``docs/active_learning.md``. Seeds apply inside ``torch.random.fork_rng``
+(the caller's RNG is left as it was); the thread count is the caller's to set.
 
 References
 ----------

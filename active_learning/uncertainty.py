@@ -4,63 +4,9 @@ Pure module: numpy and scipy only. No torch model, no Django, no paths, no datab
 The MC-dropout samples come from :func:`active_learning.training.mc_dropout_probabilities`
 (or any other source of per-sample class probabilities).
 
-API
----
-Voxel maps, from MC samples ``(T, C, *spatial)``:
-
-``predictive_entropy(samples) -> ndarray``   H[mean_t p_t], nats
-``expected_entropy(samples) -> ndarray``     mean_t H[p_t], nats
-``bald(samples) -> ndarray``                 H[mean_t p_t] - mean_t H[p_t] (mutual information)
-
-Per-scan summary:
-
-``scoring_region(mean_probabilities, *, margin=3) -> (region, whole_volume)``
-``scan_uncertainty(samples, *, margin=3) -> ScanUncertainty``
-    ``ScanUncertainty(entropy, bald, foreground_voxels, region_voxels, whole_volume)``
-
-Strategies (one score per scan, higher = label first) and orders:
-
-``STRATEGIES``                               ("random", "entropy", "bald", "combined")
-``random_scores(n, *, seed) -> ndarray``
-``rank_normalise(values) -> ndarray``
-``rater_disagreement(label_maps, *, labels=None) -> float``
-``combined_scores(uncertainty, disagreement, *, weight=0.5) -> ndarray``
-``rank_order(scores) -> ndarray``            indices, highest score first
-``image_features(image, *, thumbnail_shape=(6, 6, 6), bins=16, value_range=(-5, 5))``
-``diversity_order(features, *, selected=()) -> ndarray``   cold start, k-centre greedy
-``random_order(n, *, seed) -> ndarray``      cold-start fallback
-
-Decisions
----------
-- Entropies are in nats (natural log); ``0 log 0 = 0``. The maximum is ``log C``.
-- BALD is clipped at 0: mathematically >= 0 (Jensen), but float rounding can give
-  -1e-8 where every sample agrees.
-- **Scoring region.** A scan's score is the mean voxel score over the predicted
-  foreground (argmax of the mean softmax is not class 0) dilated by ``margin`` voxels:
-  every voxel whose Euclidean distance, in voxels of the working grid, to a predicted
-  foreground voxel is at most ``margin``. A whole-volume mean, as in MONAI Label's
-  ``epistemic_v2``, is dominated by the confidently empty background and shrinks with
-  the field of view, not with what the model does not know. When nothing is predicted
-  as foreground the mean is taken over the whole volume (``whole_volume=True``): a
-  model that finds nothing in a scan should still rank it, by how unsure it is.
-- **Random.** ``random_scores`` draws i.i.d. uniform scores from ``seed``; ranking by
-  them is a uniformly random order.
-- **Combined.** ``(1 - weight) * rank_normalise(uncertainty) + weight * disagreement``
-  for scans that some raters labelled, ``rank_normalise(uncertainty)`` for the others.
-  Disagreement is in [0, 1] (e.g. :func:`rater_disagreement`, 1 - mean pairwise Dice).
-  The model term is rank-normalised because entropy and BALD have no fixed scale
-  across models; the disagreement is used as is, since 0 means the raters agree
-  whatever the project. With the default ``weight=0.5`` a scan whose raters agree
-  perfectly scores half its model rank, i.e. falls below unlabelled scans of equal
-  uncertainty, and a scan with disagreement 0.2 (typical of two raters' Dice of 0.8 on
-  brain tissue) needs a model rank 0.2 higher than an unlabelled one to tie. NaN means
-  "no rater labels". Use ``weight=0`` to ignore raters.
-- **Cold start.** With no model, :func:`diversity_order` orders scans by greedy
-  k-centre (farthest-point) selection on :func:`image_features` (a coarse thumbnail
-  plus an intensity histogram of the z-scored working image), each feature
-  standardised over the cohort. The first scan is the one nearest the cohort mean
-  (typical); each next one is the scan farthest from all chosen ones; ties go to the
-  lower index. :func:`random_order` is the seeded fallback when no image can be read.
+Entropies are in nats; BALD is clipped at 0 (float rounding). Why a scan's score is the mean
+over the predicted foreground and its margin, how the combined strategy weighs rater
+disagreement, and the cold-start order: ``docs/active_learning.md``.
 
 References
 ----------

@@ -17,6 +17,8 @@ contract). Modules: ``anatomy`` (the MNI152 template), ``fields`` (smooth random
 ``subjects`` (simulated subjects), ``raters`` (simulated raters by profile), ``panels``
 (random rater-panel designs for benchmarks).
 
+Measured runtimes and the rater-panel designs: ``docs/simulation.md``.
+
 Conventions
 -----------
 - Arrays are indexed ``(X, Y, Z)`` in the voxel order nibabel stores them after
@@ -33,35 +35,6 @@ Conventions
   (lesion positions are drawn per grid and differ between resolutions).
 - Raters work in voxels: a rater "one voxel too generous" is 1 mm off at 1 mm and
   2 mm off at 2 mm.
-
-Performance
------------
-Measured on the project machine (2 cores, Python 3.11, numpy 2.4, scipy 1.17, nilearn
-0.14) while other jobs shared it, so the figures are CPU seconds per call, which is
-the wall time on an idle machine (the code is single-threaded); wall times at low load
-agreed.
-
-=========================================  ===========  ===========  ==========
-call                                       2 mm         1 mm         target
-=========================================  ===========  ===========  ==========
-``mni152_anatomy``, first call in a        1.9 s        2.5 s        < 3 s
-process (~1.6 s of it is ``import          (2.1-2.5 s   (2 mm)
-nilearn.datasets``)                        wall)
-``mni152_anatomy``, later calls (cached)   ~10 us       ~10 us
-``simulate_subject``                       0.3 s        2.0 s        1.5 / 15 s
-``simulate_rater``, slowest (``sloppy``)   0.14 s       1.0 s        3 s (1 mm)
-``simulate_rater``, other profiles         0.06-0.08 s  0.25-0.7 s
-=========================================  ===========  ===========  ==========
-
-``import simulation`` itself takes ~0.3 s (numpy, scipy.ndimage, nibabel);
-nilearn is imported only by :func:`mni152_anatomy`. Peak memory of a 1 mm subject is
-about 0.6 GB.
-
-The 2 mm anatomy is taken as every second voxel of nilearn's 1 mm template. The 2 mm
-grid of ``load_mni152_template(resolution=2)`` is exactly that sub-grid (same origin,
-double spacing), and nilearn's spline resampling at grid points returns the samples
-themselves, so the arrays agree to about 1e-16 (``tests/simulation/test_simulation.py``
-checks it) while skipping ~3 s of resampling.
 
 References
 ----------

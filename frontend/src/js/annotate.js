@@ -2,6 +2,7 @@
 // the offline store and the shortcuts to the API and the workflow (save, conflict, submit).
 import { ApiError, api } from "./api.js";
 import { Autosave, STATE } from "./autosave.js";
+import { editingBindings, viewBindings } from "./editing-shortcuts.js";
 import { OfflineStore } from "./offline-store.js";
 import { markPalette, renderPalette } from "./palette.js";
 import { $, idFromPath, markReady, requireUser, runPage, showPageError, showUser } from "./session.js";
@@ -213,25 +214,15 @@ function toggleHelp() {
   else dialog.showModal();
 }
 
-// --- shortcuts (3D Slicer / ITK-SNAP habits where they exist) --------------------------------
+// --- shortcuts ---------------------------------------------------------------------------------
 
 function buildShortcuts() {
   const { tools, viewer } = app;
-  const view = (name) => () => viewer.setView(name);
   const bindings = [
     { keys: ["?"], group: "General", description: "Show or hide this help", run: toggleHelp, whenDialogOpen: true },
     { keys: ["Ctrl+s"], group: "General", description: "Save now (autosave also runs after each edit)", run: () => app.autosave.flush() },
     { keys: ["Ctrl+Enter"], group: "General", description: "Submit and open the next scan", run: openSubmit },
-    { keys: ["Ctrl+z"], group: "Editing", description: "Undo", run: () => tools.undo() },
-    { keys: ["Ctrl+y", "Ctrl+Shift+z"], group: "Editing", description: "Redo", run: () => tools.redo() },
-    { keys: ["Escape"], group: "Tools", description: "Navigate (crosshair) tool", run: () => tools.setTool("navigate") },
-    { keys: ["b"], group: "Tools", description: "Brush", run: () => tools.setTool("brush") },
-    { keys: ["p"], group: "Tools", description: "Filled pen (outline, filled on release)", run: () => tools.setTool("pen") },
-    { keys: ["e"], group: "Tools", description: "Eraser", run: () => tools.setTool("eraser") },
-    { keys: ["f"], group: "Tools", description: "Fill in the slice (intensity range)", run: () => tools.setTool("fill2d") },
-    { keys: ["Shift+f"], group: "Tools", description: "Fill in 3D (intensity range)", run: () => tools.setTool("fill3d") },
-    { keys: ["["], group: "Tools", description: "Smaller brush", run: () => tools.setPenSize(tools.penSize - 1) },
-    { keys: ["]"], group: "Tools", description: "Larger brush", run: () => tools.setPenSize(tools.penSize + 1) },
+    ...editingBindings(tools),
     {
       keys: ["1", "2", "3", "4", "5", "6", "7", "8", "9"],
       display: ["1 … 9"],
@@ -260,11 +251,8 @@ function buildShortcuts() {
         refreshControls();
       },
     },
-    { keys: ["m"], group: "Views", description: "Multiplanar (three planes and 3D)", run: view("multiplanar") },
-    { keys: ["a"], group: "Views", description: "Axial", run: view("axial") },
-    { keys: ["c"], group: "Views", description: "Coronal", run: view("coronal") },
-    { keys: ["s"], group: "Views", description: "Sagittal", run: view("sagittal") },
-    { keys: ["d"], group: "Views", description: "3D rendering", run: view("render") },
+    ...viewBindings(viewer),
+    { keys: ["d"], group: "Views", description: "3D rendering", run: () => viewer.setView("render") },
     {
       keys: ["v"],
       group: "Views",
