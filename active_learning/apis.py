@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -117,7 +117,20 @@ class PrelabelApi(APIView):
 
 
 class EditingEffortApi(APIView):
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        responses=inline_serializer(
+            "EditingEffortRow",
+            {
+                "assignment": serializers.IntegerField(),
+                "scan": serializers.IntegerField(),
+                "annotator": serializers.CharField(),
+                "model_version": serializers.IntegerField(allow_null=True),
+                "dice": serializers.DictField(child=serializers.FloatField(allow_null=True)),
+                "mean_dice": serializers.FloatField(allow_null=True),
+            },
+            many=True,
+        )
+    )
     def get(self, request, project_id: int):
         project = get_visible_project(request, project_id)
         require_manager(request, project)

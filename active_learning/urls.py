@@ -1,11 +1,13 @@
 from django.urls import path
 
+import mriannot.converters  # noqa: F401  (registers <id:...>)
+
 from . import apis
 
 urlpatterns = [
-    path("projects/<int:project_id>/models/", apis.ModelVersionListApi.as_view(), name="model-list"),
-    path("models/<int:version_id>/", apis.ModelVersionDetailApi.as_view(), name="model-detail"),
-    path("projects/<int:project_id>/ranking/", apis.RankingApi.as_view(), name="ranking"),
-    path("projects/<int:project_id>/editing-effort/", apis.EditingEffortApi.as_view(), name="editing-effort"),
-    path("assignments/<int:assignment_id>/prelabel/", apis.PrelabelApi.as_view(), name="prelabel"),
+    path("projects/<id:project_id>/models/", apis.ModelVersionListApi.as_view(), name="model-list"),
+    path("models/<id:version_id>/", apis.ModelVersionDetailApi.as_view(), name="model-detail"),
+    path("projects/<id:project_id>/ranking/", apis.RankingApi.as_view(), name="ranking"),
+    path("projects/<id:project_id>/editing-effort/", apis.EditingEffortApi.as_view(), name="editing-effort"),
+    path("assignments/<id:assignment_id>/prelabel/", apis.PrelabelApi.as_view(), name="prelabel"),
 ]

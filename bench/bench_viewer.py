@@ -204,7 +204,13 @@ def percentile(values: list[float], q: float) -> float:
 def logged_in_context(browser, base: str, *, autosave_ms: int = 60000):
     context = browser.new_context(viewport=VIEWPORT)
     context.add_init_script(f"window.localStorage.setItem('mriannot.autosaveDelayMs', '{autosave_ms}')")
-    response = context.request.post(f"{base}/api/v1/auth/login/", data={"username": USER, "password": PASSWORD})
+    # The log-in POST needs the CSRF token (login CSRF): GET gives the cookie and the token.
+    csrf = context.request.get(f"{base}/api/v1/auth/login/").json()["csrf_token"]
+    response = context.request.post(
+        f"{base}/api/v1/auth/login/",
+        data={"username": USER, "password": PASSWORD},
+        headers={"X-CSRFToken": csrf, "Referer": f"{base}/login/"},
+    )
     if not response.ok:
         raise RuntimeError(f"log-in failed: {response.status} {response.text()}")
     return context

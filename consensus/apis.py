@@ -21,14 +21,14 @@ from labeling.apis import (
     LabelClassOutput,
     ScanOutput,
     get_visible_project,
-    int_param,
     nifti_response,
     require_manager,
 )
 from labeling.parsers import NIFTI_PARSERS
 from labeling.selectors import scan_list
 from mriannot.errors import NotFound, ValidationFailed
-from mriannot.schema import name_nested_serializers
+from mriannot.fields import TEXT_MAX_CHARS, IdField, json_validator, query_id
+from mriannot.schema import id_parameter, name_nested_serializers
 
 from . import selectors, services
 from .models import (
@@ -95,7 +95,12 @@ def _managed_scan(request, scan_id: int):
 class ScanRunListApi(APIView):
     class InputSerializer(serializers.Serializer):
         method = serializers.ChoiceField(choices=Method.choices, default=Method.STAPLE)
-        options = serializers.DictField(required=False, default=dict, help_text="kernel options; defaults otherwise")
+        options = serializers.DictField(
+            required=False,
+            default=dict,
+            validators=[json_validator()],
+            help_text="kernel options; defaults otherwise",
+        )
 
     @extend_schema(responses=RunOutput(many=True))
     def get(self, request, scan_id: int):
@@ -150,8 +155,19 @@ class RunUncertaintyApi(APIView):
         return response
 
 
+class FlaggedScanOutput(ScanOutput):
+    """A flagged scan with its newest finished run (the rows are built in the view)."""
+
+    run = serializers.IntegerField(allow_null=True)
+    ambiguity = serializers.FloatField(allow_null=True)
+    flag_reasons = serializers.ListField(child=serializers.DictField())
+
+    class Meta(ScanOutput.Meta):
+        fields = [*ScanOutput.Meta.fields, "run", "ambiguity", "flag_reasons"]
+
+
 class FlaggedScanListApi(APIView):
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(responses=FlaggedScanOutput(many=True))
     def get(self, request, project_id: int):
         project = get_visible_project(request, project_id)
         require_manager(request, project)
@@ -209,7 +225,7 @@ def csv_response(rows: list[dict], filename: str) -> HttpResponse:
 
 
 class GroundTruthOutput(serializers.ModelSerializer):
-    created_by = serializers.CharField(source="created_by.username", default=None)
+    created_by = serializers.CharField(source="created_by.username", default=None, allow_null=True)
 
     class Meta:
         model = GroundTruth
@@ -231,8 +247,8 @@ class GroundTruthListApi(APIView):
     """A scan's ground truths, newest (current) first; POST accepts a finished consensus run."""
 
     class InputSerializer(serializers.Serializer):
-        run = serializers.IntegerField()
-        note = serializers.CharField(required=False, allow_blank=True, default="")
+        run = IdField()
+        note = serializers.CharField(max_length=TEXT_MAX_CHARS, required=False, allow_blank=True, default="")
 
     @extend_schema(responses=GroundTruthOutput(many=True))
     def get(self, request, scan_id: int):
@@ -254,10 +270,15 @@ class GroundTruthEditApi(APIView):
 
     parser_classes = NIFTI_PARSERS
 
+    class QuerySerializer(serializers.Serializer):
+        note = serializers.CharField(
+            max_length=TEXT_MAX_CHARS, required=False, allow_blank=True, trim_whitespace=False, default=""
+        )
+
     @extend_schema(
         parameters=[
-            OpenApiParameter("run", int, required=False, description="the consensus run the edit started from"),
-            OpenApiParameter("note", str, required=False),
+            id_parameter("run", "the consensus run the edit started from"),
+            OpenApiParameter("note", {"type": "string", "maxLength": TEXT_MAX_CHARS}, required=False),
         ],
         request={"application/octet-stream": OpenApiTypes.BINARY},
         responses={201: GroundTruthOutput},
@@ -266,11 +287,12 @@ class GroundTruthEditApi(APIView):
         scan = _managed_scan(request, scan_id)
         run = None
         if request.query_params.get("run"):
-            run = get_object_or_404(ConsensusRun, pk=int_param(request, "run"), scan=scan)
+            run = get_object_or_404(ConsensusRun, pk=query_id(request, "run"), scan=scan)
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        note = query.validated_data["note"]
         raw = request.data if isinstance(request.data, bytes) else b""
-        truth = services.ground_truth_edit(
-            scan=scan, actor=request.user, raw=raw, run=run, note=request.query_params.get("note", "")
-        )
+        truth = services.ground_truth_edit(scan=scan, actor=request.user, raw=raw, run=run, note=note)
         return Response(GroundTruthOutput(truth).data, status=status.HTTP_201_CREATED)
 
 
@@ -331,7 +353,7 @@ class ExportOutput(serializers.ModelSerializer):
             "finished_at",
         ]
 
-    requested_by = serializers.CharField(source="requested_by.username", default=None)
+    requested_by = serializers.CharField(source="requested_by.username", default=None, allow_null=True)
     summary = serializers.SerializerMethodField()
 
     def get_summary(self, export: Export) -> dict:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET
 
@@ -35,9 +36,25 @@ def _page(request: HttpRequest, name: str) -> HttpResponse:
     return response
 
 
+def safe_next(request: HttpRequest, url: str | None) -> bool:
+    """True when ``url`` is a path on this site: one leading '/', no scheme or host of its own,
+    nothing a browser reads as another origin (``/\\evil.example``, ``/%09/evil.example``)."""
+    return bool(
+        url
+        and url.startswith("/")
+        and not url.startswith(("//", "/\\"))
+        and url_has_allowed_host_and_scheme(url, allowed_hosts={request.get_host()}, require_https=request.is_secure())
+    )
+
+
 @require_GET
 @ensure_csrf_cookie
 def login_page(request: HttpRequest) -> HttpResponse:
+    # Where to go after logging in (login.js reads ?next= and checks it again): a next that
+    # leaves the site is dropped here, so the page never holds one.
+    next_url = request.GET.get("next")
+    if next_url is not None and not safe_next(request, next_url):
+        return HttpResponseRedirect(request.path)
     return _page(request, "login")
 
 

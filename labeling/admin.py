@@ -60,5 +60,17 @@ class AnnotationRevisionAdmin(ReadOnlyAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "actor", "project", "action", "target_type", "target_id"]
-    list_filter = ["action", "project"]
+    # Ids and the username snapshot, never the relations: an event outlives its user and project.
+    list_display = ["created_at", "actor_username", "actor_id", "project_id", "action", "target_type", "target_id"]
+    list_filter = ["action"]
+    search_fields = ["actor_username", "action", "target_id"]
+    fields = readonly_fields = [
+        "created_at",
+        "actor_username",
+        "actor_id",
+        "project_id",
+        "action",
+        "target_type",
+        "target_id",
+        "data",
+    ]

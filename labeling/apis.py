@@ -6,29 +6,33 @@ actions on visible objects that the user's role does not allow answer 403.
 
 from __future__ import annotations
 
-from django.contrib.auth import authenticate, get_user_model, login, logout
+from django.contrib.auth import authenticate, get_user_model, login, logout, user_logged_in
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.http import FileResponse
+from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import ensure_csrf_cookie
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.authtoken.models import Token
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from mriannot.errors import NotAllowed, ValidationFailed
-from mriannot.schema import name_nested_serializers
+from mriannot.errors import LockedOut, NotAllowed, ValidationFailed
+from mriannot.fields import TEXT_MAX_CHARS, FiniteFloatField, IdField, query_id
+from mriannot.schema import id_parameter, name_nested_serializers
 
-from . import selectors, services
+from . import auth_services, selectors, services
+from .authentication import ApiTokenAuthentication, enforce_csrf, lockout_message
 from .models import (
     ALStrategy,
     AnnotationRevision,
+    ApiToken,
     Assignment,
     AuditEvent,
     LabelClass,
@@ -39,7 +43,7 @@ from .models import (
     Scan,
     Split,
 )
-from .parsers import NIFTI_PARSERS, NiftiParser
+from .parsers import NIFTI_PARSERS, NiftiParser, upload_bytes
 
 User = get_user_model()
 
@@ -159,50 +163,134 @@ class RevisionOutput(serializers.ModelSerializer):
 # --- authentication ----------------------------------------------------------------------------
 
 
+def password_user(request, *, username: str, password: str):
+    """The user these credentials name, or a refusal: 400 ``bad_credentials``, or 429 ``locked_out``
+    after too many failures for this username from this address (django-axes counts them)."""
+    user = authenticate(request, username=username, password=password)
+    if user is not None:
+        return user
+    if getattr(request, "axes_locked_out", False):
+        message, retry_after = lockout_message(username=username, ip_address=getattr(request, "axes_ip_address", None))
+        raise LockedOut(message, retry_after_s=retry_after)
+    raise ValidationFailed("Unknown username or wrong password.", code="bad_credentials")
+
+
 class LoginApi(APIView):
-    """Session log-in for the browser (sets the session and CSRF cookies)."""
+    """Session log-in for the browser (sets the session and CSRF cookies).
+
+    The POST needs the CSRF token like every browser POST (cookie + ``X-CSRFToken`` header), so
+    another site cannot log a browser in to an account of its choosing. GET gives the cookie and
+    the token. Too many failed attempts lock the username out from that address for a while (429).
+    """
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
     class InputSerializer(serializers.Serializer):
-        username = serializers.CharField()
-        password = serializers.CharField(style={"input_type": "password"})
+        username = serializers.CharField(max_length=150)
+        password = serializers.CharField(max_length=4096, style={"input_type": "password"})
+
+    @method_decorator(ensure_csrf_cookie)
+    @extend_schema(responses={200: inline_serializer("CsrfOutput", {"csrf_token": serializers.CharField()})})
+    def get(self, request):
+        return Response({"csrf_token": get_token(request)})
 
     @method_decorator(ensure_csrf_cookie)
     @extend_schema(request=InputSerializer, responses={200: OpenApiTypes.OBJECT})
     def post(self, request):
+        enforce_csrf(request)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        user = authenticate(request, **data.validated_data)
-        if user is None:
-            raise ValidationFailed("Unknown username or wrong password.", code="bad_credentials")
+        user = password_user(request, **data.validated_data)
         login(request, user)
         return Response(MeApi.payload(user))
 
 
 class LogoutApi(APIView):
+    """End the session; logging out also revokes every API token of the user."""
+
     @extend_schema(request=None, responses={204: None})
     def post(self, request):
         logout(request)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class ApiTokenOutput(serializers.ModelSerializer):
+    expired = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ApiToken
+        fields = ["id", "name", "prefix", "created_at", "expires_at", "last_used_at", "expired"]
+
+    def get_expired(self, token: ApiToken) -> bool:
+        return token.expires_at <= timezone.now()
+
+
+class NewApiTokenOutput(ApiTokenOutput):
+    token = serializers.SerializerMethodField(help_text="The key: shown this once, never again.")
+
+    class Meta(ApiTokenOutput.Meta):
+        fields = ["token", *ApiTokenOutput.Meta.fields]
+
+    def get_token(self, token: ApiToken) -> str:
+        return self.context["key"]
+
+
 class TokenApi(APIView):
-    """A token for scripts: send it as ``Authorization: Token <key>``."""
+    """A new token for scripts: send it as ``Authorization: Token <key>``.
+
+    The key is shown once; it expires after ``MRIANNOT_API_TOKEN_TTL_DAYS`` days, and logging out
+    or changing the password revokes it. Failed attempts count towards the log-in lockout.
+    """
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
-    @extend_schema(request=LoginApi.InputSerializer, responses={200: OpenApiTypes.OBJECT})
+    class InputSerializer(LoginApi.InputSerializer):
+        name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+
+    @extend_schema(request=InputSerializer, responses={200: NewApiTokenOutput})
     def post(self, request):
-        data = LoginApi.InputSerializer(data=request.data)
+        data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        user = authenticate(request, **data.validated_data)
-        if user is None:
-            raise ValidationFailed("Unknown username or wrong password.", code="bad_credentials")
-        token, _ = Token.objects.get_or_create(user=user)
-        return Response({"token": token.key})
+        credentials = data.validated_data
+        user = password_user(request, username=credentials["username"], password=credentials["password"])
+        user_logged_in.send(sender=user.__class__, request=request, user=user)
+        token, key = auth_services.api_token_create(user=user, name=credentials["name"])
+        return Response(NewApiTokenOutput(token, context={"key": key}).data)
+
+
+class MyTokenListApi(APIView):
+    """My API tokens (GET), and a new named one (POST, from a password log-in: a token cannot make tokens)."""
+
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+
+    @extend_schema(responses=ApiTokenOutput(many=True))
+    def get(self, request):
+        return Response(ApiTokenOutput(selectors.api_token_list(user=request.user), many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: NewApiTokenOutput})
+    def post(self, request):
+        if isinstance(request.successful_authenticator, ApiTokenAuthentication):
+            raise NotAllowed(
+                "A token cannot make tokens. Log in with your password (the browser), "
+                "or POST /api/v1/auth/token/ with your username and password."
+            )
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        token, key = auth_services.api_token_create(user=request.user, name=data.validated_data["name"], via="session")
+        return Response(NewApiTokenOutput(token, context={"key": key}).data, status=status.HTTP_201_CREATED)
+
+
+class MyTokenDetailApi(APIView):
+    """Revoke one of my tokens (another user's token is not found)."""
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, token_id: int):
+        token = get_object_or_404(selectors.api_token_list(user=request.user).select_related("user"), pk=token_id)
+        auth_services.api_token_revoke(token=token, actor=request.user, reason="revoked by its owner")
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class MeApi(APIView):
@@ -230,12 +318,12 @@ class MeApi(APIView):
 class ProjectListApi(APIView):
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=200)
-        description = serializers.CharField(required=False, allow_blank=True, default="")
+        description = serializers.CharField(max_length=TEXT_MAX_CHARS, required=False, allow_blank=True, default="")
         raters_per_scan = serializers.IntegerField(min_value=1, max_value=20, default=3)
-        ambiguity_threshold = serializers.FloatField(min_value=0.0, max_value=1.0, default=0.05)
-        flag_min_label_dice = serializers.FloatField(min_value=0.0, max_value=1.0, allow_null=True, default=0.5)
-        flag_max_volume_spread = serializers.FloatField(min_value=0.0, allow_null=True, default=0.5)
-        flag_max_rater_gap = serializers.FloatField(min_value=0.0, max_value=1.0, allow_null=True, default=0.25)
+        ambiguity_threshold = FiniteFloatField(min_value=0.0, max_value=1.0, default=0.05)
+        flag_min_label_dice = FiniteFloatField(min_value=0.0, max_value=1.0, allow_null=True, default=0.5)
+        flag_max_volume_spread = FiniteFloatField(min_value=0.0, allow_null=True, default=0.5)
+        flag_max_rater_gap = FiniteFloatField(min_value=0.0, max_value=1.0, allow_null=True, default=0.25)
         al_strategy = serializers.ChoiceField(choices=ALStrategy.choices, default=ALStrategy.ENTROPY)
         labels = LabelClassInput(many=True, required=False, default=list)
 
@@ -261,12 +349,12 @@ class ProjectListApi(APIView):
 class ProjectDetailApi(APIView):
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=200, required=False)
-        description = serializers.CharField(required=False, allow_blank=True)
+        description = serializers.CharField(max_length=TEXT_MAX_CHARS, required=False, allow_blank=True)
         raters_per_scan = serializers.IntegerField(min_value=1, max_value=20, required=False)
-        ambiguity_threshold = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
-        flag_min_label_dice = serializers.FloatField(min_value=0.0, max_value=1.0, allow_null=True, required=False)
-        flag_max_volume_spread = serializers.FloatField(min_value=0.0, allow_null=True, required=False)
-        flag_max_rater_gap = serializers.FloatField(min_value=0.0, max_value=1.0, allow_null=True, required=False)
+        ambiguity_threshold = FiniteFloatField(min_value=0.0, max_value=1.0, required=False)
+        flag_min_label_dice = FiniteFloatField(min_value=0.0, max_value=1.0, allow_null=True, required=False)
+        flag_max_volume_spread = FiniteFloatField(min_value=0.0, allow_null=True, required=False)
+        flag_max_rater_gap = FiniteFloatField(min_value=0.0, max_value=1.0, allow_null=True, required=False)
         al_strategy = serializers.ChoiceField(choices=ALStrategy.choices, required=False)
         al_retrain_every = serializers.IntegerField(min_value=1, max_value=1000, required=False)
         al_offer_prelabels = serializers.BooleanField(required=False)
@@ -297,7 +385,7 @@ class MemberOutput(serializers.ModelSerializer):
 
 class MemberListApi(APIView):
     class InputSerializer(serializers.Serializer):
-        username = serializers.CharField()
+        username = serializers.CharField(max_length=150)
         role = serializers.ChoiceField(choices=Role.choices)
 
     @extend_schema(responses=MemberOutput(many=True))
@@ -420,7 +508,7 @@ class ScanListApi(APIView):
         scan = services.scan_create(
             project=project,
             actor=request.user,
-            raw=upload.read(),
+            raw=upload_bytes(upload),
             filename=upload.name,
             subject_id=data.validated_data["subject_id"],
             session_id=data.validated_data["session_id"],
@@ -450,7 +538,7 @@ class WorklistApi(APIView):
     """The current user's own assignments, open first, in priority order."""
 
     @extend_schema(
-        parameters=[OpenApiParameter("project", int, required=False)],
+        parameters=[id_parameter("project")],
         responses=inline_serializer(
             "WorklistItem",
             {
@@ -470,7 +558,7 @@ class WorklistApi(APIView):
     def get(self, request):
         project = None
         if request.query_params.get("project"):
-            project = get_visible_project(request, int_param(request, "project"))
+            project = get_visible_project(request, query_id(request, "project"))
         items = selectors.worklist(user=request.user, project=project)
         return Response(
             [
@@ -490,25 +578,17 @@ class WorklistApi(APIView):
         )
 
 
-def int_param(request, name: str) -> int:
-    value = request.query_params.get(name)
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ValidationFailed(f"Query parameter {name!r} must be an integer id, not {value!r}.") from None
-
-
 class AssignmentListApi(APIView):
     @extend_schema(
-        parameters=[OpenApiParameter("project", int, required=False), OpenApiParameter("scan", int, required=False)],
+        parameters=[id_parameter("project"), id_parameter("scan")],
         responses=AssignmentOutput(many=True),
     )
     def get(self, request):
         qs = selectors.assignment_list(user=request.user)
         if "project" in request.query_params:
-            qs = qs.filter(scan__project_id=int_param(request, "project"))
+            qs = qs.filter(scan__project_id=query_id(request, "project"))
         if "scan" in request.query_params:
-            qs = qs.filter(scan_id=int_param(request, "scan"))
+            qs = qs.filter(scan_id=query_id(request, "scan"))
         return Response(AssignmentOutput(qs, many=True).data)
 
 
@@ -536,7 +616,7 @@ class RevisionListApi(APIView):
         parameters=[
             OpenApiParameter(
                 "base_revision",
-                str,
+                {"type": "string", "pattern": "^(none|[1-9][0-9]{0,18})$"},
                 required=True,
                 description="Id of the revision these labels start from, or 'none' for the first save.",
             ),
@@ -557,7 +637,7 @@ class RevisionListApi(APIView):
         if base.lower() in ("none", "null", ""):
             base_id = None
         else:
-            base_id = int_param(request, "base_revision")
+            base_id = query_id(request, "base_revision")
         raw = request.data
         if not isinstance(raw, bytes):
             upload = raw.get("file") if hasattr(raw, "get") else None
@@ -569,7 +649,7 @@ class RevisionListApi(APIView):
                     "or as a multipart field named 'file'.",
                     code="missing_file",
                 )
-            raw = upload.read()
+            raw = upload_bytes(upload)
         revision, created = services.revision_create(
             assignment=assignment,
             actor=request.user,
@@ -598,7 +678,7 @@ class RevisionLabelsApi(APIView):
 
 class AssignmentSubmitApi(APIView):
     class InputSerializer(serializers.Serializer):
-        revision = serializers.IntegerField(required=False, help_text="The revision you submit; must be the latest.")
+        revision = IdField(required=False, help_text="The revision you submit; must be the latest.")
 
     @extend_schema(request=InputSerializer, responses=AssignmentOutput)
     def post(self, request, assignment_id: int):
@@ -612,11 +692,15 @@ class AssignmentSubmitApi(APIView):
 
 
 class AuditEventOutput(serializers.ModelSerializer):
-    actor = serializers.CharField(source="actor.username", default=None)
+    actor = serializers.SerializerMethodField()
 
     class Meta:
         model = AuditEvent
         fields = ["id", "actor", "action", "target_type", "target_id", "data", "created_at"]
+
+    def get_actor(self, event: AuditEvent) -> str | None:
+        """Who did it, by the username they had then (it outlives the account); None: the system."""
+        return event.actor_username or None
 
 
 class AuditListApi(APIView):

@@ -39,7 +39,7 @@ class ALStrategy(models.TextChoices):
 
 class Project(models.Model):
     name = models.CharField(max_length=200, unique=True)
-    description = models.TextField(blank=True)
+    description = models.TextField(blank=True, max_length=5000)  # mriannot.fields.TEXT_MAX_CHARS (the API's limit)
     raters_per_scan = models.PositiveSmallIntegerField(
         default=3, validators=[MinValueValidator(1), MaxValueValidator(20)]
     )
@@ -230,19 +230,76 @@ class AnnotationRevision(ImmutableModel):
         return f"revision {self.number} of assignment {self.assignment_id}"
 
 
-class AuditEvent(ImmutableModel):
-    """Append-only record of who did what to which object, and when."""
+class AuditEventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise RuntimeError("Audit events are immutable; record a new event instead.")
 
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    project = models.ForeignKey(Project, null=True, on_delete=models.SET_NULL, related_name="audit_events")
+    def delete(self):
+        raise RuntimeError("Audit events are never deleted.")
+
+
+class AuditEvent(ImmutableModel):
+    """Append-only record of who did what to which object, and when.
+
+    Nothing changes an event once written, at the database level too: triggers refuse every
+    UPDATE and DELETE of the table (:mod:`labeling.audit_triggers`). So the event names its
+    actor and project by id without a foreign-key constraint (``DO_NOTHING``,
+    ``db_constraint=False``, as django-simple-history does for its history rows): deleting a
+    user or a project leaves the events as they were, where ``SET_NULL`` would rewrite them.
+    ``actor_username`` keeps who it was after the account is gone; read it, not
+    ``actor.username`` (``actor`` of a deleted user raises ``DoesNotExist``).
+    """
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    actor_username = models.CharField(
+        max_length=150, blank=True, help_text="the actor's username when it happened; empty: the system"
+    )
+    project = models.ForeignKey(
+        Project, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="audit_events"
+    )
     action = models.CharField(max_length=64)
     target_type = models.CharField(max_length=64)
     target_id = models.CharField(max_length=64)
     data = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
+    objects = AuditEventQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
         return f"{self.action} on {self.target_type} {self.target_id}"
+
+    def save(self, *args, **kwargs):
+        if self._state.adding and self.actor is not None and not self.actor_username:
+            self.actor_username = self.actor.get_username()
+        super().save(*args, **kwargs)
+
+
+class ApiToken(models.Model):
+    """A named API token for scripts, sent as ``Authorization: Token <key>``.
+
+    Only the sha256 of the key is stored: the key itself is shown once, when the token is made.
+    A token expires (``expires_at``); revoking it deletes the row (the audit trail keeps the event).
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True, default="")
+    key_hash = models.CharField(max_length=64, unique=True)
+    prefix = models.CharField(max_length=8, help_text="The key's first characters, to tell tokens apart.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"token {self.prefix}… of {self.user_id} ({self.name or 'unnamed'})"

@@ -16,6 +16,7 @@ from django.db.models import Case, Count, Q, QuerySet, Value, When
 
 from .models import (
     AnnotationRevision,
+    ApiToken,
     Assignment,
     AssignmentStatus,
     AuditEvent,
@@ -103,7 +104,7 @@ def label_values(*, project: Project) -> list[int]:
 
 
 def audit_list(*, project: Project) -> QuerySet[AuditEvent]:
-    return AuditEvent.objects.filter(project=project).select_related("actor")
+    return AuditEvent.objects.filter(project=project)
 
 
 def annotator_load(*, project: Project) -> dict[int, int]:
@@ -115,3 +116,8 @@ def annotator_load(*, project: Project) -> dict[int, int]:
         .annotate(n=Count("id"))
     )
     return {row["annotator_id"]: row["n"] for row in rows}
+
+
+def api_token_list(*, user: AbstractBaseUser) -> QuerySet[ApiToken]:
+    """A user's own API tokens (expired ones too, until the next token made purges them); never another's."""
+    return ApiToken.objects.filter(user=user)

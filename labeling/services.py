@@ -13,13 +13,12 @@ from contextlib import contextmanager
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
 
 from mriannot.errors import Conflict, NotAllowed, TooLarge, ValidationFailed
+from mriannot.storage import file_delete, file_write
 
 from . import volumes
 from .models import (
@@ -61,21 +60,18 @@ def audit_log(*, actor, project: Project | None, action: str, target, data: dict
 def stored_file(name: str, data: bytes, *, shared: bool = False):
     """Write ``data`` to storage at ``name`` for the duration of a transaction block.
 
-    If the block raises, a file this call created is removed again, so no half-written
-    upload stays behind. ``shared=True`` is for content-addressed files: an existing file
-    of the same name is the same content and is reused, never overwritten or removed.
+    The file is written whole and verified, or not at all (:func:`mriannot.storage.file_write`).
+    If the block raises, a file this call created is removed again, so no upload stays behind
+    without its row. ``shared=True`` is for content-addressed files: an existing file of the
+    same name is reused if it holds exactly ``data`` (and replaced if it does not), and never
+    removed.
     """
-    created = False
-    if shared and default_storage.exists(name):
-        saved = name
-    else:
-        saved = default_storage.save(name, ContentFile(data))
-        created = True
+    stored = file_write(name=name, data=data, reuse=shared)
     try:
-        yield saved
+        yield stored.name
     except BaseException:
-        if created:
-            default_storage.delete(saved)
+        if stored.created:
+            file_delete(name=stored.name)
         raise
 
 

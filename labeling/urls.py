@@ -1,5 +1,7 @@
 from django.urls import path
 
+import mriannot.converters  # noqa: F401  (registers <id:...>)
+
 from . import apis
 
 urlpatterns = [
@@ -8,20 +10,22 @@ urlpatterns = [
     path("auth/token/", apis.TokenApi.as_view(), name="auth-token"),
     path("me/", apis.MeApi.as_view(), name="me"),
     path("me/worklist/", apis.WorklistApi.as_view(), name="worklist"),
+    path("me/tokens/", apis.MyTokenListApi.as_view(), name="my-token-list"),
+    path("me/tokens/<id:token_id>/", apis.MyTokenDetailApi.as_view(), name="my-token-detail"),
     path("projects/", apis.ProjectListApi.as_view(), name="project-list"),
-    path("projects/<int:project_id>/", apis.ProjectDetailApi.as_view(), name="project-detail"),
-    path("projects/<int:project_id>/members/", apis.MemberListApi.as_view(), name="member-list"),
-    path("projects/<int:project_id>/members/<int:member_id>/", apis.MemberDetailApi.as_view(), name="member-detail"),
-    path("projects/<int:project_id>/labels/", apis.LabelClassListApi.as_view(), name="label-list"),
-    path("projects/<int:project_id>/labels/<int:label_id>/", apis.LabelClassDetailApi.as_view(), name="label-detail"),
-    path("projects/<int:project_id>/scans/", apis.ScanListApi.as_view(), name="scan-list"),
-    path("projects/<int:project_id>/audit/", apis.AuditListApi.as_view(), name="audit-list"),
-    path("scans/<int:scan_id>/", apis.ScanDetailApi.as_view(), name="scan-detail"),
-    path("scans/<int:scan_id>/image/", apis.ScanImageApi.as_view(), name="scan-image"),
+    path("projects/<id:project_id>/", apis.ProjectDetailApi.as_view(), name="project-detail"),
+    path("projects/<id:project_id>/members/", apis.MemberListApi.as_view(), name="member-list"),
+    path("projects/<id:project_id>/members/<id:member_id>/", apis.MemberDetailApi.as_view(), name="member-detail"),
+    path("projects/<id:project_id>/labels/", apis.LabelClassListApi.as_view(), name="label-list"),
+    path("projects/<id:project_id>/labels/<id:label_id>/", apis.LabelClassDetailApi.as_view(), name="label-detail"),
+    path("projects/<id:project_id>/scans/", apis.ScanListApi.as_view(), name="scan-list"),
+    path("projects/<id:project_id>/audit/", apis.AuditListApi.as_view(), name="audit-list"),
+    path("scans/<id:scan_id>/", apis.ScanDetailApi.as_view(), name="scan-detail"),
+    path("scans/<id:scan_id>/image/", apis.ScanImageApi.as_view(), name="scan-image"),
     path("assignments/", apis.AssignmentListApi.as_view(), name="assignment-list"),
-    path("assignments/<int:assignment_id>/", apis.AssignmentDetailApi.as_view(), name="assignment-detail"),
-    path("assignments/<int:assignment_id>/revisions/", apis.RevisionListApi.as_view(), name="revision-list"),
-    path("assignments/<int:assignment_id>/submit/", apis.AssignmentSubmitApi.as_view(), name="assignment-submit"),
-    path("revisions/<int:revision_id>/", apis.RevisionDetailApi.as_view(), name="revision-detail"),
-    path("revisions/<int:revision_id>/labels/", apis.RevisionLabelsApi.as_view(), name="revision-labels"),
+    path("assignments/<id:assignment_id>/", apis.AssignmentDetailApi.as_view(), name="assignment-detail"),
+    path("assignments/<id:assignment_id>/revisions/", apis.RevisionListApi.as_view(), name="revision-list"),
+    path("assignments/<id:assignment_id>/submit/", apis.AssignmentSubmitApi.as_view(), name="assignment-submit"),
+    path("revisions/<id:revision_id>/", apis.RevisionDetailApi.as_view(), name="revision-detail"),
+    path("revisions/<id:revision_id>/labels/", apis.RevisionLabelsApi.as_view(), name="revision-labels"),
 ]

@@ -32,6 +32,24 @@ def port_is_free(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) != 0
 
 
+def stop_children(children: list[subprocess.Popen], *, timeout: float = 10.0) -> None:
+    """SIGTERM every child still running, wait up to ``timeout`` in all, kill what is left;
+    one child that cannot be stopped does not keep the others running."""
+    for child in children:
+        try:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        except OSError:
+            pass  # already gone
+    deadline = time.monotonic() + timeout
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
 def main() -> int:
     env = dict(os.environ)
     env.setdefault("DJANGO_DEBUG", "true")
@@ -40,32 +58,41 @@ def main() -> int:
     os.environ.update(env)
     Path(env.get("MRIANNOT_DATA_DIR", ROOT / "var")).mkdir(parents=True, exist_ok=True)
 
-    redis = start_redis(env=env)
-    env["REDIS_URL"] = redis.url
-    print(f"mriannot: Redis at {redis.url} ({redis.source})", flush=True)
-    children: list[subprocess.Popen] = []
-
-    def stop() -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        redis.stop()
+    # The first Ctrl-C or SIGTERM stops everything; the ones after it are ignored, so that the
+    # stop runs to its end (no traceback, no Redis or worker left behind).
+    def ignore_signals() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     def interrupt(*_args):
+        ignore_signals()
         raise KeyboardInterrupt
 
+    signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
+    children: list[subprocess.Popen] = []
+    redis = None
+
+    def stop() -> None:
+        ignore_signals()
+        try:
+            stop_children(children)
+        finally:
+            if redis is not None:
+                redis.stop()
+
     try:
+        redis = start_redis(env=env)
+        env["REDIS_URL"] = redis.url
+        print(f"mriannot: Redis at {redis.url} ({redis.source})", flush=True)
         print("mriannot: migrating the database ...", flush=True)
         manage("migrate", "--noinput", "-v", "0", env=env)
         # A private Redis starts empty: jobs queued before it was restarted are sent again.
         manage("jobs_requeue", *(["--queued-for", "0"] if redis.process else []), env=env)
-        manage("demo_project", "--if-empty", env=env)
+        # Temporary files of writes that were cut off, and files no row names, older than an hour.
+        manage("files_cleanup", env=env)
+        if env.get("MRIANNOT_DEMO", "1") != "0":  # MRIANNOT_DEMO=0: no demo project
+            manage("demo_project", "--if-empty", env=env)
 
         port = int(env.get("MRIANNOT_PORT", "8000"))
         if not port_is_free(port):
@@ -81,9 +108,7 @@ def main() -> int:
                     "mriannot",
                     "worker",
                     "--pool=threads",
-                    "--concurrency=2",
-                    "-Q",
-                    "default,consensus,training,export",
+                    "--concurrency=2",  # every queue (CELERY_TASK_QUEUES); it also re-sends lost jobs
                     "--loglevel=INFO",
                     "--without-gossip",
                     "--without-mingle",

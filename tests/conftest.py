@@ -22,6 +22,36 @@ def _media_root(request, tmp_path):
     return media
 
 
+@pytest.fixture(autouse=True)
+def _audit_trail_flushable(request):
+    """Lift the audit trail's triggers for a transactional test (a live server, a Celery worker).
+
+    The triggers refuse every DELETE of an audit event (labeling/audit_triggers.py), and such a
+    test's teardown empties every table (DELETE on SQLite, TRUNCATE on PostgreSQL). They are
+    dropped before the test; the flush ends with post_migrate, which installs them again
+    (labeling/apps.py). Nothing is done after the test here: with ``django_db(transaction=True)``
+    this fixture ends before the flush.
+    """
+    if not request.config.pluginmanager.hasplugin("django"):
+        yield
+        return
+    marker = request.node.get_closest_marker("django_db")
+    transactional = {"transactional_db", "live_server"} & set(request.fixturenames) or (
+        marker is not None and marker.kwargs.get("transaction", False)
+    )
+    if not transactional:
+        yield
+        return
+    from django.db import connection
+
+    from labeling import audit_triggers
+
+    request.getfixturevalue("django_db_setup")
+    with request.getfixturevalue("django_db_blocker").unblock():
+        audit_triggers.remove(connection)
+    yield
+
+
 @pytest.fixture
 def stored_files(_media_root):
     """A function listing every file under the test's storage folder (relative paths)."""

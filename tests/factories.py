@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import factory
@@ -118,3 +119,28 @@ def submit_panel(world: World, scan, label_maps) -> list:
         services.assignment_submit(assignment=assignment, actor=assignment.annotator)
         revisions.append(revision)
     return revisions
+
+
+def wait_for(predicate, timeout: float = 60.0, what: str = "the worker"):
+    """Poll ``predicate`` until it returns something true (returned) or ``timeout`` s pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what} ({timeout} s)")
+
+
+def train_scan_with_truth(world: World, *, seed: int, shape):
+    """A training-split scan with an edited ground truth (a sphere)."""
+    from consensus import services as consensus_services
+    from labeling.models import Split
+
+    scan = add_scan(world, seed=seed, shape=shape)
+    scan.split = Split.TRAIN
+    scan.save()
+    consensus_services.ground_truth_edit(
+        scan=scan, actor=world.lead, raw=nifti_bytes(sphere_truth(shape), np.asarray(scan.affine))
+    )
+    return scan

@@ -110,14 +110,7 @@ def _lost_export(world, monkeypatch):
 
 def _lost_model_version(world, monkeypatch):
     for seed in range(2):
-        scan = factories.add_scan(world, seed=seed, shape=SHAPE)
-        scan.split = Split.TRAIN
-        scan.save()
-        consensus_services.ground_truth_edit(
-            scan=scan,
-            actor=world.lead,
-            raw=factories.nifti_bytes(factories.sphere_truth(SHAPE), np.asarray(scan.affine)),
-        )
+        factories.train_scan_with_truth(world, seed=seed, shape=SHAPE)
     ModelVersion.objects.all().delete()  # a retraining the ground truths may have queued
     monkeypatch.setattr(al_services, "enqueue_on_commit", lambda *args: None)
     version, queued = al_services.model_version_request(project=world.project, actor=world.lead)

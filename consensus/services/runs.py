@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 from django.contrib.auth import get_user_model
-from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 
@@ -26,6 +25,7 @@ from labeling.services import audit_log, label_counts, sha256_hex
 from mriannot.errors import Conflict, ValidationFailed
 from mriannot.jobs import JobStatus, job_execute, job_progress, job_send_if_stale
 from mriannot.queue import enqueue_on_commit
+from mriannot.storage import file_write
 from mriannot.version import code_version
 
 from .. import agreement, flagging
@@ -118,14 +118,9 @@ def _progress(run_id: int, fraction: float, message: str) -> None:
 
 
 def write_file(name: str, data: bytes) -> str:
-    """Write a job's file at exactly ``name``; a leftover from a crashed attempt is replaced."""
-    if default_storage.exists(name):
-        default_storage.delete(name)
-    saved = default_storage.save(name, ContentFile(data))
-    if saved != name:  # pragma: no cover - a concurrent writer of the same run
-        default_storage.delete(saved)
-        raise RuntimeError(f"could not write {name}: the storage chose {saved}")
-    return saved
+    """Write a job's file at exactly ``name``, whole and verified; a leftover from a crashed
+    attempt is replaced in one step (:func:`mriannot.storage.file_write`)."""
+    return file_write(name=name, data=data).name
 
 
 def flag_rules(project) -> flagging.FlagRules:

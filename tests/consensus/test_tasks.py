@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from scipy import ndimage
 
@@ -14,16 +12,6 @@ from mriannot.jobs import JobStatus
 from tests import factories
 
 pytestmark = [pytest.mark.celery, pytest.mark.django_db(transaction=True)]
-
-
-def wait_for(predicate, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for the worker")
 
 
 def _panel(shape=(24, 20, 16)):
@@ -37,7 +25,7 @@ def test_last_submission_runs_consensus_in_the_worker(celery_worker, stored_file
     world = factories.make_world(raters_per_scan=3, n_annotators=3)
     scan = factories.add_scan(world, shape=(24, 20, 16))
     factories.submit_panel(world, scan, _panel())
-    run = wait_for(lambda: ConsensusRun.objects.filter(scan=scan, status=JobStatus.DONE).first())
+    run = factories.wait_for(lambda: ConsensusRun.objects.filter(scan=scan, status=JobStatus.DONE).first())
     assert run.attempts == 1 and run.timings["fuse"] >= 0
     assert RaterPerformance.objects.filter(run=run).count() == 3
     # Two raters agree exactly; the third draws label 1 one voxel wider (pairwise Dice 0.81,
@@ -51,7 +39,7 @@ def test_the_same_task_delivered_twice_leaves_one_result(celery_worker, stored_f
     world = factories.make_world(raters_per_scan=3, n_annotators=3)
     scan = factories.add_scan(world, shape=(24, 20, 16))
     factories.submit_panel(world, scan, _panel())
-    run = wait_for(lambda: ConsensusRun.objects.filter(scan=scan, status=JobStatus.DONE).first())
+    run = factories.wait_for(lambda: ConsensusRun.objects.filter(scan=scan, status=JobStatus.DONE).first())
     files = stored_files()
     result = consensus_run_execute_task.delay(run.pk)  # a duplicate delivery
     result.get(timeout=60)

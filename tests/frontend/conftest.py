@@ -75,6 +75,12 @@ def _serve_frontend(request, settings):
     if "live_server" in request.fixturenames:
         dist = request.getfixturevalue("frontend_dist")
         settings.STATICFILES_DIRS = [dist]
+        # The pages run under the production Content-Security-Policy, with one addition:
+        # Playwright's wait_for_function evaluates its predicate with eval. The pages' own code
+        # needs no eval (the policy served has none: tests/labeling/test_auth_hardening.py).
+        policy = settings.CONTENT_SECURITY_POLICY
+        directives = {**policy["DIRECTIVES"], "script-src": [*policy["DIRECTIVES"]["script-src"], "'unsafe-eval'"]}
+        settings.CONTENT_SECURITY_POLICY = {**policy, "DIRECTIVES": directives}
 
 
 @pytest.fixture(scope="session")
@@ -119,15 +125,27 @@ class PageErrors(list):
     """JavaScript errors raised on the page (uncaught exceptions)."""
 
 
+def _csp_violation(message) -> str | None:
+    """Chromium reports a Content-Security-Policy violation as a console error."""
+    text = message.text
+    if message.type == "error" and "Content Security Policy" in text:
+        return text
+    return None
+
+
 @pytest.fixture
 def page(context):
     page = context.new_page()
     page.set_default_timeout(30000)
     errors = PageErrors()
+    csp_violations: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: (v := _csp_violation(message)) and csp_violations.append(v))
     page.js_errors = errors
+    page.csp_violations = csp_violations
     yield page
     assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not csp_violations, f"Content-Security-Policy violations on the page: {csp_violations}"
 
 
 @pytest.fixture

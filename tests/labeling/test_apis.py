@@ -258,7 +258,13 @@ def test_token_auth_for_scripts(world):
 
 def test_session_login_enforces_csrf(world):
     client = APIClient(enforce_csrf_checks=True)
-    login = client.post("/api/v1/auth/login/", {"username": "lead", "password": factories.PASSWORD}, format="json")
+    csrf = client.get("/api/v1/auth/login/").json()["csrf_token"]  # the log-in POST needs it too
+    login = client.post(
+        "/api/v1/auth/login/",
+        {"username": "lead", "password": factories.PASSWORD},
+        format="json",
+        HTTP_X_CSRFTOKEN=csrf,
+    )
     assert login.status_code == 200
     no_token = client.patch(f"/api/v1/projects/{world.project.pk}/", {"description": "x"}, format="json")
     assert no_token.status_code == 403 and "CSRF" in no_token.json()["detail"]

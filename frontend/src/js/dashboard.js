@@ -1,12 +1,13 @@
 // The agreement dashboard of a project (/dashboard/<project>/), for its leads and admins:
 // flagged raters, pairwise rater Dice heat map, per-rater performance, agreement over time,
 // the least-agreed scans (linking to their review), per-label and per-rater tables, a CSV
-// download of every table, and the active-learning card (models-panel.js). /dashboard/ lists the
-// projects the user leads or administers.
+// download of every table, the active-learning card (models-panel.js) and the health of the
+// job queues (queues.js). /dashboard/ lists the projects the user leads or administers.
 import { ApiError, api } from "./api.js";
 import { barChart, colourBar, diceDomain, heatMap, lineChart } from "./charts.js";
 import { AGREEMENT_TABLES, leadApi } from "./lead-api.js";
 import { showModels } from "./models-panel.js";
+import { showQueues } from "./queues.js";
 import { $, idFromPath, markReady, requireUser, runPage, showUser } from "./session.js";
 import { badge, cell, fillBody, fmt, link, pct, row } from "./tables.js";
 
@@ -311,7 +312,7 @@ async function showDashboard(projectId) {
   renderLabels(data);
   renderRaters(data);
   renderDownloads(projectId);
-  await showModels(project);
+  await Promise.all([showModels(project), showQueues()]);
   markReady();
 }
 

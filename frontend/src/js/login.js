@@ -1,10 +1,10 @@
 // The log-in page: POST auth/login/, then go where the user was going (or the worklist).
 import { api, ApiError } from "./api.js";
+import { safeNextPath } from "./next-url.js";
 
 function nextUrl() {
-  const next = new URLSearchParams(window.location.search).get("next") || "/";
   // Only same-site paths: never send the user to another origin after logging in.
-  return next.startsWith("/") && !next.startsWith("//") ? next : "/";
+  return safeNextPath(new URLSearchParams(window.location.search).get("next"), window.location.origin);
 }
 
 const form = document.getElementById("login-form");
