@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -33,6 +33,7 @@ class ModelVersionOutput(serializers.ModelSerializer):
             "validation_ground_truth_ids",
             "hyperparameters",
             "validation_dice",
+            "validation_dice_per_scan",
             "code_version",
             "created_at",
             "finished_at",
@@ -58,12 +59,28 @@ class ModelVersionListApi(APIView):
         )
 
 
+class ModelVersionDetailOutput(ModelVersionOutput):
+    validation_by_metadata = serializers.SerializerMethodField(
+        help_text="validation Dice per label by scan metadata column and group, with n (scans) per group"
+    )
+
+    class Meta(ModelVersionOutput.Meta):
+        fields = [*ModelVersionOutput.Meta.fields, "validation_by_metadata"]
+
+    @extend_schema_field(serializers.ListField(child=serializers.DictField()))
+    def get_validation_by_metadata(self, version: ModelVersion) -> list[dict]:
+        return selectors.validation_by_metadata(version=version)
+
+
 class ModelVersionDetailApi(APIView):
-    @extend_schema(responses=ModelVersionOutput)
+    """A model version; with its validation Dice broken down by scan metadata (site, scanner,
+    field strength, sequence, sex, age band)."""
+
+    @extend_schema(responses=ModelVersionDetailOutput)
     def get(self, request, version_id: int):
         version = get_object_or_404(ModelVersion.objects.select_related("project"), pk=version_id)
         require_manager(request, get_visible_project(request, version.project_id))
-        return Response(ModelVersionOutput(version).data)
+        return Response(ModelVersionDetailOutput(version).data)
 
 
 class RankingApi(APIView):

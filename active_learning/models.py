@@ -21,6 +21,9 @@ class ModelVersion(Job):
     validation_ground_truth_ids = models.JSONField(default=list, help_text="frozen validation split")
     hyperparameters = models.JSONField(default=dict)
     validation_dice = models.JSONField(default=dict, help_text="label value -> mean Dice on the validation split")
+    validation_dice_per_scan = models.JSONField(
+        default=dict, help_text="scan id -> (label value -> Dice) on each validation scan (breakdowns by metadata)"
+    )
     weights = models.FileField(max_length=255, blank=True)
     code_version = models.CharField(max_length=64, blank=True)
     scored_at = models.DateTimeField(null=True, blank=True)

@@ -9,8 +9,9 @@ import logging
 from django.dispatch import receiver
 
 from consensus.signals import ground_truth_created
-from labeling.signals import assignment_submitted, scans_added
+from labeling.signals import assignment_submitted, scans_added, split_usage_requested
 
+from .selectors import split_usage
 from .services import editing_effort_record, retrain_if_due, scores_update_request
 
 log = logging.getLogger(__name__)
@@ -38,3 +39,12 @@ def on_submit(sender, assignment, revision, **kwargs) -> None:
         editing_effort_record(assignment=assignment, revision=revision)
     except Exception:
         log.exception("could not record the editing effort of assignment %s", assignment.pk)
+
+
+@receiver(split_usage_requested, dispatch_uid="active_learning.split_usage")
+def on_split_usage(sender, project, scan_ids, **kwargs) -> list[dict]:
+    """The model versions that used these scans: changing their split invalidates them.
+
+    Not wrapped like the others: a split change must not go ahead on a failed answer.
+    """
+    return split_usage(project=project, scan_ids=scan_ids)

@@ -3,7 +3,7 @@ pre-labels, editing effort."""
 
 from __future__ import annotations
 
-from labeling.models import Assignment, Project, Scan, ScanStatus
+from labeling.models import Assignment, PrelabelPolicy, Project, Scan, ScanStatus
 from mriannot.jobs import JobStatus
 
 from .models import EditingEffort, ModelVersion, ScanScore
@@ -43,8 +43,12 @@ def ranking(*, project: Project) -> tuple[ModelVersion | None, list[dict]]:
 
 
 def prelabel_for(*, assignment: Assignment) -> ScanScore | None:
-    """The newest pre-label of the assignment's scan, when the project offers pre-labels."""
-    if not assignment.scan.project.al_offer_prelabels:
+    """The newest pre-label of the assignment's scan, unless the project's pre-label policy is off.
+
+    Under "offered" the viewer lets the rater choose it or a blank start; under "applied" it
+    starts from it (the project's ``prelabel_policy``, sent with the assignment).
+    """
+    if assignment.scan.project.prelabel_policy == PrelabelPolicy.OFF:
         return None
     return (
         ScanScore.objects.filter(scan=assignment.scan, model_version__isnull=False)
@@ -70,4 +74,60 @@ def editing_effort_list(*, project: Project) -> list[dict]:
             "mean_dice": e.mean_dice,
         }
         for e in rows
+    ]
+
+
+def split_usage(*, project: Project, scan_ids) -> list[dict]:
+    """The finished model versions that trained or validated on these scans (their split is frozen).
+
+    One dict per (scan, model version): ``scan``, ``model_version`` (id), ``version``,
+    ``used_as`` ("train" or "validation"). A version records the ground truths it saw
+    (``ground_truth_ids``, ``validation_ground_truth_ids``); a ground truth names its scan.
+    """
+    from consensus.models import GroundTruth
+
+    wanted = {int(i) for i in scan_ids}
+    if not wanted:
+        return []
+    versions = list(
+        project.model_versions.filter(status=JobStatus.DONE)
+        .order_by("version")
+        .only("id", "version", "ground_truth_ids", "validation_ground_truth_ids")
+    )
+    truth_ids = {t for v in versions for t in (*v.ground_truth_ids, *v.validation_ground_truth_ids)}
+    truth_scan = dict(GroundTruth.objects.filter(pk__in=truth_ids, scan_id__in=wanted).values_list("pk", "scan_id"))
+    rows = []
+    for version in versions:
+        for used_as, ids in (("train", version.ground_truth_ids), ("validation", version.validation_ground_truth_ids)):
+            for scan_id in sorted({truth_scan[t] for t in ids if t in truth_scan}):
+                rows.append(
+                    {"scan": scan_id, "model_version": version.pk, "version": version.version, "used_as": used_as}
+                )
+    return rows
+
+
+def validation_by_metadata(*, version: ModelVersion) -> list[dict]:
+    """The version's validation Dice per label, grouped by each scan metadata column, with n per group.
+
+    One row per column, group and label: ``column``, ``group``, ``label``, ``label_name``,
+    ``scans`` (n: validation scans of the group with the label measured) and ``mean_dice``
+    (:func:`labeling.metadata.breakdown`); empty for a version that recorded no per-scan
+    validation results (trained before they were kept).
+    """
+    from labeling.metadata import COLUMNS, breakdown
+
+    per_scan = version.validation_dice_per_scan or {}
+    values = {int(scan): {int(k): [v] for k, v in dice.items()} for scan, dice in per_scan.items()}
+    metadata = {row["id"]: row for row in Scan.objects.filter(pk__in=list(values)).values("id", *COLUMNS)}
+    names = dict(version.project.label_classes.values_list("value", "name"))
+    return [
+        {
+            "column": row["column"],
+            "group": row["group"],
+            "label": row["label"],
+            "label_name": names.get(row["label"], str(row["label"])),
+            "scans": row["scans"],
+            "mean_dice": row["mean"],
+        }
+        for row in breakdown(values, metadata)
     ]

@@ -23,7 +23,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from consensus.models import GroundTruth
-from consensus.services import current_ground_truth, write_file
+from consensus.services import final_ground_truth, write_file
 from labeling import volumes
 from labeling.models import (
     ALStrategy,
@@ -71,7 +71,7 @@ def _read_volume(field) -> tuple[np.ndarray, np.ndarray]:
 def _truths(project: Project, split: str) -> list[GroundTruth]:
     truths = []
     for scan in Scan.objects.filter(project=project, split=split).order_by("id"):
-        truth = current_ground_truth(scan=scan)
+        truth = final_ground_truth(scan=scan)  # not a scan back in rework
         if truth is not None:
             truths.append(truth)
     return truths
@@ -151,11 +151,17 @@ def _train(version: ModelVersion) -> ModelVersion:
     )
     _progress(version.pk, 0.9, f"validating on {len(val_truths)} scans")
     dice: dict[str, float | None] = {}
+    dice_per_scan: dict[str, dict[str, float | None]] = {}
     if val_truths:
         val_images, val_targets = _load_pairs(val_truths, config)
+        per_scan = training.evaluate_dice_per_scan(result.model, val_images, val_targets, config=config)
         dice = {
             str(k): (None if not np.isfinite(v) else float(v))
-            for k, v in training.evaluate_dice(result.model, val_images, val_targets, config=config).items()
+            for k, v in training.mean_dice(per_scan, labels=config.labels[1:]).items()
+        }
+        dice_per_scan = {
+            str(truth.scan_id): {str(k): (None if not np.isfinite(v) else float(v)) for k, v in scores.items()}
+            for truth, scores in zip(val_truths, per_scan, strict=True)
         }
     metadata = {
         "project": project.pk,
@@ -163,6 +169,7 @@ def _train(version: ModelVersion) -> ModelVersion:
         "ground_truth_ids": [t.pk for t in train_truths],
         "validation_ground_truth_ids": [t.pk for t in val_truths],
         "validation_dice": dice,
+        "validation_dice_per_scan": dice_per_scan,
         "code_version": code_version(),
     }
     weights = write_file(
@@ -175,6 +182,7 @@ def _train(version: ModelVersion) -> ModelVersion:
         version.ground_truth_ids = metadata["ground_truth_ids"]
         version.validation_ground_truth_ids = metadata["validation_ground_truth_ids"]
         version.validation_dice = dice
+        version.validation_dice_per_scan = dice_per_scan
         version.hyperparameters = result.hyperparameters()
         version.code_version = metadata["code_version"]
         version.mark_done(f"trained on {len(train_truths)} scans in {result.seconds:.0f} s")

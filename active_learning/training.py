@@ -55,7 +55,9 @@ __all__ = [
     "TrainingResult",
     "dice_per_label",
     "evaluate_dice",
+    "evaluate_dice_per_scan",
     "mc_dropout_probabilities",
+    "mean_dice",
     "predict_labels",
     "predict_probabilities",
     "score_scan",
@@ -583,6 +585,52 @@ def dice_per_label(prediction: np.ndarray, truth: np.ndarray, *, labels: Sequenc
     return out
 
 
+def evaluate_dice_per_scan(
+    model: torch.nn.Module,
+    images: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    *,
+    config: NetworkConfig,
+) -> list[dict[int, float]]:
+    """Dice per label of each scan on the working grid (validation split).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    images : sequence of working images (:func:`active_learning.working_grid.to_working`)
+    targets : sequence of working class-index maps (``labels_to_working``)
+    config : NetworkConfig
+
+    Returns
+    -------
+    list of dict of int to float
+        One dict per image, in order, keyed by label VALUE (``config.labels[1:]``); NaN where
+        the label is in neither the truth nor the prediction.
+    """
+    images, targets = list(images), list(targets)
+    if len(images) != len(targets):
+        raise ValueError(f"targets: expected {len(images)} (one per image), got {len(targets)}")
+    out = []
+    for image, target in zip(images, targets, strict=True):
+        predicted = predict_probabilities(model, image).argmax(axis=0)
+        scores = dice_per_label(predicted, np.asarray(target), labels=range(1, config.n_classes))
+        out.append({value: scores[index] for index, value in enumerate(config.labels[1:], start=1)})
+    return out
+
+
+def mean_dice(per_scan: Sequence[dict[int, float]], *, labels: Sequence[int]) -> dict[int, float]:
+    """Mean Dice per label over scans, leaving out the scans where a label was not measured (NaN).
+
+    >>> mean_dice([{1: 0.5, 2: float("nan")}, {1: 1.0, 2: 0.8}], labels=[1, 2, 3])
+    {1: 0.75, 2: 0.8, 3: nan}
+    """
+    means = {}
+    for value in labels:
+        scores = [d[value] for d in per_scan if value in d and not math.isnan(d[value])]
+        means[int(value)] = float(np.mean(scores)) if scores else float("nan")
+    return means
+
+
 def evaluate_dice(
     model: torch.nn.Module,
     images: Sequence[np.ndarray],
@@ -603,16 +651,8 @@ def evaluate_dice(
     -------
     dict of int to float
         Keyed by label VALUE (``config.labels[1:]``); each the mean over scans where the
-        label is in the truth or the prediction; NaN when in none.
+        label is in the truth or the prediction; NaN when in none. The mean of
+        :func:`evaluate_dice_per_scan` (:func:`mean_dice`).
     """
-    images, targets = list(images), list(targets)
-    if len(images) != len(targets):
-        raise ValueError(f"targets: expected {len(images)} (one per image), got {len(targets)}")
-    per_label: dict[int, list[float]] = {v: [] for v in config.labels[1:]}
-    for image, target in zip(images, targets, strict=True):
-        predicted = predict_probabilities(model, image).argmax(axis=0)
-        scores = dice_per_label(predicted, np.asarray(target), labels=range(1, config.n_classes))
-        for index, value in enumerate(config.labels[1:], start=1):
-            if not math.isnan(scores[index]):
-                per_label[value].append(scores[index])
-    return {v: float(np.mean(s)) if s else float("nan") for v, s in per_label.items()}
+    per_scan = evaluate_dice_per_scan(model, images, targets, config=config)
+    return mean_dice(per_scan, labels=config.labels[1:])

@@ -184,7 +184,7 @@ class FlaggedScanListApi(APIView):
         )
 
 
-AGREEMENT_TABLES = ("scans", "pairs", "per_label", "per_rater", "rater_matrix", "over_time")
+AGREEMENT_TABLES = ("scans", "pairs", "per_label", "per_rater", "rater_matrix", "over_time", "by_metadata")
 
 
 class ProjectAgreementApi(APIView):

@@ -67,7 +67,8 @@ def project_agreement(*, project) -> dict:
     ``labels``, ``pairs`` (every scan, label and rater pair, raters by username), ``per_label``,
     ``per_rater`` (Dice against consensus, STAPLE sensitivity/specificity, flag), ``rater_matrix``
     (mean pairwise Dice between raters), ``over_time`` (per day and label), ``scans`` (least
-    agreed first).
+    agreed first), ``by_metadata`` (mean pairwise Dice per label by each scan metadata column
+    and group: :func:`agreement_by_metadata`).
     """
     import statistics
 
@@ -193,6 +194,7 @@ def project_agreement(*, project) -> dict:
         for (d, label), v in sorted(by_day.items())
     ]
     scans.sort(key=lambda row: (row["mean_pairwise_dice"] is None, row["mean_pairwise_dice"] or 0.0))
+    by_metadata = agreement_by_metadata(pairs=pairs, runs=runs, label_names=label_names)
     return {
         "labels": [{"value": label, "name": label_names.get(label, str(label))} for label in labels],
         "scans": scans,
@@ -201,6 +203,7 @@ def project_agreement(*, project) -> dict:
         "per_rater": per_rater,
         "rater_matrix": rater_matrix,
         "over_time": over_time,
+        "by_metadata": by_metadata,
         "rater_flag_rule": {
             "median_dice": median,
             "robust_sd": mad,
@@ -208,3 +211,31 @@ def project_agreement(*, project) -> dict:
             "min_gap": RATER_FLAG_MIN_GAP,
         },
     }
+
+
+def agreement_by_metadata(*, pairs: list[dict], runs: list[ConsensusRun], label_names: dict) -> list[dict]:
+    """Mean pairwise rater Dice per label, grouped by each scan metadata column (site, scanner,
+    field strength, sequence, sex, age band).
+
+    One row per column, group and label: ``column``, ``group``, ``label``, ``label_name``,
+    ``scans`` (n: scans of the group with a pair measured for the label), ``pairs`` and
+    ``mean_dice`` (over the group's pairs, as ``per_label`` averages).
+    """
+    from labeling.metadata import COLUMNS, breakdown
+
+    values: dict[int, dict[int, list]] = {}
+    for row in pairs:
+        values.setdefault(row["scan"], {}).setdefault(row["label"], []).append(row["dice"])
+    metadata = {run.scan_id: {c: getattr(run.scan, c) for c in COLUMNS} for run in runs}
+    return [
+        {
+            "column": row["column"],
+            "group": row["group"],
+            "label": row["label"],
+            "label_name": label_names.get(row["label"], str(row["label"])),
+            "scans": row["scans"],
+            "pairs": row["figures"],
+            "mean_dice": row["mean"],
+        }
+        for row in breakdown(values, metadata)
+    ]

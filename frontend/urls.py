@@ -14,4 +14,10 @@ urlpatterns = [
     path("dashboard/<id:project_id>/", views.dashboard_page, name="dashboard"),
     path("review/<id:scan_id>/", views.review_page, name="review"),
     path("exports/<id:project_id>/", views.exports_page, name="exports"),
+    # a lead's project pages: the projects list (and a new project), a project's home, settings, people
+    path("projects/", views.projects_page, name="projects"),
+    path("projects/<id:project_id>/", views.project_home_page, name="project-home"),
+    path("projects/<id:project_id>/settings/", views.project_settings_page, name="project-settings"),
+    path("projects/<id:project_id>/people/", views.project_people_page, name="project-people"),
+    path("projects/<id:project_id>/scans/", views.project_scans_page, name="project-scans"),
 ]

@@ -24,6 +24,13 @@ export default defineConfig({
         dashboard: resolve(src, "dashboard.html"),
         review: resolve(src, "review.html"),
         exports: resolve(src, "exports.html"),
+        // a lead's project pages: projects list, project home, settings, people
+        projects: resolve(src, "projects.html"),
+        project: resolve(src, "project.html"),
+        "project-settings": resolve(src, "project-settings.html"),
+        "project-people": resolve(src, "project-people.html"),
+        // the Scans page: uploads, the scan table, splits, metadata
+        scans: resolve(src, "scans.html"),
       },
     },
   },

@@ -4,6 +4,7 @@ from .models import (
     AnnotationRevision,
     Assignment,
     AuditEvent,
+    Comment,
     LabelClass,
     Membership,
     Project,
@@ -56,6 +57,22 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 @admin.register(AnnotationRevision)
 class AnnotationRevisionAdmin(ReadOnlyAdmin):
     list_display = ["id", "assignment", "number", "base", "source", "created_by", "created_at"]
+
+
+@admin.register(Comment)
+class CommentAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "scan", "assignment", "author_username", "kind"]
+    list_filter = ["kind", "scan__project"]
+    fields = readonly_fields = [
+        "created_at",
+        "scan",
+        "assignment",
+        "author_username",
+        "author_id",
+        "author_role",
+        "kind",
+        "text",
+    ]
 
 
 @admin.register(AuditEvent)

@@ -16,36 +16,46 @@ from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import ensure_csrf_cookie
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from mriannot.errors import LockedOut, NotAllowed, ValidationFailed
-from mriannot.fields import TEXT_MAX_CHARS, FiniteFloatField, IdField, query_id
+from mriannot.errors import LockedOut, NotAllowed, TooLarge, ValidationFailed
+from mriannot.fields import MAX_ID, TEXT_MAX_CHARS, FiniteFloatField, IdField, query_id
 from mriannot.schema import id_parameter, name_nested_serializers
 
-from . import auth_services, selectors, services
+from . import auth_services, selectors, services, splits
+from . import metadata as scan_metadata
 from .authentication import ApiTokenAuthentication, enforce_csrf, lockout_message
 from .models import (
     ALStrategy,
     AnnotationRevision,
     ApiToken,
     Assignment,
+    AssignmentStatus,
     AuditEvent,
+    Comment,
     LabelClass,
     Membership,
+    PrelabelPolicy,
     Project,
     RevisionSource,
     Role,
     Scan,
+    ScanStatus,
     Split,
 )
-from .parsers import NIFTI_PARSERS, NiftiParser, upload_bytes
+from .parsers import NIFTI_PARSERS, NiftiParser, upload_bytes, upload_bytes_check
 
 User = get_user_model()
+
+#: The scan metadata columns (labeling/metadata.py), as every scan answer carries them.
+SCAN_METADATA_COLUMNS = scan_metadata.COLUMNS
+#: The most scans one page of the scan list holds.
+SCAN_PAGE_MAX = 500
 
 
 # --- shared helpers ----------------------------------------------------------------------------
@@ -70,13 +80,21 @@ def nifti_response(file_field, filename: str) -> FileResponse:
 class LabelClassOutput(serializers.ModelSerializer):
     class Meta:
         model = LabelClass
-        fields = ["id", "value", "name", "color"]
+        fields = ["id", "value", "name", "color", "key"]
 
 
 class LabelClassInput(serializers.Serializer):
     value = serializers.IntegerField(min_value=1, max_value=255)
     name = serializers.CharField(max_length=100)
     color = serializers.RegexField(r"^#[0-9a-fA-F]{6}$", error_messages={"invalid": "Use a colour like #ff8800."})
+    key = serializers.IntegerField(
+        min_value=1,
+        max_value=9,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="number key; empty: the next free",
+    )
 
 
 class ProjectOutput(serializers.ModelSerializer):
@@ -96,7 +114,7 @@ class ProjectOutput(serializers.ModelSerializer):
             "flag_max_rater_gap",
             "al_strategy",
             "al_retrain_every",
-            "al_offer_prelabels",
+            "prelabel_policy",
             "priority_note",
             "is_simulated",
             "labels",
@@ -108,7 +126,27 @@ class ProjectOutput(serializers.ModelSerializer):
         return selectors.project_role(user=self.context["request"].user, project=project)
 
 
+class ProjectListOutput(ProjectOutput):
+    """A project as the projects page lists it: with the user's progress in it
+    (:func:`labeling.selectors.project_progress`, passed in the context as ``progress``)."""
+
+    progress = serializers.SerializerMethodField()
+
+    class Meta(ProjectOutput.Meta):
+        fields = [*ProjectOutput.Meta.fields, "progress"]
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_progress(self, project: Project) -> dict | None:
+        return self.context.get("progress", {}).get(project.pk)
+
+
 class ScanOutput(serializers.ModelSerializer):
+    status = serializers.CharField(
+        read_only=True,
+        help_text=f"for the project's leads, the scan's state ({', '.join(ScanStatus.values)}); for a rater, "
+        f"their own assignment's status ({', '.join(AssignmentStatus.values)}): never how the consensus came out",
+    )
+
     class Meta:
         model = Scan
         fields = [
@@ -124,14 +162,46 @@ class ScanOutput(serializers.ModelSerializer):
             "session_id",
             "split",
             "status",
+            *SCAN_METADATA_COLUMNS,
             "created_at",
         ]
+
+
+class RaterScanOutput(ScanOutput):
+    """A scan as one of its raters sees it: ``status`` is their own assignment's status, never the
+    scan's (``flagged``, ``consensus``, ``ground_truth`` tell how the raters compared: blinding)."""
+
+    status = serializers.SerializerMethodField(help_text="your assignment's status: todo, in_progress, ...")
+
+    def get_status(self, scan: Scan) -> str | None:
+        return self.context["statuses"].get(scan.pk)
+
+
+def scan_payload(request, scans: list[Scan], *, project: Project) -> list[dict]:
+    """Scans of one project as this user may see them: in full for its leads, blinded for raters."""
+    if selectors.user_manages_project(user=request.user, project=project):
+        return ScanOutput(scans, many=True).data
+    statuses = selectors.rater_scan_status(user=request.user, scans=scans)
+    return RaterScanOutput(scans, many=True, context={"statuses": statuses}).data
+
+
+class ReturnCommentOutput(serializers.Serializer):
+    """Why a lead sent the submission back (the latest such comment), while it is back."""
+
+    id = serializers.IntegerField()
+    text = serializers.CharField()
+    author = serializers.CharField(source="author_username")
+    created_at = serializers.DateTimeField()
 
 
 class AssignmentOutput(serializers.ModelSerializer):
     annotator = serializers.CharField(source="annotator.username")
     project = serializers.IntegerField(source="scan.project_id")
     head_revision = serializers.SerializerMethodField()
+    return_comment = serializers.SerializerMethodField()
+    prelabel_policy = serializers.CharField(
+        source="scan.project.prelabel_policy", read_only=True, help_text="what the viewer does with a pre-label"
+    )
 
     class Meta:
         model = Assignment
@@ -143,6 +213,8 @@ class AssignmentOutput(serializers.ModelSerializer):
             "status",
             "priority",
             "head_revision",
+            "prelabel_policy",
+            "return_comment",
             "created_at",
             "submitted_at",
         ]
@@ -150,6 +222,11 @@ class AssignmentOutput(serializers.ModelSerializer):
     def get_head_revision(self, assignment: Assignment) -> int | None:
         head = selectors.assignment_head(assignment=assignment)
         return head.pk if head else None
+
+    @extend_schema_field(ReturnCommentOutput(allow_null=True))
+    def get_return_comment(self, assignment: Assignment) -> dict | None:
+        comment = selectors.return_comments(assignments=[assignment]).get(assignment.pk)
+        return ReturnCommentOutput(comment).data if comment else None
 
 
 class RevisionOutput(serializers.ModelSerializer):
@@ -325,12 +402,21 @@ class ProjectListApi(APIView):
         flag_max_volume_spread = FiniteFloatField(min_value=0.0, allow_null=True, default=0.5)
         flag_max_rater_gap = FiniteFloatField(min_value=0.0, max_value=1.0, allow_null=True, default=0.25)
         al_strategy = serializers.ChoiceField(choices=ALStrategy.choices, default=ALStrategy.ENTROPY)
-        labels = LabelClassInput(many=True, required=False, default=list)
+        al_retrain_every = serializers.IntegerField(min_value=1, max_value=1000, default=5)
+        prelabel_policy = serializers.ChoiceField(
+            choices=PrelabelPolicy.choices,
+            required=False,
+            allow_null=True,
+            default=None,
+            help_text="empty: 'offered' with 2 raters per scan or more, else 'applied'",
+        )
+        labels = LabelClassInput(many=True, required=False, default=list, max_length=255)
 
-    @extend_schema(responses=ProjectOutput(many=True))
+    @extend_schema(responses=ProjectListOutput(many=True))
     def get(self, request):
-        projects = selectors.project_list(user=request.user).prefetch_related("label_classes")
-        return Response(ProjectOutput(projects, many=True, context={"request": request}).data)
+        projects = list(selectors.project_list(user=request.user).prefetch_related("label_classes"))
+        progress = selectors.project_progress(user=request.user, projects=projects)
+        return Response(ProjectListOutput(projects, many=True, context={"request": request, "progress": progress}).data)
 
     @extend_schema(request=InputSerializer, responses={201: ProjectOutput})
     def post(self, request):
@@ -357,7 +443,7 @@ class ProjectDetailApi(APIView):
         flag_max_rater_gap = FiniteFloatField(min_value=0.0, max_value=1.0, allow_null=True, required=False)
         al_strategy = serializers.ChoiceField(choices=ALStrategy.choices, required=False)
         al_retrain_every = serializers.IntegerField(min_value=1, max_value=1000, required=False)
-        al_offer_prelabels = serializers.BooleanField(required=False)
+        prelabel_policy = serializers.ChoiceField(choices=PrelabelPolicy.choices, required=False)
 
     @extend_schema(responses=ProjectOutput)
     def get(self, request, project_id: int):
@@ -432,11 +518,27 @@ class MemberDetailApi(APIView):
         )
         return Response(MemberOutput(membership).data)
 
-    @extend_schema(responses={204: None})
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "MemberRemoved",
+                {
+                    "reassigned": serializers.ListField(child=serializers.DictField()),
+                    "deleted": serializers.ListField(child=serializers.IntegerField()),
+                },
+            )
+        }
+    )
     def delete(self, request, project_id: int, member_id: int):
+        """Remove a member: submitted work stays; open assignments go to the least-loaded other annotators."""
         membership = self._get(request, project_id, member_id)
-        services.membership_remove(membership=membership, actor=request.user)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        handed = services.membership_remove(membership=membership, actor=request.user)
+        return Response(
+            {
+                "reassigned": [{"assignment": a, "annotator": name} for a, name in handed["reassigned"]],
+                "deleted": handed["deleted"],
+            }
+        )
 
 
 class LabelClassListApi(APIView):
@@ -459,6 +561,12 @@ class LabelClassDetailApi(APIView):
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=100, required=False)
         color = serializers.RegexField(r"^#[0-9a-fA-F]{6}$", required=False)
+        key = serializers.IntegerField(
+            min_value=1, max_value=9, required=False, help_text="a key held by another label is swapped"
+        )
+        value = serializers.IntegerField(
+            min_value=1, max_value=255, required=False, help_text="only while nobody has saved labels in the project"
+        )
 
     def _get(self, request, project_id: int, label_id: int) -> LabelClass:
         project = get_visible_project(request, project_id)
@@ -483,20 +591,155 @@ class LabelClassDetailApi(APIView):
 # --- scans ------------------------------------------------------------------------------------
 
 
+def vocabulary_field(options) -> serializers.ChoiceField:
+    """A metadata column with a controlled vocabulary; a refusal lists the options."""
+    listed = ", ".join(options)
+    return serializers.ChoiceField(
+        choices=options,
+        required=False,
+        allow_blank=True,
+        error_messages={"invalid_choice": f'"{{input}}" is not one of {listed} (empty: not recorded).'},
+    )
+
+
+class ScanMetadataInput(serializers.Serializer):
+    """The scan metadata columns (labeling/metadata.py checks them again: identifiers that look like
+    a date or a record number are refused). Empty: not recorded."""
+
+    site = serializers.CharField(max_length=64, required=False, allow_blank=True, trim_whitespace=True)
+    scanner = serializers.CharField(max_length=64, required=False, allow_blank=True, trim_whitespace=True)
+    field_strength = FiniteFloatField(
+        min_value=scan_metadata.FIELD_STRENGTH_MIN_T,
+        max_value=scan_metadata.FIELD_STRENGTH_MAX_T,
+        required=False,
+        allow_null=True,
+        help_text="tesla",
+    )
+    sequence = vocabulary_field(scan_metadata.SEQUENCES)
+    sex = vocabulary_field(scan_metadata.SEXES)
+    age_band = vocabulary_field(scan_metadata.AGE_BANDS)
+
+    def validate(self, attrs: dict) -> dict:
+        """Only the fields named here: anything else (a name, a date of birth, a note) is refused."""
+        attrs = super().validate(attrs)
+        given = self.initial_data if hasattr(self.initial_data, "keys") else {}
+        unknown = sorted(str(key)[:40] for key in given.keys() if key not in self.fields)
+        if unknown:
+            raise serializers.ValidationError(
+                {
+                    key: f"Unknown field: scans take only {', '.join(self.fields)}; no free-text patient data."
+                    for key in unknown
+                }
+            )
+        return attrs
+
+    @staticmethod
+    def metadata(validated: dict) -> dict:
+        return {c: validated[c] for c in SCAN_METADATA_COLUMNS if c in validated}
+
+
+class RaterProgressOutput(serializers.Serializer):
+    username = serializers.CharField()
+    status = serializers.CharField(help_text="the assignment's status: todo, in_progress, submitted, ...")
+
+
+class ScanRowOutput(ScanOutput):
+    """A row of the scan table: the scan, and the raters the user may see with their progress
+    (every rater for a lead; for a rater, only their own assignment)."""
+
+    raters = RaterProgressOutput(many=True, read_only=True)
+    raters_submitted = serializers.IntegerField(read_only=True)
+    raters_assigned = serializers.IntegerField(read_only=True)
+
+    class Meta(ScanOutput.Meta):
+        fields = [*ScanOutput.Meta.fields, "raters", "raters_submitted", "raters_assigned"]
+
+
+def scan_rows(request, scans: list[Scan], *, project: Project) -> list[dict]:
+    """:func:`scan_payload` with the raters of each scan (``visible_assignments``, selectors.scan_table)."""
+    rows = scan_payload(request, scans, project=project)
+    for row, scan in zip(rows, scans, strict=True):
+        visible = getattr(scan, "visible_assignments", [])
+        row["raters"] = [{"username": a.annotator.username, "status": a.status} for a in visible]
+        row["raters_submitted"] = sum(1 for a in visible if a.status == "submitted")
+        row["raters_assigned"] = len(visible)
+    return rows
+
+
 class ScanListApi(APIView):
+    """The project's scans (GET) and a new scan (POST, leads and admins).
+
+    GET answers a list, oldest first. ``limit`` and ``offset`` page it: the total of scans that
+    match the filters is in the ``X-Total-Count`` header, and ``Link`` names the next and previous
+    pages (RFC 8288). Without ``limit`` every scan is listed (as before paging). A rater sees only
+    the scans they rate, with their own assignment's status (blinding), and cannot filter by
+    scan status.
+    """
+
     parser_classes = [MultiPartParser, FormParser]
 
-    class InputSerializer(serializers.Serializer):
+    class QuerySerializer(serializers.Serializer):
+        status = serializers.ChoiceField(choices=ScanStatus.choices, required=False, help_text="leads only")
+        split = serializers.ChoiceField(choices=Split.choices, required=False)
+        q = serializers.CharField(max_length=64, required=False, allow_blank=True, help_text="in subject or session id")
+        limit = serializers.IntegerField(min_value=1, max_value=SCAN_PAGE_MAX, required=False)
+        offset = serializers.IntegerField(min_value=0, max_value=MAX_ID, required=False, default=0)
+
+    class InputSerializer(ScanMetadataInput):
         file = serializers.FileField(help_text="NIfTI image, .nii or .nii.gz")
         subject_id = serializers.RegexField(r"^[A-Za-z0-9_-]{0,64}$", required=False, default="")
         session_id = serializers.RegexField(r"^[A-Za-z0-9_-]{0,64}$", required=False, default="")
         split = serializers.ChoiceField(choices=Split.choices, default=Split.UNASSIGNED)
 
-    @extend_schema(responses=ScanOutput(many=True))
+    @extend_schema(
+        parameters=[
+            # One by one rather than the serializer: the status enum stays in the parameter
+            # (a component named "status" would collide with the scan's own status field).
+            OpenApiParameter("status", str, enum=ScanStatus.values, description="leads only"),
+            OpenApiParameter("split", str, enum=Split.values),
+            OpenApiParameter("q", {"type": "string", "maxLength": 64}, description="in subject or session id"),
+            OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": SCAN_PAGE_MAX}),
+            OpenApiParameter("offset", {"type": "integer", "minimum": 0, "maximum": MAX_ID}),
+            OpenApiParameter(
+                "X-Total-Count", int, OpenApiParameter.HEADER, response=[200], description="scans that match"
+            ),
+            OpenApiParameter(
+                "Link", str, OpenApiParameter.HEADER, response=[200], description="next and previous pages"
+            ),
+        ],
+        responses=ScanRowOutput(many=True),
+    )
     def get(self, request, project_id: int):
         project = get_visible_project(request, project_id)
-        scans = selectors.scan_list(user=request.user).filter(project=project)
-        return Response(ScanOutput(scans, many=True).data)
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        if params.get("status") and not selectors.user_manages_project(user=request.user, project=project):
+            raise NotAllowed("Only a lead or admin of this project can filter scans by their status.")
+        scans = selectors.scan_table(
+            user=request.user,
+            project=project,
+            status=params.get("status"),
+            split=params.get("split"),
+            text=params.get("q"),
+        )
+        limit, offset = params.get("limit"), params["offset"]
+        if limit is None:
+            page = list(scans)
+            total = len(page)
+        else:
+            total = scans.count()
+            page = list(scans[offset : offset + limit]) if offset < total else []
+        response = Response(scan_rows(request, page, project=project))
+        response["X-Total-Count"] = str(total)
+        links = []
+        if limit is not None and offset + limit < total:
+            links.append(f'<{_page_url(request, offset + limit, limit)}>; rel="next"')
+        if limit is not None and offset > 0:
+            links.append(f'<{_page_url(request, max(offset - limit, 0), limit)}>; rel="prev"')
+        if links:
+            response["Link"] = ", ".join(links)
+        return response
 
     @extend_schema(request={"multipart/form-data": InputSerializer}, responses={201: ScanOutput})
     def post(self, request, project_id: int):
@@ -513,15 +756,57 @@ class ScanListApi(APIView):
             subject_id=data.validated_data["subject_id"],
             session_id=data.validated_data["session_id"],
             split=data.validated_data["split"],
+            metadata=ScanMetadataInput.metadata(data.validated_data),
         )
         return Response(ScanOutput(scan).data, status=status.HTTP_201_CREATED)
 
 
+def _page_url(request, offset: int, limit: int) -> str:
+    query = request.query_params.copy()
+    query["offset"], query["limit"] = str(offset), str(limit)
+    return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+
+
 class ScanDetailApi(APIView):
+    """A scan; for its raters, ``status`` is their own assignment's (blinding)."""
+
+    class InputSerializer(ScanMetadataInput):
+        split = serializers.ChoiceField(choices=Split.choices, required=False)
+        override_frozen = serializers.BooleanField(
+            default=False, help_text="change a split that a model version trained or validated on"
+        )
+
     @extend_schema(responses=ScanOutput)
     def get(self, request, scan_id: int):
-        scan = get_object_or_404(selectors.scan_list(user=request.user), pk=scan_id)
-        return Response(ScanOutput(scan).data)
+        scan = get_object_or_404(selectors.scan_list(user=request.user).select_related("project"), pk=scan_id)
+        return Response(scan_payload(request, [scan], project=scan.project)[0])
+
+    @extend_schema(
+        request=InputSerializer,
+        responses=inline_serializer(
+            "ScanUpdated",
+            {
+                **{name: field for name, field in ScanOutput().get_fields().items()},
+                "invalidated_model_versions": serializers.ListField(child=serializers.DictField()),
+            },
+        ),
+    )
+    def patch(self, request, scan_id: int):
+        """Change a scan's split or metadata (leads and admins). A frozen split (a model version
+        trained or validated on the scan) needs ``override_frozen``; the answer lists the model
+        versions the change invalidates."""
+        scan = get_object_or_404(selectors.scan_list(user=request.user).select_related("project"), pk=scan_id)
+        require_manager(request, scan.project)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        scan, invalidated = services.scan_update(
+            scan=scan,
+            actor=request.user,
+            split=data.validated_data.get("split"),
+            metadata=ScanMetadataInput.metadata(data.validated_data),
+            override_frozen=data.validated_data["override_frozen"],
+        )
+        return Response({**ScanOutput(scan).data, "invalidated_model_versions": invalidated})
 
 
 class ScanImageApi(APIView):
@@ -551,6 +836,7 @@ class WorklistApi(APIView):
                 "priority": serializers.FloatField(),
                 "revisions": serializers.IntegerField(),
                 "priority_note": serializers.CharField(),
+                "return_comment": ReturnCommentOutput(allow_null=True),
             },
             many=True,
         ),
@@ -559,7 +845,8 @@ class WorklistApi(APIView):
         project = None
         if request.query_params.get("project"):
             project = get_visible_project(request, query_id(request, "project"))
-        items = selectors.worklist(user=request.user, project=project)
+        items = list(selectors.worklist(user=request.user, project=project))
+        returned = selectors.return_comments(assignments=items)
         return Response(
             [
                 {
@@ -572,6 +859,7 @@ class WorklistApi(APIView):
                     "priority": a.priority,
                     "revisions": a.revision_count,
                     "priority_note": a.scan.project.priority_note,
+                    "return_comment": ReturnCommentOutput(returned[a.pk]).data if a.pk in returned else None,
                 }
                 for a in items
             ]
@@ -691,6 +979,74 @@ class AssignmentSubmitApi(APIView):
         return Response(AssignmentOutput(assignment).data)
 
 
+class AssignmentReturnApi(APIView):
+    """A lead sends a rater's submission back for rework, with a comment saying why (required)."""
+
+    class InputSerializer(serializers.Serializer):
+        comment = serializers.CharField(max_length=TEXT_MAX_CHARS, help_text="what the rater should look at again")
+
+    @extend_schema(request=InputSerializer, responses=AssignmentOutput)
+    def post(self, request, assignment_id: int):
+        assignment = get_object_or_404(selectors.assignment_list(user=request.user), pk=assignment_id)
+        require_manager(request, assignment.scan.project)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        assignment, _ = services.assignment_return(
+            assignment=assignment, actor=request.user, comment=data.validated_data["comment"]
+        )
+        return Response(AssignmentOutput(assignment).data)
+
+
+class CommentOutput(serializers.ModelSerializer):
+    author = serializers.CharField(source="author_username")
+    rater = serializers.CharField(source="assignment.annotator.username", default=None, allow_null=True)
+    from_lead = serializers.SerializerMethodField(help_text="written by a lead or admin of the project")
+
+    class Meta:
+        model = Comment
+        fields = ["id", "scan", "assignment", "rater", "author", "from_lead", "kind", "text", "created_at"]
+
+    def get_from_lead(self, comment: Comment) -> bool:
+        return comment.author_role in (Role.LEAD, Role.ADMIN)
+
+
+class CommentListApi(APIView):
+    """A scan's comments, oldest first: a project's leads read every thread (``?assignment=`` for
+    one); a rater reads and writes only the thread of their own assignment with the leads."""
+
+    class InputSerializer(serializers.Serializer):
+        text = serializers.CharField(max_length=TEXT_MAX_CHARS)
+        assignment = IdField(
+            required=False,
+            allow_null=True,
+            help_text="whose thread (a lead: any assignment of the scan, or none for a note among leads; "
+            "a rater: their own, the default)",
+        )
+
+    @extend_schema(parameters=[id_parameter("assignment")], responses=CommentOutput(many=True))
+    def get(self, request, scan_id: int):
+        scan = get_object_or_404(selectors.scan_list(user=request.user), pk=scan_id)
+        comments = selectors.comment_list(user=request.user).filter(scan=scan).select_related("assignment__annotator")
+        if "assignment" in request.query_params:
+            comments = comments.filter(assignment_id=query_id(request, "assignment"))
+        return Response(CommentOutput(comments, many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: CommentOutput})
+    def post(self, request, scan_id: int):
+        scan = get_object_or_404(selectors.scan_list(user=request.user).select_related("project"), pk=scan_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        assignment = None
+        if data.validated_data.get("assignment") is not None:
+            assignment = get_object_or_404(
+                selectors.assignment_list(user=request.user), pk=data.validated_data["assignment"], scan=scan
+            )
+        comment = services.comment_create(
+            scan=scan, actor=request.user, text=data.validated_data["text"], assignment=assignment
+        )
+        return Response(CommentOutput(comment).data, status=status.HTTP_201_CREATED)
+
+
 class AuditEventOutput(serializers.ModelSerializer):
     actor = serializers.SerializerMethodField()
 
@@ -709,6 +1065,338 @@ class AuditListApi(APIView):
         project = get_visible_project(request, project_id)
         require_manager(request, project)
         return Response(AuditEventOutput(selectors.audit_list(project=project)[:500], many=True).data)
+
+
+# --- the lead's pages: project home, people, assignments, accounts ------------------------------
+
+
+def _member_user(project: Project, username: str):
+    """The user named ``username``, who must be a member of the project (400 otherwise)."""
+    user = User.objects.filter(username=username, memberships__project=project).first()
+    if user is None:
+        raise ValidationFailed(
+            f"{username!r} is not a member of this project; add them on the People page first.",
+            code="not_a_member",
+        )
+    return user
+
+
+class ProjectSummaryApi(APIView):
+    """A project's counts for its home page (leads and admins): scans by stage, progress, members."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request, project_id: int):
+        project = get_visible_project(request, project_id)
+        require_manager(request, project)
+        return Response(selectors.project_summary(project=project))
+
+
+class RaterStatsApi(APIView):
+    """Per rater: open, in progress and submitted assignments, median time per scan (first save to
+    submission, seconds) and scans per day (per day with a submission). Leads and admins."""
+
+    @extend_schema(
+        responses=inline_serializer(
+            "RaterStats",
+            {
+                "user_id": serializers.IntegerField(),
+                "username": serializers.CharField(),
+                "role": serializers.CharField(allow_null=True),
+                "todo": serializers.IntegerField(),
+                "in_progress": serializers.IntegerField(),
+                "open": serializers.IntegerField(),
+                "submitted": serializers.IntegerField(),
+                "median_seconds_per_scan": serializers.FloatField(allow_null=True),
+                "scans_per_day": serializers.FloatField(allow_null=True),
+            },
+            many=True,
+        )
+    )
+    def get(self, request, project_id: int):
+        project = get_visible_project(request, project_id)
+        require_manager(request, project)
+        return Response(selectors.rater_stats(project=project))
+
+
+class AssignmentReassignApi(APIView):
+    """Give an open assignment (with its saved draft) to another annotator of the project."""
+
+    class InputSerializer(serializers.Serializer):
+        annotator = serializers.CharField(max_length=150, help_text="username of an annotator of the project")
+
+    @extend_schema(request=InputSerializer, responses=AssignmentOutput)
+    def post(self, request, assignment_id: int):
+        assignment = get_object_or_404(selectors.assignment_list(user=request.user), pk=assignment_id)
+        require_manager(request, assignment.scan.project)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        annotator = _member_user(assignment.scan.project, data.validated_data["annotator"])
+        assignment = services.assignment_reassign(assignment=assignment, actor=request.user, annotator=annotator)
+        return Response(AssignmentOutput(assignment).data)
+
+
+class ScanRaterAddApi(APIView):
+    """Add one more rater to a scan (e.g. a third when two disagree). The scan leaves its consensus
+    state; when the new rater submits, a new consensus runs on every submitted rater."""
+
+    class InputSerializer(serializers.Serializer):
+        annotator = serializers.CharField(
+            max_length=150, required=False, allow_blank=True, default="", help_text="empty: the least-loaded"
+        )
+
+    @extend_schema(request=InputSerializer, responses={201: AssignmentOutput})
+    def post(self, request, scan_id: int):
+        scan = get_object_or_404(selectors.scan_list(user=request.user).select_related("project"), pk=scan_id)
+        require_manager(request, scan.project)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        username = data.validated_data["annotator"]
+        annotator = _member_user(scan.project, username) if username else None
+        assignment = services.scan_rater_add(scan=scan, actor=request.user, annotator=annotator)
+        return Response(AssignmentOutput(assignment).data, status=status.HTTP_201_CREATED)
+
+
+class UserListApi(APIView):
+    """Site admins create accounts (then a lead adds them to a project by username)."""
+
+    class InputSerializer(serializers.Serializer):
+        username = serializers.CharField(max_length=150)
+        password = serializers.CharField(max_length=4096, style={"input_type": "password"}, trim_whitespace=False)
+        email = serializers.EmailField(max_length=254, required=False, allow_blank=True, default="")
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            201: inline_serializer(
+                "NewUser",
+                {
+                    "id": serializers.IntegerField(),
+                    "username": serializers.CharField(),
+                    "email": serializers.CharField(),
+                },
+            )
+        },
+    )
+    def post(self, request):
+        if not selectors.user_is_site_admin(request.user):
+            raise NotAllowed("Only site admins can create accounts; ask one to create it.")
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = services.user_create(actor=request.user, **data.validated_data)
+        return Response({"id": user.pk, "username": user.username, "email": user.email}, status=status.HTTP_201_CREATED)
+
+
+# --- the Scans page: splits by rule, metadata from a CSV, a .zip of scans ------------------------
+
+
+class SplitRuleInput(serializers.Serializer):
+    train = serializers.IntegerField(min_value=0, max_value=100, help_text="percent")
+    validation = serializers.IntegerField(min_value=0, max_value=100, help_text="percent")
+    test = serializers.IntegerField(min_value=0, max_value=100, help_text="percent")
+    seed = serializers.IntegerField(min_value=0, max_value=splits.MAX_SEED, default=0)
+    stratify_by = serializers.ChoiceField(
+        choices=["", *SCAN_METADATA_COLUMNS], required=False, allow_blank=True, default="", help_text="empty: none"
+    )
+    scope = serializers.ChoiceField(
+        choices=["unassigned", "all"], default="unassigned", help_text="unassigned: only scans in no split yet"
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        total = attrs["train"] + attrs["validation"] + attrs["test"]
+        if total != 100:
+            raise serializers.ValidationError(f"train, validation and test add up to {total}; they must add up to 100.")
+        return attrs
+
+    @staticmethod
+    def rule(validated: dict) -> dict:
+        return {
+            "percentages": {s: validated[s] for s in splits.SPLITS},
+            "seed": validated["seed"],
+            "stratify_by": validated["stratify_by"],
+            "scope": validated["scope"],
+        }
+
+
+#: The most moved scans a split answer lists one by one (``changed`` counts them all).
+SPLIT_CHANGES_LISTED = 1000
+
+SPLIT_PLAN_SCHEMA = inline_serializer(
+    "SplitPlan",
+    {
+        "plan_id": serializers.CharField(),
+        "rule": serializers.DictField(),
+        "scans": serializers.IntegerField(help_text="scans the rule deals"),
+        "counts": serializers.DictField(child=serializers.IntegerField(), help_text="split -> scans, after the rule"),
+        "strata": serializers.ListField(child=serializers.DictField()),
+        "changed": serializers.IntegerField(),
+        "changes": serializers.ListField(child=serializers.DictField(), help_text="the first 1000 moved scans"),
+        "frozen": serializers.ListField(child=serializers.DictField()),
+        "invalidated_model_versions": serializers.ListField(child=serializers.DictField()),
+        "applied": serializers.BooleanField(),
+    },
+)
+
+
+def _plan_payload(plan: dict, *, applied: bool) -> dict:
+    return {
+        **plan,
+        "changed": len(plan["changes"]),
+        "changes": plan["changes"][:SPLIT_CHANGES_LISTED],
+        "applied": applied,
+    }
+
+
+class SplitPreviewApi(APIView):
+    """What a split rule would do (leads and admins): counts per split and stratum, the scans it
+    moves, and those whose split is frozen (a model version used them) with the versions."""
+
+    InputSerializer = SplitRuleInput
+
+    @extend_schema(request=SplitRuleInput, responses=SPLIT_PLAN_SCHEMA)
+    def post(self, request, project_id: int):
+        project = get_visible_project(request, project_id)
+        require_manager(request, project)
+        data = SplitRuleInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        plan = selectors.split_plan(project=project, **SplitRuleInput.rule(data.validated_data))
+        return Response(_plan_payload(plan, applied=False))
+
+
+class SplitApplyApi(APIView):
+    """Deal the project's scans into train / validation / test by a rule (leads and admins).
+
+    Send the preview's ``plan_id`` to be sure the result is the preview (409 ``plan_changed``
+    when the scans changed since). Moving a frozen scan needs ``override_frozen``; the answer
+    and the audit trail list the model versions it invalidates.
+    """
+
+    class InputSerializer(SplitRuleInput):
+        override_frozen = serializers.BooleanField(default=False)
+        plan_id = serializers.RegexField(r"^[0-9a-f]{16}$", required=False, help_text="from the preview")
+
+    @extend_schema(request=InputSerializer, responses=SPLIT_PLAN_SCHEMA)
+    def post(self, request, project_id: int):
+        project = get_visible_project(request, project_id)
+        require_manager(request, project)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        result = services.scan_splits_apply(
+            project=project,
+            actor=request.user,
+            **SplitRuleInput.rule(data.validated_data),
+            override_frozen=data.validated_data["override_frozen"],
+            plan_id=data.validated_data.get("plan_id"),
+        )
+        return Response(_plan_payload(result, applied=True))
+
+
+class ScanMetadataApi(APIView):
+    """Scan metadata for many scans from a CSV (leads and admins); GET says what it may hold.
+
+    The CSV names each scan by ``scan`` (id) or ``subject_id`` (and ``session_id``), and has
+    metadata columns among site, scanner, field_strength, sequence, sex, age_band; any other
+    column is refused (no free-text patient data). ``apply=false`` previews: every row with
+    the changes it makes or its errors. ``apply=true`` stores all rows, or none when one is in
+    error (400 ``csv_rows_refused`` with those rows). Empty cells leave a value as it is.
+    """
+
+    parser_classes = [MultiPartParser, FormParser]
+
+    class InputSerializer(serializers.Serializer):
+        file = serializers.FileField(help_text="CSV, UTF-8, a header row first")
+        apply = serializers.BooleanField(default=False, help_text="false: preview only")
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request, project_id: int):
+        project = get_visible_project(request, project_id)
+        require_manager(request, project)
+        return Response(
+            {
+                "columns": list(SCAN_METADATA_COLUMNS),
+                "titles": scan_metadata.COLUMN_TITLES,
+                "key_columns": list(scan_metadata.KEY_COLUMNS),
+                "vocabularies": {k: list(v) for k, v in scan_metadata.VOCABULARIES.items()},
+                "identifier_pattern": scan_metadata.IDENTIFIER_PATTERN.pattern,
+                "field_strength": {
+                    "min": scan_metadata.FIELD_STRENGTH_MIN_T,
+                    "max": scan_metadata.FIELD_STRENGTH_MAX_T,
+                },
+                "csv_max_bytes": scan_metadata.CSV_MAX_BYTES,
+                "csv_max_rows": scan_metadata.CSV_MAX_ROWS,
+            }
+        )
+
+    @extend_schema(
+        request={"multipart/form-data": InputSerializer},
+        responses=inline_serializer(
+            "MetadataCsvResult",
+            {
+                "rows": serializers.ListField(child=serializers.DictField()),
+                "errors": serializers.IntegerField(help_text="rows in error"),
+                "changes": serializers.IntegerField(help_text="rows that change a scan"),
+                "applied": serializers.BooleanField(),
+            },
+        ),
+    )
+    def post(self, request, project_id: int):
+        project = get_visible_project(request, project_id)
+        require_manager(request, project)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        upload = data.validated_data["file"]
+        if upload.size is not None and upload.size > scan_metadata.CSV_MAX_BYTES:
+            raise TooLarge(f"The CSV is {upload.size} bytes; at most {scan_metadata.CSV_MAX_BYTES} are accepted.")
+        raw = upload.read(scan_metadata.CSV_MAX_BYTES + 1)
+        if data.validated_data["apply"]:
+            return Response(services.scan_metadata_import(project=project, actor=request.user, raw=raw))
+        return Response({**selectors.metadata_csv_preview(project=project, raw=raw), "applied": False})
+
+
+class ScanArchiveApi(APIView):
+    """A .zip of NIfTI files, each stored as a scan (leads and admins); one result per member.
+
+    The archive is refused whole, before anything is stored, when it is not a zip, lists too
+    many entries (``MRIANNOT_MAX_ARCHIVE_MEMBERS``), holds an unsafe path (absolute, ``..``, a
+    link), is encrypted, or declares too much (a member over ``MRIANNOT_MAX_UPLOAD_BYTES``, all
+    over ``MRIANNOT_MAX_ARCHIVE_BYTES``, a zip bomb). Otherwise each member is stored or not on
+    its own: ``stored`` (with the scan), ``duplicate`` (of the scan named) or ``refused`` with
+    the server's reason. The metadata and split apply to every member.
+    """
+
+    parser_classes = [MultiPartParser, FormParser]
+
+    class InputSerializer(ScanMetadataInput):
+        file = serializers.FileField(help_text=".zip of .nii / .nii.gz files")
+        split = serializers.ChoiceField(choices=Split.choices, default=Split.UNASSIGNED)
+
+    @extend_schema(
+        request={"multipart/form-data": InputSerializer},
+        responses=inline_serializer(
+            "ArchiveResult",
+            {
+                "results": serializers.ListField(child=serializers.DictField()),
+                "stored": serializers.IntegerField(),
+                "duplicate": serializers.IntegerField(),
+                "refused": serializers.IntegerField(),
+            },
+        ),
+    )
+    def post(self, request, project_id: int):
+        project = get_visible_project(request, project_id)
+        require_manager(request, project)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        upload = data.validated_data["file"]
+        upload_bytes_check(upload)
+        upload.seek(0)
+        result = services.scans_archive_create(
+            project=project,
+            actor=request.user,
+            archive=upload.file,
+            metadata=ScanMetadataInput.metadata(data.validated_data),
+            split=data.validated_data["split"],
+        )
+        return Response(result)
 
 
 name_nested_serializers(globals())

@@ -37,6 +37,21 @@ class ALStrategy(models.TextChoices):
     ENTROPY_DISAGREEMENT = "entropy_disagreement", "Entropy weighed with rater disagreement"
 
 
+class PrelabelPolicy(models.TextChoices):
+    """What the viewer does with the model's pre-label of a scan (active learning).
+
+    ``offered``: the rater chooses to start blank or from the model; ``applied``: the viewer
+    starts from the pre-label; ``off``: no pre-label is shown. With several raters per scan,
+    applying one model's drawing to all of them would tie their errors together (consensus
+    assumes independent raters), so a new project defaults to ``offered`` then, and to
+    ``applied`` with a single rater (:func:`labeling.services.default_prelabel_policy`).
+    """
+
+    OFF = "off", "Off: no pre-label is shown"
+    OFFERED = "offered", "Offered: the rater chooses blank or the model"
+    APPLIED = "applied", "Applied: the viewer starts from the model"
+
+
 class Project(models.Model):
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True, max_length=5000)  # mriannot.fields.TEXT_MAX_CHARS (the API's limit)
@@ -77,8 +92,11 @@ class Project(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(1000)],
         help_text="Retrain the active-learning model after this many new training ground truths.",
     )
-    al_offer_prelabels = models.BooleanField(
-        default=True, help_text="Offer the model's pre-label as a starting drawing."
+    prelabel_policy = models.CharField(
+        max_length=16,
+        choices=PrelabelPolicy.choices,
+        default=PrelabelPolicy.OFFERED,
+        help_text="What the viewer does with the model's pre-label: off, offered (the rater chooses) or applied.",
     )
     priority_note = models.CharField(
         max_length=200, blank=True, help_text="How the worklists are ordered now (set by active learning)."
@@ -105,12 +123,19 @@ class LabelClass(models.Model):
     color = models.CharField(
         max_length=7, validators=[RegexValidator(r"^#[0-9a-fA-F]{6}$", "Use a colour like #ff8800.")]
     )
+    key = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(9)],
+        help_text="The number key (1-9) that picks this label in the viewer; empty: none.",
+    )
 
     class Meta:
         ordering = ["project", "value"]
         constraints = [
             models.UniqueConstraint(fields=["project", "value"], name="label_value_unique_in_project"),
             models.UniqueConstraint(fields=["project", "name"], name="label_name_unique_in_project"),
+            models.UniqueConstraint(fields=["project", "key"], name="label_key_unique_in_project"),
         ]
 
     def __str__(self) -> str:
@@ -162,6 +187,14 @@ class Scan(models.Model):
     session_id = models.CharField(max_length=64, blank=True)
     split = models.CharField(max_length=16, choices=Split.choices, default=Split.UNASSIGNED)
     status = models.CharField(max_length=16, choices=ScanStatus.choices, default=ScanStatus.NEW)
+    # Acquisition and subject metadata: only these columns, validated by labeling/metadata.py
+    # (identifiers pattern-checked, the rest controlled vocabularies); empty: not recorded.
+    site = models.CharField(max_length=64, blank=True, help_text="short identifier of the site")
+    scanner = models.CharField(max_length=64, blank=True, help_text="short identifier of the scanner model")
+    field_strength = models.FloatField(null=True, blank=True, help_text="tesla")
+    sequence = models.CharField(max_length=8, blank=True, help_text="T1w, T2w, FLAIR, PD or other")
+    sex = models.CharField(max_length=8, blank=True, help_text="F, M, other or unknown")
+    age_band = models.CharField(max_length=8, blank=True, help_text="18-29, 30-39, ... 80+, 0-17 or unknown")
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -177,6 +210,7 @@ class AssignmentStatus(models.TextChoices):
     TODO = "todo", "To do"
     IN_PROGRESS = "in_progress", "In progress"
     SUBMITTED = "submitted", "Submitted"
+    RETURNED = "returned", "Returned for rework"  # a lead sent the submission back, with a comment
 
 
 class Assignment(models.Model):
@@ -228,6 +262,46 @@ class AnnotationRevision(ImmutableModel):
 
     def __str__(self) -> str:
         return f"revision {self.number} of assignment {self.assignment_id}"
+
+
+class CommentKind(models.TextChoices):
+    COMMENT = "comment", "Comment"
+    RETURN = "return", "Returned for rework"
+
+
+class Comment(ImmutableModel):
+    """One message of a scan's thread. Never edited, never deleted.
+
+    A comment on an assignment is between its rater and the project's leads: the rater sees
+    the comments on their own assignments and nothing else (blinding: never another rater's).
+    A comment without an assignment is a note among the leads. ``kind`` is ``return`` for the
+    comment a lead wrote when sending the submission back for rework. Like the audit trail,
+    the author is named by id without a constraint and by ``author_username`` as it was then.
+    """
+
+    scan = models.ForeignKey(Scan, on_delete=models.PROTECT, related_name="comments")
+    assignment = models.ForeignKey(Assignment, null=True, blank=True, on_delete=models.PROTECT, related_name="comments")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    author_username = models.CharField(max_length=150, help_text="the author's username when it was written")
+    author_role = models.CharField(
+        max_length=16, choices=Role.choices, help_text="the author's role in the project when it was written"
+    )
+    kind = models.CharField(max_length=16, choices=CommentKind.choices, default=CommentKind.COMMENT)
+    text = models.TextField(max_length=5000)  # mriannot.fields.TEXT_MAX_CHARS (the API's limit)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"comment {self.pk} on scan {self.scan_id} by {self.author_username}"
+
+    def save(self, *args, **kwargs):
+        if self._state.adding and self.author is not None and not self.author_username:
+            self.author_username = self.author.get_username()
+        super().save(*args, **kwargs)
 
 
 class AuditEventQuerySet(models.QuerySet):

@@ -58,11 +58,19 @@ def _over_limit(limit: int) -> TooLarge:
     )
 
 
-def upload_bytes(upload) -> bytes:
-    """The bytes of an uploaded file (a multipart field), refused (413) unread when over the limit."""
+def upload_bytes_check(upload) -> None:
+    """Refuse (413) an uploaded file (a multipart field) over the limit, without reading it.
+
+    For a file read in pieces rather than whole (a .zip of scans, labeling/archives.py).
+    """
     limit = settings.MRIANNOT_MAX_UPLOAD_BYTES
     if upload.size is not None and upload.size > limit:
         raise _over_limit(limit)
+
+
+def upload_bytes(upload) -> bytes:
+    """The bytes of an uploaded file (a multipart field), refused (413) unread when over the limit."""
+    upload_bytes_check(upload)
     return upload.read()
 
 

@@ -12,3 +12,9 @@ scans_added = Signal()
 
 #: Sent inside the transaction that submitted an assignment. Arguments: ``assignment``, ``revision``.
 assignment_submitted = Signal()
+
+#: Sent to ask which model versions used scans, so that their split is frozen. Arguments:
+#: ``project``, ``scan_ids``. A receiver returns a list of ``{"scan", "model_version",
+#: "version", "used_as"}`` dicts (``used_as``: "train" or "validation"); labeling reads the
+#: answers (:func:`labeling.selectors.scan_split_usage`) without knowing who gives them.
+split_usage_requested = Signal()

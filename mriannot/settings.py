@@ -208,6 +208,10 @@ STORAGES = {
 MRIANNOT_MAX_UPLOAD_BYTES = env_int("MRIANNOT_MAX_UPLOAD_BYTES", 512 * 1024**2)
 MRIANNOT_MAX_DECOMPRESSED_BYTES = env_int("MRIANNOT_MAX_DECOMPRESSED_BYTES", 1024**3)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MRIANNOT_MAX_UPLOAD_BYTES
+# A .zip of scans (labeling/archives.py): at most this many entries, and this many bytes once
+# inflated, all members together (each member also at most MRIANNOT_MAX_UPLOAD_BYTES).
+MRIANNOT_MAX_ARCHIVE_MEMBERS = env_int("MRIANNOT_MAX_ARCHIVE_MEMBERS", 500)
+MRIANNOT_MAX_ARCHIVE_BYTES = env_int("MRIANNOT_MAX_ARCHIVE_BYTES", 8 * 1024**3)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 16 * 1024**2
 # Multipart file bytes are counted as they arrive: past MRIANNOT_MAX_UPLOAD_BYTES the upload is
 # refused (413), before its body is read when Content-Length says so (labeling/parsers.py).

@@ -26,6 +26,9 @@ KERNELS = [
     "simulation.raters",
     "simulation.panels",
     "labeling.volumes",
+    "labeling.metadata",
+    "labeling.splits",
+    "labeling.archives",
 ]
 
 

@@ -2,8 +2,9 @@
 (``exports``). Views, receivers, tasks and other apps import them from here."""
 
 from .exports import export_execute, export_request
-from .ground_truth import current_ground_truth, ground_truth_accept, ground_truth_edit
+from .ground_truth import current_ground_truth, final_ground_truth, ground_truth_accept, ground_truth_edit
 from .runs import (
+    consensus_outcome_apply,
     consensus_run_execute,
     consensus_run_request,
     flag_rules,
@@ -14,11 +15,13 @@ from .runs import (
 )
 
 __all__ = [
+    "consensus_outcome_apply",
     "consensus_run_execute",
     "consensus_run_request",
     "current_ground_truth",
     "export_execute",
     "export_request",
+    "final_ground_truth",
     "flag_rules",
     "ground_truth_accept",
     "ground_truth_edit",

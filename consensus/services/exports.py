@@ -14,7 +14,7 @@ import numpy as np
 from django.core.files.storage import default_storage
 from django.db import transaction
 
-from labeling.models import AnnotationRevision, Scan
+from labeling.models import AnnotationRevision, Scan, ScanStatus
 from labeling.services import audit_log, sha256_hex
 from mriannot.errors import Conflict, ValidationFailed
 from mriannot.jobs import job_execute, job_progress
@@ -25,7 +25,7 @@ from .. import exporters
 from ..models import ConsensusRun, Export, ExportFormat, GroundTruth, GroundTruthSource, RaterPerformance
 from ..selectors import latest_done_run
 from ..tasks import export_execute_task
-from .ground_truth import current_ground_truth
+from .ground_truth import final_ground_truth
 from .runs import write_file
 
 
@@ -61,10 +61,14 @@ def export_request(
 
 
 def _export_sources(project, *, only_adjudicated: bool) -> list[tuple[Scan, GroundTruth | None, ConsensusRun | None]]:
-    """(scan, ground truth, run) for every scan to export, in scan order."""
+    """(scan, ground truth, run) for every scan to export, in scan order.
+
+    Only scans whose consensus is there: a scan being labelled (a submission back with its rater
+    for rework included) has nothing final to export, whatever runs or truths it had before."""
     rows = []
-    for scan in Scan.objects.filter(project=project).order_by("id"):
-        truth = current_ground_truth(scan=scan)
+    decided = [ScanStatus.CONSENSUS, ScanStatus.FLAGGED, ScanStatus.GROUND_TRUTH]
+    for scan in Scan.objects.filter(project=project, status__in=decided).order_by("id"):
+        truth = final_ground_truth(scan=scan)
         if truth is not None:
             if only_adjudicated and truth.source == GroundTruthSource.CONSENSUS:
                 continue

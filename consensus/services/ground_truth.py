@@ -11,7 +11,7 @@ from django.db import transaction
 
 from labeling import volumes
 from labeling.models import Scan, ScanStatus
-from labeling.selectors import label_values
+from labeling.selectors import label_values, scan_in_rework
 from labeling.services import audit_log, label_counts, sha256_hex, stored_file
 from mriannot.errors import Conflict, ValidationFailed
 from mriannot.jobs import JobStatus
@@ -21,7 +21,29 @@ from ..signals import ground_truth_created
 
 
 def current_ground_truth(*, scan: Scan) -> GroundTruth | None:
+    """The scan's newest ground truth, final or not (see :func:`final_ground_truth`)."""
     return scan.ground_truths.order_by("-id").first()
+
+
+def final_ground_truth(*, scan: Scan) -> GroundTruth | None:
+    """The scan's ground truth if the scan is decided (status ``ground_truth``), else None.
+
+    A scan whose submission a lead sent back for rework is being labelled again: its earlier
+    ground truth stays (history) but is not final, nor while the consensus of the new
+    submissions waits for a lead. Exports and training read this, not the newest row.
+    """
+    if scan.status != ScanStatus.GROUND_TRUTH:
+        return None
+    return current_ground_truth(scan=scan)
+
+
+def _refuse_in_rework(scan: Scan) -> None:
+    if scan_in_rework(scan=scan):
+        raise Conflict(
+            f"A submission of scan {scan.pk} is back with its rater for rework; decide the ground truth "
+            "once they have resubmitted (the consensus reruns then).",
+            code="in_rework",
+        )
 
 
 def _ground_truth_create(
@@ -56,6 +78,7 @@ def ground_truth_accept(*, run: ConsensusRun, actor, note: str = "") -> GroundTr
     """A lead accepts a finished consensus run as the scan's ground truth (superseding any earlier one)."""
     with transaction.atomic():
         scan = Scan.objects.select_for_update().get(pk=run.scan_id)
+        _refuse_in_rework(scan)
         run.refresh_from_db()
         if run.status != JobStatus.DONE:
             raise Conflict(f"Run {run.pk} is {run.status}; only a finished run can be accepted.", code="run_not_done")
@@ -92,6 +115,7 @@ def ground_truth_edit(*, scan: Scan, actor, raw: bytes, run: ConsensusRun | None
     uid = uuid.uuid4()
     with transaction.atomic():
         scan = Scan.objects.select_for_update().get(pk=scan.pk)
+        _refuse_in_rework(scan)
         with stored_file(ground_truth_path(scan.pk, uid), data) as name:
             truth = _ground_truth_create(
                 scan=scan,

@@ -159,6 +159,65 @@ def run_flag_reasons(
     )
 
 
+#: The scan states a finished run may change: every rater submitted, or a consensus is there already.
+_DECIDABLE = (ScanStatus.SUBMITTED, ScanStatus.CONSENSUS, ScanStatus.FLAGGED)
+
+
+def _scan_decide(*, run: ConsensusRun, file_name: str, sha: str, counts: dict) -> None:
+    """Let a finished run decide its scan's state (inside the run's transaction).
+
+    A run decides only a scan whose every rater has submitted and only if it fused exactly their
+    current submissions: while a submission is back with its rater for rework (or before every
+    rater submitted) a run is history and decides nothing. A scan with a ground truth keeps it: a
+    lead's rerun does not replace it. Otherwise a flagged run makes the scan ``flagged``, waiting
+    for a lead; a clear one makes it ``consensus`` and becomes its ground truth when there is none
+    yet, or when this is the first run since the raters (re)submitted (``submitted``): a scan
+    coming back from rework is decided afresh, and its new truth supersedes the earlier one. A
+    ground truth already made from these very submissions (the rater resubmitted unchanged) stands.
+    """
+    scan = Scan.objects.select_for_update().select_related("project").get(pk=run.scan_id)
+    if scan.status not in _DECIDABLE or [r.pk for r in submitted_revisions(scan=scan)] != run.revision_ids:
+        return
+    truth = current_ground_truth(scan=scan)
+    if truth is not None and truth.run is not None and truth.run.revision_ids == run.revision_ids:
+        Scan.objects.filter(pk=scan.pk).update(status=ScanStatus.GROUND_TRUTH)
+        return
+    fresh = scan.status == ScanStatus.SUBMITTED
+    Scan.objects.filter(pk=scan.pk).update(status=ScanStatus.FLAGGED if run.flagged else ScanStatus.CONSENSUS)
+    if not run.flagged and (truth is None or fresh):
+        # No evidence of disagreement and nothing adjudicated since: the consensus is the ground truth.
+        _ground_truth_create(
+            scan=scan,
+            actor=None,
+            source=GroundTruthSource.CONSENSUS,
+            run=run,
+            file_name=file_name,
+            sha=sha,
+            counts=counts,
+            note=f"no flag: ambiguity {run.ambiguity:.4f} <= {scan.project.ambiguity_threshold}, raters agree",
+        )
+
+
+def consensus_outcome_apply(*, run: ConsensusRun) -> None:
+    """Let a run that is done already decide its scan again: the raters resubmitted exactly what it
+    fused (a submission sent back for rework and submitted unchanged), so no new run is made."""
+    with transaction.atomic():
+        run = ConsensusRun.objects.select_for_update().get(pk=run.pk)
+        if run.status != JobStatus.DONE:
+            return
+        with default_storage.open(run.labels_file.name, "rb") as handle:
+            data = handle.read()
+        labels, _ = volumes.read_array(data)
+        _scan_decide(run=run, file_name=run.labels_file.name, sha=sha256_hex(data), counts=label_counts(labels))
+        audit_log(
+            actor=None,
+            project=run.scan.project,
+            action="consensus.reapply",
+            target=run,
+            data={"flagged": run.flagged, "revisions": run.revision_ids},
+        )
+
+
 def consensus_run_execute(*, run_id: int) -> ConsensusRun:
     """Execute a run. Safe to call twice: a finished run is returned as it is."""
     return job_execute(ConsensusRun, run_id, _execute, select_related=("scan", "scan__project"))
@@ -239,22 +298,7 @@ def _execute(run: ConsensusRun) -> ConsensusRun:
         run.code_version = code_version()
         run.mark_done(f"flagged for adjudication: {reasons[0]['message']}" if run.flagged else "done")
         run.save()
-        # The newest finished run decides the scan's state, unless a lead already set a ground truth.
-        Scan.objects.filter(
-            pk=scan.pk, status__in=[ScanStatus.SUBMITTED, ScanStatus.CONSENSUS, ScanStatus.FLAGGED]
-        ).update(status=ScanStatus.FLAGGED if run.flagged else ScanStatus.CONSENSUS)
-        if not run.flagged and current_ground_truth(scan=scan) is None:
-            # No evidence of disagreement and nothing adjudicated yet: the consensus is the ground truth.
-            _ground_truth_create(
-                scan=scan,
-                actor=None,
-                source=GroundTruthSource.CONSENSUS,
-                run=run,
-                file_name=labels_name,
-                sha=sha256_hex(labels_bytes),
-                counts=label_counts(fusion.labels),
-                note=f"no flag: ambiguity {score:.4f} <= {scan.project.ambiguity_threshold}, raters agree",
-            )
+        _scan_decide(run=run, file_name=labels_name, sha=sha256_hex(labels_bytes), counts=label_counts(fusion.labels))
         audit_log(
             actor=None,
             project=scan.project,

@@ -65,7 +65,7 @@ def test_the_drifting_rater_is_flagged_and_no_one_else(rated_project):
 def test_every_table_downloads_as_csv(rated_project):
     world = rated_project
     client = world.client(world.lead)
-    for table in ("scans", "pairs", "per_label", "per_rater", "rater_matrix", "over_time"):
+    for table in ("scans", "pairs", "per_label", "per_rater", "rater_matrix", "over_time", "by_metadata"):
         response = client.get(f"/api/v1/projects/{world.project.pk}/agreement/?table={table}")
         assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
         rows = list(csv.DictReader(io.StringIO(response.content.decode())))

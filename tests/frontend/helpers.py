@@ -12,12 +12,16 @@ from labeling.models import AnnotationRevision, Assignment
 
 
 def log_in(page, base_url: str, username: str, password: str) -> None:
+    """Log in; a rater lands on the worklist, a lead or admin who rates nothing on the project pages."""
     page.goto(f"{base_url}/login/")
     page.fill("#username", username)
     page.fill("#password", password)
     page.click("#login-button")
-    page.wait_for_url(f"{base_url}/")
-    page.wait_for_function("document.getElementById('worklist-summary').textContent !== 'Loading…'")
+    page.wait_for_url(lambda url: url.split(base_url, 1)[-1].split("?")[0] == "/" or "/projects/" in url)
+    if "/projects/" in page.url:
+        page.wait_for_selector("body[data-ready]")
+    else:
+        page.wait_for_function("document.getElementById('worklist-summary').textContent !== 'Loading…'")
 
 
 def open_assignment(page, base_url: str, assignment_id: int) -> None:

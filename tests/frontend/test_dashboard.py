@@ -66,7 +66,8 @@ def test_dashboard_draws_its_plots_from_real_data(live_server, page, lead_world,
     world = lead_world
     project = world.project
     expected = world.client(world.lead).get(f"/api/v1/projects/{project.pk}/agreement/").json()
-    log_in(page, live_server.url, "lead", factories.PASSWORD)
+    log_in(page, live_server.url, "lead", factories.PASSWORD)  # a lead who rates nothing lands on the project home
+    page.goto(f"{live_server.url}/")
     page.wait_for_selector("#dashboard-link", state="visible")  # the worklist links leads to their dashboards
     assert page.get_attribute("#dashboard-link", "href") == "/dashboard/"
     assert open_dashboard(page, live_server.url, project.pk) == "true", page.inner_text("#page-error")
@@ -128,8 +129,16 @@ def test_dashboard_draws_its_plots_from_real_data(live_server, page, lead_world,
     # Per-label and per-rater tables, and a CSV download of every table.
     assert page.locator("#labels-body tr").count() == 3
     assert page.get_attribute('#raters-body tr[data-rater="rater4"]', "data-flagged") == "true"
+    # Agreement by scan metadata: one table per column; no metadata set here, so one group of every scan.
+    site = page.locator('#by-metadata table[data-column="site"] tbody tr')
+    assert site.count() == 1
+    cells = site.first.locator("td").all_inner_texts()
+    by_site = [r for r in expected["by_metadata"] if r["column"] == "site"]
+    assert cells[:2] == ["not recorded", str(max(r["scans"] for r in by_site))]
+    assert cells[2:] == [f"{r['mean_dice']:.3f}" for r in sorted(by_site, key=lambda r: r["label"])]
+    assert page.locator("#by-metadata table").count() == 6
     links = page.locator("#downloads a")
-    assert links.count() == 6
+    assert links.count() == 7
     for i in range(links.count()):
         response = page.request.get(live_server.url + links.nth(i).get_attribute("href"))
         assert response.status == 200 and response.headers["content-type"].startswith("text/csv")

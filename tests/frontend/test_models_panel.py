@@ -81,4 +81,10 @@ def test_lead_trains_a_model_from_the_dashboard_and_follows_it(live_server, page
     )
     ranking = world.client(world.lead).get(f"/api/v1/projects/{project.pk}/ranking/").json()
     assert ranking["note"].startswith("Model v1") and page.inner_text("#al-note") == ranking["note"]
+    # Validation Dice by scan metadata: the one validation scan, in the one group of each column.
+    assert list(version.validation_dice_per_scan) == [str(rated[2].scan_id)]
+    page.wait_for_selector("#model-breakdown-box:not([hidden]) #model-breakdown table")
+    assert page.inner_text("#model-breakdown-title") == "Validation Dice of model v1 by scan metadata"
+    site = page.locator('#model-breakdown table[data-column="site"] tbody tr')
+    assert site.count() == 1 and site.first.locator("td").all_inner_texts()[:2] == ["not recorded", "1"]
     shot(page, "model-trained")

@@ -52,12 +52,12 @@ def test_login_worklist_and_logout(live_server, page, viewer_world, shot):
 
     page.fill("#password", world["password"])
     page.click("#login-button")
-    page.wait_for_selector("#worklist-body tr")
-    rows = page.locator("#worklist-body tr")
+    page.wait_for_selector("#worklist-body tr[data-assignment]")
+    rows = page.locator("#worklist-body tr[data-assignment]")
     assert [int(rows.nth(i).get_attribute("data-assignment")) for i in range(rows.count())] == [
         a.pk for a in world["mine"]
     ], "rater1's own assignments, highest priority first"
-    assert page.inner_text("#worklist-body tr:first-child").split("\t")[3] == "To do"
+    assert page.inner_text("#worklist-body tr[data-assignment] >> nth=0").split("\t")[2] == "To do"
     assert page.is_visible("#simulated-notice")
     assert "sub-01" in page.inner_text("#worklist-body")
     shot(page, "worklist")
@@ -216,7 +216,7 @@ def test_submit_freezes_and_opens_the_next_scan(live_server, page, viewer_world,
     open_assignment(page, live_server.url, second.pk)
     page.keyboard.press("Control+Enter")
     page.click("#submit-confirm")  # nothing drawn: an empty label volume is saved and submitted
-    page.wait_for_url("**/?done=1")
+    page.wait_for_url("**/?done=1&project=*")
     page.wait_for_selector("#page-note:has-text('no open scan left')")
     second.refresh_from_db()
     assert second.status == AssignmentStatus.SUBMITTED
@@ -235,7 +235,9 @@ def test_blinding_other_raters_labels_are_never_requested(live_server, page, vie
     log_in(page, live_server.url, "rater1", world["password"])
     assert theirs.pk not in [
         int(a)
-        for a in page.locator("#worklist-body tr").evaluate_all("(rows) => rows.map((r) => r.dataset.assignment)")
+        for a in page.locator("#worklist-body tr[data-assignment]").evaluate_all(
+            "(rows) => rows.map((r) => r.dataset.assignment)"
+        )
     ]
     page.goto(f"{live_server.url}/annotate/{theirs.pk}/")
     page.wait_for_selector("body[data-ready=error]")
@@ -270,10 +272,12 @@ def test_starts_from_the_models_prelabel(live_server, page, viewer_world):
     """Without a revision, the viewer starts from the pre-label and saves it with source=prelabel.
 
     The pre-label endpoint is answered by the test (the model is not trained here): what is
-    tested is the viewer's side of the contract, GET assignments/<id>/prelabel/.
+    tested is the viewer's side of the contract, GET assignments/<id>/prelabel/, under the
+    pre-label policy "applied" ("offered": tests/frontend/test_console_pages.py).
     """
     world = viewer_world
     assignment = world["mine"][1]
+    type(assignment.scan.project).objects.filter(pk=assignment.scan.project_id).update(prelabel_policy="applied")
     scan = assignment.scan
     prelabel = np.zeros(tuple(scan.shape), np.uint8)
     prelabel[12:20, 20:30, 10:14] = 2

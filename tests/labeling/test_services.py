@@ -118,17 +118,17 @@ def test_last_lead_cannot_be_demoted(world):
     assert membership.role == Role.LEAD
 
 
-def test_label_in_use_cannot_be_deleted(world):
+def test_labels_cannot_be_deleted_once_labels_are_saved(world):
+    """Before the first save any label may go; after it none (values are fixed: see test_console_apis)."""
+    services.label_class_delete(label=world.project.label_classes.get(value=3), actor=world.lead)
     scan = factories.add_scan(world)
     assignment = scan.assignments.first()
     services.revision_create(
         assignment=assignment, actor=assignment.annotator, raw=_labels((2,)), base_revision_id=None
     )
-    used = world.project.label_classes.get(value=2)
-    unused = world.project.label_classes.get(value=3)
-    with pytest.raises(Conflict, match="drawn in saved revisions"):
-        services.label_class_delete(label=used, actor=world.lead)
-    services.label_class_delete(label=unused, actor=world.lead)
+    for value in (1, 2):  # drawn or not
+        with pytest.raises(Conflict, match="values are fixed"):
+            services.label_class_delete(label=world.project.label_classes.get(value=value), actor=world.lead)
     assert sorted(world.project.label_classes.values_list("value", flat=True)) == [1, 2]
 
 

@@ -2,6 +2,7 @@
 // the offline store and the shortcuts to the API and the workflow (save, conflict, submit).
 import { ApiError, api } from "./api.js";
 import { Autosave, STATE } from "./autosave.js";
+import { CommentThread } from "./comments.js";
 import { editingBindings, viewBindings } from "./editing-shortcuts.js";
 import { OfflineStore } from "./offline-store.js";
 import { markPalette, renderPalette } from "./palette.js";
@@ -321,14 +322,46 @@ async function submitAndNext() {
     return;
   }
   autosave.freeze();
+  // The next scan of the same project (work sent back first, then by priority: the worklist's order).
   let next = null;
   try {
-    const items = await api.worklist();
+    const items = await api.worklist(assignment.project);
     next = items.find((item) => item.status !== "submitted" && item.assignment !== assignment.id);
   } catch {
     // the worklist page will show it
   }
-  window.location.assign(next ? `/annotate/${next.assignment}/` : "/?done=1");
+  window.location.assign(next ? `/annotate/${next.assignment}/` : `/?done=1&project=${assignment.project}`);
+}
+
+// --- rework and comments -------------------------------------------------------------------
+
+/** A submission a lead sent back: say so, and why, above the viewer. */
+function showReturned(assignment) {
+  const comment = assignment.return_comment;
+  $("return-notice").hidden = !(assignment.status === "returned" && comment);
+  if ($("return-notice").hidden) return;
+  $("return-author").textContent = comment.author;
+  $("return-when").textContent = new Date(comment.created_at).toLocaleString();
+  $("return-text").textContent = comment.text;
+}
+
+/** The thread of this assignment between its rater and the leads. */
+function wireComments(assignment, isMine) {
+  if (!isMine) {
+    $("comments-who").textContent = `Your thread with ${assignment.annotator} about this scan; other raters never see it.`;
+    $("comment-form").querySelector("label").textContent = `Write to ${assignment.annotator}`;
+  }
+  app.comments = new CommentThread({
+    list: $("comments"),
+    form: $("comment-form"),
+    input: $("comment-text"),
+    status: $("comment-status"),
+    scanId: assignment.scan,
+    assignmentId: assignment.id,
+  });
+  app.comments.load().catch((error) => {
+    $("comment-status").textContent = `Comments could not be loaded: ${error.message}`;
+  });
 }
 
 function wireSubmitDialog() {
@@ -383,6 +416,8 @@ async function main() {
   app.assignment = assignment;
   showUser(me, { beforeLogout: () => app.autosave?.flush() });
   const isMine = assignment.annotator === me.username;
+  showReturned(assignment);
+  wireComments(assignment, isMine);
 
   const store = new OfflineStore();
   app.store = store;
@@ -406,7 +441,7 @@ async function main() {
   viewer.applyLabelDisplay({ redraw: false });
   const [imageBytes, start] = await Promise.all([imagePromise, startPromise]);
   app.timing.fetched = performance.now();
-  app.startingPoint = start && { ...start, bytes: undefined };
+  app.startingPoint = start && { ...start, bytes: undefined, offer: start.offer && { modelVersion: start.offer.modelVersion } };
   await viewer.loadScan(imageBytes, start?.bytes ?? null);
   app.timing.parsed = viewer.timing.parsed;
   app.timing.loaded = performance.now();
@@ -473,12 +508,41 @@ async function main() {
           "Reload theirs to drop the kept edits, or keep mine to save the kept edits on top of the latest revision.",
       });
     }
+    if (start.offer) offerPrelabel(start.offer);
   }
   refreshControls();
   viewer.emit("window", viewer.windowLevel());
   viewer.nv.createOnLocationChange();
   markReady();
   app.timing.ready = performance.now();
+}
+
+/**
+ * The project's pre-label policy is "offered" and nothing is saved yet: the rater chooses to
+ * start from the model's pre-label (saved at once as the first revision, source=prelabel) or
+ * from a blank volume (the first save is source=manual).
+ */
+function offerPrelabel(offer) {
+  const box = $("prelabel-offer");
+  $("prelabel-model").textContent = offer.modelVersion ? ` (model version ${offer.modelVersion})` : "";
+  box.hidden = false;
+  $("start-from-model").addEventListener("click", async () => {
+    if (app.autosave.version > 0 && !window.confirm("Replace what you have drawn with the model's pre-label?")) return;
+    box.hidden = true;
+    await app.viewer.loadLabels(offer.bytes);
+    app.tools.resetHistory();
+    app.autosave.source = "prelabel";
+    app.autosave.adoptUnsaved();
+    app.startingPoint = { ...app.startingPoint, kind: "prelabel", offer: undefined };
+    const model = offer.modelVersion ? ` (model version ${offer.modelVersion})` : "";
+    $("starting-point").textContent = `the model's pre-label${model}: correct it; it is saved as your first revision`;
+    message("Started from the model's pre-label.");
+  });
+  $("start-blank").addEventListener("click", () => {
+    box.hidden = true;
+    app.startingPoint = { ...app.startingPoint, kind: "empty", offer: undefined };
+    $("starting-point").textContent = "an empty label volume (you chose to start blank)";
+  });
 }
 
 runPage(main, { loadingText: "The scan could not be opened." });

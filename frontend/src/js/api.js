@@ -107,6 +107,12 @@ export const api = {
     ),
   submit: (assignmentId, revisionId) =>
     request(`assignments/${assignmentId}/submit/`, { method: "POST", json: revisionId ? { revision: revisionId } : {} }),
+  /** A scan's comments the user may read (a lead: every thread, or one with ``assignmentId``). */
+  comments: (scanId, assignmentId = null) =>
+    request(assignmentId ? `scans/${scanId}/comments/?assignment=${assignmentId}` : `scans/${scanId}/comments/`),
+  /** Add a comment: to a rater's thread (``assignmentId``; a rater: their own), or a note among leads. */
+  addComment: (scanId, text, assignmentId = null) =>
+    request(`scans/${scanId}/comments/`, { method: "POST", json: assignmentId ? { text, assignment: assignmentId } : { text } }),
 };
 
 /** True when the error means "log in (again)". */

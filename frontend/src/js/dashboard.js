@@ -6,7 +6,9 @@
 import { ApiError, api } from "./api.js";
 import { barChart, colourBar, diceDomain, heatMap, lineChart } from "./charts.js";
 import { AGREEMENT_TABLES, leadApi } from "./lead-api.js";
+import { renderBreakdown } from "./metadata-breakdown.js";
 import { showModels } from "./models-panel.js";
+import { renderProjectNav } from "./project-nav.js";
 import { showQueues } from "./queues.js";
 import { $, idFromPath, markReady, requireUser, runPage, showUser } from "./session.js";
 import { badge, cell, fillBody, fmt, link, pct, row } from "./tables.js";
@@ -21,6 +23,7 @@ const TABLE_TITLES = {
   per_rater: "Per rater",
   rater_matrix: "Pairwise rater Dice (heat map)",
   over_time: "Agreement over time",
+  by_metadata: "Agreement by scan metadata",
 };
 
 const STATUS_TEXT = {
@@ -299,6 +302,7 @@ async function showDashboard(projectId) {
   }
   app.agreement = data;
   $("project-title").textContent = `Agreement · ${project.name}`;
+  renderProjectNav(projectId, "dashboard", { projectName: project.name });
   $("exports-link").href = $("exports-button").href = `/exports/${projectId}/`;
   $("exports-link").hidden = false;
   $("dashboard").hidden = false; // visible before the charts are drawn, so they get their size
@@ -311,6 +315,7 @@ async function showDashboard(projectId) {
   renderScans(data);
   renderLabels(data);
   renderRaters(data);
+  renderBreakdown($("by-metadata"), data.by_metadata, data.labels, { empty: "No scan has a consensus yet." });
   renderDownloads(projectId);
   await Promise.all([showModels(project), showQueues()]);
   markReady();

@@ -3,6 +3,7 @@
 import { ApiError, api } from "./api.js";
 import { leadApi } from "./lead-api.js";
 import { ProgressView, pollJob } from "./poll.js";
+import { renderProjectNav } from "./project-nav.js";
 import { $, idFromPath, markReady, requireUser, runPage, showPageError, showUser } from "./session.js";
 import { badge, cell, fillBody, humanSize, link, row } from "./tables.js";
 
@@ -127,6 +128,7 @@ async function main() {
   document.title = `Exports · ${project.name} · mriannot`;
   $("project-title").textContent = `Export ground truths · ${project.name}`;
   $("dashboard-link").href = `/dashboard/${projectId}/`;
+  renderProjectNav(projectId, "exports", { projectName: project.name });
   $("simulated-notice").hidden = !project.is_simulated;
   renderList(items);
   $("exports").hidden = false;

@@ -6,7 +6,7 @@ import { request } from "./api.js";
 const BASE = "/api/v1/";
 
 /** The agreement tables the server offers as CSV (GET projects/{id}/agreement/?table=NAME). */
-export const AGREEMENT_TABLES = ["scans", "pairs", "per_label", "per_rater", "rater_matrix", "over_time"];
+export const AGREEMENT_TABLES = ["scans", "pairs", "per_label", "per_rater", "rater_matrix", "over_time", "by_metadata"];
 
 export const leadApi = {
   agreement: (projectId) => request(`projects/${projectId}/agreement/`),
@@ -21,6 +21,11 @@ export const leadApi = {
   ranking: (projectId) => request(`projects/${projectId}/ranking/`),
 
   review: (scanId) => request(`scans/${scanId}/review/`),
+  /** Every rater's assignment of a scan (status, latest revision, why it was sent back). */
+  assignments: (scanId) => request(`assignments/?scan=${scanId}`),
+  /** Send a rater's submission back for rework; the comment (required) says why. */
+  returnAssignment: (assignmentId, comment) =>
+    request(`assignments/${assignmentId}/return/`, { method: "POST", json: { comment } }),
   run: (runId) => request(`consensus-runs/${runId}/`),
   runLabels: (runId) => request(`consensus-runs/${runId}/labels/`, { expect: "bytes" }),
   runUncertainty: (runId) => request(`consensus-runs/${runId}/uncertainty/`, { expect: "bytes" }),

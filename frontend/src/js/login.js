@@ -1,10 +1,12 @@
-// The log-in page: POST auth/login/, then go where the user was going (or the worklist).
+// The log-in page: POST auth/login/, then go where the user was going, or where they work:
+// the worklist for raters, the project pages for leads and admins (next-url.js landingPath).
 import { api, ApiError } from "./api.js";
-import { safeNextPath } from "./next-url.js";
+import { landingPath, safeNextPath } from "./next-url.js";
 
-function nextUrl() {
+function nextUrl(me) {
   // Only same-site paths: never send the user to another origin after logging in.
-  return safeNextPath(new URLSearchParams(window.location.search).get("next"), window.location.origin);
+  const raw = new URLSearchParams(window.location.search).get("next");
+  return raw ? safeNextPath(raw, window.location.origin) : landingPath(me);
 }
 
 const form = document.getElementById("login-form");
@@ -16,8 +18,8 @@ form.addEventListener("submit", async (event) => {
   error.textContent = "";
   button.disabled = true;
   try {
-    await api.login(document.getElementById("username").value, document.getElementById("password").value);
-    window.location.assign(nextUrl());
+    const me = await api.login(document.getElementById("username").value, document.getElementById("password").value);
+    window.location.assign(nextUrl(me));
   } catch (err) {
     error.textContent = err instanceof ApiError ? err.message : `${err.message}`;
     button.disabled = false;
@@ -25,6 +27,6 @@ form.addEventListener("submit", async (event) => {
 });
 
 // Already logged in: go straight on.
-api.me().then(() => window.location.assign(nextUrl())).catch(() => {
+api.me().then((me) => window.location.assign(nextUrl(me))).catch(() => {
   document.getElementById("username").focus();
 });

@@ -2,6 +2,7 @@
 // version (status, training and validation ground truths, validation Dice per label), and a
 // button that asks for a new model and follows its training and scoring to the end.
 import { leadApi } from "./lead-api.js";
+import { renderBreakdown } from "./metadata-breakdown.js";
 import { FINISHED, ProgressView, pollJob } from "./poll.js";
 import { badge, cell, fillBody, fmt, row } from "./tables.js";
 
@@ -16,6 +17,7 @@ export function meanDice(perLabel) {
 }
 
 let labelNames = {}; // label value -> name, from the project
+let labels = []; // the project's labels, in order
 
 function diceText(perLabel) {
   const entries = Object.entries(perLabel || {});
@@ -44,9 +46,22 @@ function renderVersions(versions) {
   fillBody($("models-body"), rows, { empty: "No model yet: the worklists are in cold-start order.", columns: 8 });
 }
 
+/** The newest trained version's validation Dice by scan metadata (from its detail). */
+async function renderModelBreakdown(versions) {
+  const newest = versions.filter((v) => v.status === "done").sort((a, b) => b.version - a.version)[0];
+  $("model-breakdown-box").hidden = !newest;
+  if (!newest) return;
+  const detail = await leadApi.model(newest.id);
+  $("model-breakdown-title").textContent = `Validation Dice of model v${newest.version} by scan metadata`;
+  renderBreakdown($("model-breakdown"), detail.validation_by_metadata, labels, {
+    empty: "This version kept no per-scan validation results (no validation scan, or trained before they were kept).",
+  });
+}
+
 async function refresh(projectId) {
   const [versions, ranking] = await Promise.all([leadApi.models(projectId), leadApi.ranking(projectId)]);
   renderVersions(versions);
+  await renderModelBreakdown(versions);
   $("al-note").textContent = ranking.note;
   $("al-open").textContent = `${ranking.scans.length} open scan${ranking.scans.length === 1 ? "" : "s"} ranked.`;
   return versions;
@@ -76,6 +91,7 @@ async function follow(projectId, versionId) {
 export async function showModels(project) {
   const projectId = project.id;
   labelNames = Object.fromEntries(project.labels.map((l) => [String(l.value), l.name]));
+  labels = project.labels;
   const versions = await refresh(projectId);
   $("al-card").hidden = false;
   $("train-model").addEventListener("click", async () => {

@@ -23,3 +23,19 @@ export function safeNextPath(raw, origin) {
   if (url.origin !== new URL(origin).origin) return "/";
   return url.pathname + url.search + url.hash;
 }
+
+/**
+ * Where a user lands after logging in without a ?next=: whoever rates scans anywhere, on their
+ * worklist (its header links to the projects they lead); a lead or admin who rates nothing, on
+ * their one project's home, or on the projects page when they run several (site admins always).
+ * @param {{is_site_admin: boolean, memberships: {project: number, role: string}[]}} me
+ * @returns {string}
+ */
+export function landingPath(me) {
+  const memberships = me?.memberships || [];
+  if (memberships.some((m) => m.role === "annotator")) return "/";
+  if (me?.is_site_admin) return "/projects/";
+  const managed = memberships.filter((m) => m.role === "lead" || m.role === "admin");
+  if (managed.length === 1) return `/projects/${managed[0].project}/`;
+  return managed.length ? "/projects/" : "/";
+}

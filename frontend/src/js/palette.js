@@ -2,15 +2,27 @@
 // shared by the annotation viewer and the lead's review page.
 
 /**
+ * The number key (1-9) of a label: the schema's own (set on the project's settings page), or,
+ * for a schema from before keys existed (no ``key`` field), its position.
+ * @param {{key?: number|null}} label
+ * @param {number} index its position in the schema
+ * @returns {number|null}
+ */
+export function labelKey(label, index) {
+  if (label.key !== undefined) return label.key ?? null;
+  return index < 9 ? index + 1 : null;
+}
+
+/**
  * Fill ``list`` with one button per label; clicking one calls ``onPick(value)``.
  * @param {HTMLElement} list the palette's <ul>
- * @param {{value: number, name: string, color: string}[]} labels in key order
+ * @param {{value: number, name: string, color: string, key?: number|null}[]} labels in value order
  * @param {(value: number) => void} onPick
  * @param {{emptyText?: string}} options text shown when there are no labels
  */
 export function renderPalette(list, labels, onPick, { emptyText = "No labels." } = {}) {
   const items = labels.map((label, index) => {
-    const key = index < 9 ? index + 1 : null;
+    const key = labelKey(label, index);
     const li = document.createElement("li");
     const button = document.createElement("button");
     button.type = "button";

@@ -13,6 +13,10 @@ export function renderScanFacts() {
     ? `#${truth.id}: ${SOURCE_TEXT[truth.source] || truth.source}${truth.run ? ` (run ${truth.run})` : ""}` +
       `${truth.created_by ? ` by ${truth.created_by}` : ""}, ${new Date(truth.created_at).toLocaleString()}`
     : "none yet";
+  if (truth && review.scan.status !== "ground_truth") {
+    // A submission went back for rework after it was made: history, not final (the scan is decided again).
+    $("truth-text").textContent += ` · not final while the scan is ${STATUS_TEXT[review.scan.status] || review.scan.status}`;
+  }
   const select = $("run-select");
   const done = review.runs.filter((r) => r.status === "done");
   select.replaceChildren(
@@ -41,7 +45,7 @@ export function fillRerunForm(run) {
 
 export function renderRunFacts() {
   const { run, project } = app;
-  const canDecide = Boolean(run) && !app.editing;
+  const canDecide = Boolean(run) && !app.editing && !app.inRework; // in rework: decided after the resubmission
   $("accept").disabled = !canDecide;
   $("edit-start").disabled = !canDecide;
   if (!run) {

@@ -19,6 +19,7 @@ import {
   syncOpacityControl,
 } from "./review-overlays.js";
 import { fillRerunForm, renderAll, renderRunFacts, renderRuns, renderScanFacts } from "./review-panels.js";
+import { loadRework, renderSubmissions, wireRework } from "./review-rework.js";
 import { app, message } from "./review-state.js";
 import { $, idFromPath, markReady, requireUser, runPage, showPageError, showUser } from "./session.js";
 import { Shortcuts } from "./shortcuts.js";
@@ -30,9 +31,14 @@ window.mriannot = app; // test hooks (read-only use)
 
 /** Fetch the review again (after a decision or a new run); keeps the run and overlay shown. */
 async function reloadReview() {
-  [app.review, app.flagged] = await Promise.all([leadApi.review(app.scanId), leadApi.flaggedScans(app.project.id)]);
+  [app.review, app.flagged] = await Promise.all([
+    leadApi.review(app.scanId),
+    leadApi.flaggedScans(app.project.id),
+    loadRework(),
+  ]);
   buildOverlays();
   renderAll(displayRun);
+  renderSubmissions();
   const input = $(`overlay-${app.overlay}`);
   if (input) input.checked = true;
 }
@@ -278,7 +284,7 @@ async function main() {
   }
   app.review = review;
   const imagePromise = api.scanImage(scanId);
-  const project = await api.project(review.scan.project);
+  const [project] = await Promise.all([api.project(review.scan.project), loadRework()]);
   app.project = project;
   app.flagged = await leadApi.flaggedScans(project.id);
   const name = review.scan.subject_id || `Scan ${scanId}`;
@@ -308,7 +314,9 @@ async function main() {
   renderLegend();
   buildOverlays();
   renderAll(displayRun);
+  renderSubmissions();
   wireControls();
+  await wireRework(reloadReview);
   buildShortcuts().install();
   const first = app.run ? "consensus" : review.ground_truth ? "truth" : app.overlays[0].key;
   await showOverlay(first);

@@ -1,7 +1,9 @@
 // Where the labels on screen start from, in this order:
 //   1. edits kept in this browser that never reached the server (offline, closed tab)
 //   2. the annotator's own latest revision
-//   3. the model's pre-label, when the project offers one (active learning; see fetchPrelabel)
+//   3. the model's pre-label, under the project's pre-label policy (active learning; see
+//      fetchPrelabel): "applied" starts from it; "offered" starts empty and offers it (the rater
+//      chooses: kind "offer"); "off" never asks for it
 //   4. an empty label volume
 //
 // Blinding: only the assignment's own annotator ever gets here (annotate.js checks), and every
@@ -17,7 +19,8 @@ import { ApiError, api } from "./api.js";
  * @returns {Promise<{bytes: ArrayBuffer, modelVersion: string|null}|null>}
  */
 export async function fetchPrelabel(assignment, project) {
-  if (project && project.al_offer_prelabels === false) return null;
+  const policy = assignment.prelabel_policy ?? project?.prelabel_policy;
+  if (policy === "off") return null;
   try {
     const response = await api.prelabel(assignment.id);
     return { bytes: await response.arrayBuffer(), modelVersion: response.headers.get("X-Model-Version") };
@@ -29,7 +32,8 @@ export async function fetchPrelabel(assignment, project) {
 
 /**
  * @typedef {object} StartingPoint
- * @property {"local"|"revision"|"prelabel"|"empty"} kind
+ * @property {"local"|"revision"|"prelabel"|"offer"|"empty"} kind "offer": empty, with ``offer`` to choose
+ * @property {{bytes: ArrayBuffer, modelVersion: string|null}|null} [offer] the pre-label the rater may start from
  * @property {ArrayBuffer|Uint8Array|null} bytes the label volume, or null for empty
  * @property {number|null} base the revision the labels start from (what the next save names)
  * @property {string} source source of the next save
@@ -40,7 +44,7 @@ export async function fetchPrelabel(assignment, project) {
 
 /**
  * @param {object} args
- * @param {{id:number, head_revision:number|null}} args.assignment
+ * @param {{id:number, head_revision:number|null, prelabel_policy?: string}} args.assignment
  * @param {object} args.project
  * @param {string} args.username
  * @param {import("./offline-store.js").OfflineStore|null} args.store
@@ -77,6 +81,18 @@ export async function loadStartingPoint({ assignment, project, username, store }
     };
   }
   const prelabel = await fetchPrelabel(assignment, project);
+  if (prelabel && (assignment.prelabel_policy ?? project?.prelabel_policy) === "offered") {
+    return {
+      kind: "offer",
+      bytes: null,
+      base: null,
+      source: "manual",
+      unsaved: false,
+      stale,
+      offer: prelabel,
+      description: "an empty label volume (the model's pre-label is offered: choose above)",
+    };
+  }
   if (prelabel) {
     const model = prelabel.modelVersion ? ` (model version ${prelabel.modelVersion})` : "";
     return {

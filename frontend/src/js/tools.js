@@ -3,6 +3,7 @@
 // fill and the undo/redo history are ours (fill.js, history.js).
 import { floodFill, PLANE_AXIS } from "./fill.js";
 import { History } from "./history.js";
+import { labelKey } from "./palette.js";
 
 export const TOOLS = {
   navigate: { name: "Navigate", hint: "Click to move the crosshair." },
@@ -85,9 +86,9 @@ export class Tools {
     this.setTool(this.tool);
   }
 
-  /** The label bound to number key ``n`` (1-9): the n-th label of the schema. */
+  /** The label bound to number key ``n`` (1-9): the schema's key (palette.js labelKey). */
   labelForKey(n) {
-    return this.labels[n - 1]?.value ?? null;
+    return this.labels.find((label, index) => labelKey(label, index) === n)?.value ?? null;
   }
 
   setPenSize(size) {
