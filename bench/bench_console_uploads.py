@@ -33,17 +33,17 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.server_probe import PeakSampler, free_port, server_memory, wait_for_port
 
 CACHE = ROOT / "bench" / "out" / "console-uploads"
 CHROMIUM = os.environ.get("MRIANNOT_CHROMIUM", "/usr/bin/chromium")
@@ -128,63 +128,6 @@ def scan_files(kind: str, n: int) -> list[Path]:
 # --- the server and its memory ------------------------------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            return [int(p) for p in handle.read().split()]
-    except OSError:
-        return []
-
-
-def _pss(pid: int) -> tuple[int, int]:
-    """(PSS, anonymous PSS) of ``pid`` in bytes; (0, 0) for a process that just exited."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as handle:
-            fields = dict(line.split(":", 1) for line in handle if ":" in line and not line[0].isdigit())
-        return int(fields["Pss"].split()[0]) * 1024, int(fields.get("Pss_Anon", fields["Pss"]).split()[0]) * 1024
-    except (OSError, KeyError):
-        return 0, 0
-
-
-def server_memory(master: int) -> tuple[int, int]:
-    """PSS and anonymous PSS of the gunicorn master and its workers together."""
-    total = anon = 0
-    for pid in [master, *_children(master)]:
-        pss, pss_anon = _pss(pid)
-        total += pss
-        anon += pss_anon
-    return total, anon
-
-
-class PeakSampler:
-    """Samples :func:`server_memory` every ``interval`` s in a thread; keeps the peaks and the count."""
-
-    def __init__(self, master: int, interval: float = 0.05) -> None:
-        self.master, self.interval = master, interval
-        self.peak = self.peak_anon = self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> None:
-        total, anon = server_memory(self.master)
-        self.peak, self.peak_anon = max(self.peak, total), max(self.peak_anon, anon)
-        self.samples += 1
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-
-
 def _env(data_dir: Path, redis_url: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -200,24 +143,6 @@ def _env(data_dir: Path, redis_url: str) -> dict[str, str]:
         }
     )
     return env
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"gunicorn exited with {proc.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise SystemExit("gunicorn did not start listening in time")
 
 
 def _manage_shell(code: str, env: dict, tag: str) -> str:
@@ -315,12 +240,12 @@ def main(argv=None) -> int:
     try:
         print("migrating a throwaway database, collecting the static files, a project ...", flush=True)
         setup = json.loads(_manage_shell(SETUP % {"password": PASSWORD}, env, "SETUP"))
-        port = _free_port()
+        port = free_port()
         command = [sys.executable, "-m", "gunicorn", "mriannot.wsgi", "--workers", str(args.workers)]
         command += ["--bind", f"127.0.0.1:{port}", "--timeout", "120", "--log-level", "warning"]
         log = open(data_dir / "gunicorn.log", "w")  # open while the server runs
         server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, stdout=log, stderr=log)
-        _wait_for_port(port, server)
+        wait_for_port(port, server)
         print(f"uploading {len(paths)} files through the page ...", flush=True)
         result = upload_through_page(f"http://127.0.0.1:{port}", setup["project"], paths, server.pid)
         stored = int(_manage_shell(COUNT % {"project": setup["project"]}, env, "COUNT"))

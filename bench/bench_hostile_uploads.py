@@ -51,6 +51,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.server_probe import PeakSampler, children, free_port, server_memory, wait_for_port
 from labeling import volumes  # pure: numpy and nibabel only
 
 MiB = 1 << 20
@@ -185,61 +186,12 @@ def build_uploads(setup: dict) -> list[Upload]:
 # --- the server ---------------------------------------------------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as handle:
-            return [int(p) for p in handle.read().split()]
-    except OSError:
-        return []
-
-
-def _anon_pss(pid: int) -> int:
-    """Anonymous memory (heap, arrays) of ``pid``; a page a forked worker still shares with the
-    master counts half to each. File-backed pages (code, libraries) are left out: other
-    processes on the machine map them too, and their shares drift as those come and go."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as handle:
-            fields = dict(line.split(":", 1) for line in handle if ":" in line and not line[0].isdigit())
-        return int(fields.get("Pss_Anon", fields["Pss"]).split()[0]) * 1024
-    except (OSError, KeyError):
-        return 0  # a worker that just exited
-
-
-def server_memory(master: int) -> int:
-    """Anonymous memory of the gunicorn master and its workers together."""
-    return sum(_anon_pss(pid) for pid in [master, *_children(master)])
-
-
-class PeakSampler:
-    """Samples :func:`server_memory` every ``interval`` seconds in a thread; ``peak`` is the largest."""
-
-    def __init__(self, master: int, interval: float = 0.02) -> None:
-        self.master, self.interval = master, interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, server_memory(self.master))
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, server_memory(self.master))
-
-
 def idle_memory(master: int, settle_s: float = 1.0) -> int:
     """The median of ten samples, 50 ms apart, after ``settle_s`` of quiet."""
     time.sleep(settle_s)
     samples = []
     for _ in range(10):
-        samples.append(server_memory(master))
+        samples.append(server_memory(master)[1])
         time.sleep(0.05)
     return int(np.median(samples))
 
@@ -318,24 +270,6 @@ def _env(data_dir: Path, app_dir: Path) -> dict[str, str]:
     return env
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"gunicorn exited with {proc.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise SystemExit("gunicorn did not start listening in time")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers (default 4)")
@@ -366,13 +300,13 @@ def main(argv: Iterable[str] | None = None) -> int:
         stage("building the payloads ...")
         uploads = build_uploads(setup)
 
-        port = _free_port()
+        port = free_port()
         gunicorn = [python, "-m", "gunicorn", "mriannot.wsgi", "--preload", "--workers", str(args.workers)]
         gunicorn += ["--bind", f"127.0.0.1:{port}", "--timeout", "120", "--log-level", "warning"]
         stage(f"starting gunicorn with {args.workers} workers ...")
         log = open(data_dir / "gunicorn.log", "w")  # open while the server runs
         server = subprocess.Popen(gunicorn, cwd=app_dir, env=env, start_new_session=True, stdout=log, stderr=log)
-        _wait_for_port(port, server)
+        wait_for_port(port, server)
         stage("warming the workers up ...")
         # Warm every worker up (URL conf, DRF, nibabel): small valid uploads, more than workers.
         small = volumes.image_to_bytes(np.ones((8, 8, 8)), np.eye(4))
@@ -380,7 +314,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         for _ in range(3):
             fire(port, warm, 2 * args.workers)
         idle = idle_memory(server.pid)
-        workers = len(_children(server.pid))
+        workers = len(children(server.pid))
         print(
             f"\ngunicorn --preload: {workers} sync workers on {os.cpu_count()} cores; idle anonymous memory of "
             f"master + workers {idle / MiB:.0f} MiB; {args.concurrency} uploads of each kind at once\n"
@@ -388,13 +322,13 @@ def main(argv: Iterable[str] | None = None) -> int:
         print(f"{'upload':36s}{'peak above idle':>16s}{'wall s':>8s}   answers")
         for upload in uploads:
             before = idle_memory(server.pid, settle_s=0.5)
-            with PeakSampler(server.pid) as sampler:
+            with PeakSampler(server.pid, interval=0.02) as sampler:
                 started = time.perf_counter()
                 results = fire(port, upload, args.concurrency)
                 wall = time.perf_counter() - started
             answers = sorted({status for status, _ in results})
             counts = ", ".join(f"{sum(s == a for s, _ in results)} x {a}" for a in answers)
-            rise = max(0, sampler.peak - before) / MiB
+            rise = max(0, sampler.peak_anon - before) / MiB
             print(f"{upload.name:36s}{rise:12.0f} MiB{wall:8.1f}   {counts}", flush=True)
         return 0
     except BaseException:
