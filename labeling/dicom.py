@@ -285,7 +285,7 @@ def series_role(series: list[Dataset]) -> str:
 # --------------------------------------------------------------------------------------
 
 
-def pseudonym(*, patient_id: str, secret: bytes) -> str:
+def pseudonym(*, patient_id: str, secret: bytes, prefix: str = "sub-") -> str:
     """The project's pseudonym of a patient: HMAC-SHA256 of the ID under the project's secret.
 
     >>> pseudonym(patient_id="MRN-1", secret=b"k") == pseudonym(patient_id="MRN-1", secret=b"k")
@@ -294,7 +294,7 @@ def pseudonym(*, patient_id: str, secret: bytes) -> str:
     True
     """
     digest = hmac.new(secret, patient_id.encode("utf-8"), hashlib.sha256).hexdigest()
-    return "sub-" + digest[:16]
+    return prefix + digest[:16]
 
 
 def uid_replace(uid: str, *, secret: bytes) -> str:
