@@ -13,7 +13,9 @@ The steps, in order:
    (BurnedInAnnotation YES: text in the pixels that no header edit removes), ``single_slice``,
    ``inconsistent_geometry`` (orientation, pixel spacing or size differ between slices),
    ``missing_slices`` (a gap between positions that is a whole multiple of the usual step),
-   ``inconsistent_spacing`` (steps that differ otherwise).
+   ``inconsistent_spacing`` (steps that differ otherwise), ``sheared`` (slices stacked off their
+   normal, as a gantry tilt does: refused, since a NIfTI affine cannot hold the shear and
+   dcm2niix would resample).
 3. :func:`role_guess` guesses the contrast (rule in ``docs/dicom.md``).
 4. :func:`deidentify` applies the Basic Application Level Confidentiality Profile (DICOM PS3.15
    Annex E) as an allow-list, with the Retain Longitudinal Temporal Information with Modified
@@ -64,6 +66,7 @@ REASONS = {
     "missing_slices": "{value} slice(s) missing between the positions",
     "inconsistent_spacing": "slice steps differ: {value}",
     "no_geometry": "no ImagePositionPatient / ImageOrientationPatient / PixelSpacing",
+    "sheared": "the slices are stacked {value} mm off their normal (gantry tilt): not converted",
 }
 
 #: Attributes a de-identified dataset keeps (everything else is removed, private tags too).
@@ -153,6 +156,8 @@ def series_check(series: list[Dataset], *, tol_mm: float = 0.05) -> str | None:
             return "inconsistent_geometry"
     if len({(int(ds.Rows), int(ds.Columns)) for ds in series}) > 1:
         return "inconsistent_geometry"
+    if _off_normal_mm(series) > tol_mm:
+        return "sheared"
     _, along = slices_sorted(series)
     steps = np.diff(along)
     if np.any(steps < tol_mm):
@@ -164,6 +169,17 @@ def series_check(series: list[Dataset], *, tol_mm: float = 0.05) -> str | None:
     if np.all(np.abs(multiples - np.round(multiples)) * step <= tol_mm):
         return "missing_slices"
     return "inconsistent_spacing"
+
+
+def _off_normal_mm(series: list[Dataset]) -> float:
+    """How far (mm) the last slice lies off the normal through the first (0 for a straight stack)."""
+    ordered, _ = slices_sorted(series)
+    orientation = np.asarray(ordered[0].ImageOrientationPatient, dtype=float)
+    normal = np.cross(orientation[:3], orientation[3:])
+    span = np.asarray(ordered[-1].ImagePositionPatient, dtype=float) - np.asarray(
+        ordered[0].ImagePositionPatient, dtype=float
+    )
+    return float(np.linalg.norm(span - (span @ normal) * normal))
 
 
 def reason_text(code: str, series: list[Dataset]) -> str:
@@ -181,6 +197,8 @@ def reason_text(code: str, series: list[Dataset]) -> str:
     elif code == "inconsistent_spacing":
         _, along = slices_sorted(series)
         value = ", ".join(f"{s:.2f}" for s in sorted(set(np.round(np.diff(along), 2))))
+    elif code == "sheared":
+        value = f"{_off_normal_mm(series):.1f}"
     elif code == "inconsistent_geometry":
         value = "orientation, pixel spacing, size or position"
     return REASONS[code].format(value=value)

@@ -46,6 +46,22 @@ def test_a_nudged_slice_is_inconsistent_spacing_and_a_duplicate_is_geometry():
     assert dicom.series_check(series) == "inconsistent_geometry"
 
 
+@pytest.mark.parametrize("tilt_degrees", [2.0, 15.0])
+def test_a_gantry_tilt_is_refused(tilt_degrees):
+    """Slices stacked along a tilted axis: positions move in-plane as well as along the normal."""
+    series = sim.series_datasets(sim.USABLE[0], shape=SHAPE, study_uid="1.2.3", frame_uid="1.2.4")
+    row_cos, col_cos = sim.oblique_cosines()
+    normal = np.cross(row_cos, col_cos)
+    for k, ds in enumerate(series):
+        position = np.asarray(ds.ImagePositionPatient, dtype=float)
+        shift = k * 3.6 * np.tan(np.deg2rad(tilt_degrees)) * col_cos
+        ds.ImagePositionPatient = list(position + shift)
+    assert dicom.series_check(series) == "sheared"
+    expected = 4 * 3.6 * np.tan(np.deg2rad(tilt_degrees))
+    assert f"{expected:.1f} mm off" in dicom.reason_text("sheared", series)
+    assert np.allclose(normal @ col_cos, 0)
+
+
 def test_missing_slice_message_counts_them():
     groups = study()
     series = next(s for s in groups.values() if s[0].SeriesDescription == "T2 AX missing slice")
