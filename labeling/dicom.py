@@ -43,18 +43,24 @@ import datetime as dt
 import gzip
 import hashlib
 import hmac
+import io
+import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
 
 REASONS = {
     "not_mr": "not an MR series (Modality {value})",
@@ -98,6 +104,40 @@ class DicomError(ValueError):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def _drop(record: logging.LogRecord) -> bool:
+    return False
+
+
+@contextmanager
+def quiet():
+    """Silence pydicom while headers are read, checked and rewritten.
+
+    pydicom reports an invalid value by quoting it, as a warning and on its logger
+    (``Invalid value for VR DA: '<value>'``), and a header value may be PHI: inside this block
+    neither reaches a log or a terminal.
+    """
+    logger = logging.getLogger("pydicom")
+    logger.addFilter(_drop)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.removeFilter(_drop)
+
+
+def dataset_read(raw: bytes) -> Dataset | None:
+    """A DICOM image dataset from a file's bytes, or None (not DICOM, or no image in it: a
+    DICOMDIR, a structured report, a presentation state). Call inside :func:`quiet`."""
+    try:
+        ds = pydicom.dcmread(io.BytesIO(raw))
+    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OSError, AttributeError):
+        return None
+    if "PixelData" not in ds or not ds.get("SeriesInstanceUID"):
+        return None
+    return ds
 
 
 def series_group(datasets: list[Dataset]) -> dict[str, list[Dataset]]:
@@ -182,14 +222,22 @@ def _off_normal_mm(series: list[Dataset]) -> float:
     return float(np.linalg.norm(span - (span @ normal) * normal))
 
 
+_CODE_STRING = re.compile(r"^[A-Z0-9 _\\]{0,64}$")
+
+
+def _code_string(value: str) -> str:
+    """A CS value as it is, when it is one (capitals, digits, space, underscore); else not shown."""
+    return value if _CODE_STRING.match(value) else "not a code string"
+
+
 def reason_text(code: str, series: list[Dataset]) -> str:
-    """The message for a reason code, for people."""
+    """The message for a reason code, for people; header values shown only when they are code strings."""
     first = series[0]
     value = ""
     if code == "not_mr":
-        value = str(first.get("Modality", ""))
+        value = _code_string(str(first.get("Modality", "")))
     elif code == "derived":
-        value = "\\".join(str(v) for v in first.get("ImageType") or [])
+        value = _code_string("\\".join(str(v) for v in first.get("ImageType") or []))
     elif code == "missing_slices":
         _, along = slices_sorted(series)
         steps = np.diff(along)
@@ -460,6 +508,8 @@ def series_convert(series: list[Dataset], *, timeout_s: float = 120, tol_mm: flo
         image = nib.load(outputs[0])
         data = np.asarray(image.dataobj)
         affine = image.affine.copy()
+    if data.ndim != 3:
+        raise DicomError("conversion_failed", f"dcm2niix made a {data.ndim}-D volume; one 3-D volume is expected")
     expected = series_affine(series)
     error = affine_error_mm(affine, expected, data.shape[:3])
     if error > tol_mm:

@@ -8,18 +8,15 @@ Files are written before their row is committed and removed again if the row is 
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Iterable
 from contextlib import contextmanager
 
-import pydicom
 from django.conf import settings
 from django.contrib.auth import get_user_model, password_validation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Count
 from django.utils import timezone
-from pydicom.errors import InvalidDicomError
 
 from mriannot.errors import (
     Conflict,
@@ -1202,17 +1199,6 @@ def scans_archive_create(
 # --- DICOM import ------------------------------------------------------------------------------
 
 
-def _dicom_read(raw: bytes):
-    """A DICOM image dataset from a member's bytes, or None (not DICOM, or no image in it)."""
-    try:
-        ds = pydicom.dcmread(io.BytesIO(raw))
-    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OSError):
-        return None
-    if "PixelData" not in ds or not ds.get("SeriesInstanceUID"):
-        return None  # a DICOMDIR, a structured report, a presentation state
-    return ds
-
-
 def _dicom_metadata(series) -> dict:
     """The scan metadata a series gives: its role, and its field strength when it is plausible."""
     meta = {"sequence": dicom.series_role(series)}
@@ -1239,6 +1225,11 @@ def dicom_study_import(*, project: Project, actor, archive, split: str = "unassi
     answered; member names are never echoed (they may name the patient). The audit event names
     the de-identification profile and the attributes removed or replaced, never their values.
     """
+    with dicom.quiet():  # pydicom quotes invalid header values in its warnings
+        return _dicom_study_import(project=project, actor=actor, archive=archive, split=split)
+
+
+def _dicom_study_import(*, project: Project, actor, archive, split: str) -> dict:
     opened = archives.open_archive(
         archive,
         max_members=settings.MRIANNOT_MAX_ARCHIVE_MEMBERS,
@@ -1248,7 +1239,7 @@ def dicom_study_import(*, project: Project, actor, archive, split: str = "unassi
     )
     datasets, ignored = [], 0
     for member in opened.members:
-        ds = _dicom_read(opened.read(member))
+        ds = dicom.dataset_read(opened.read(member))
         if ds is None:
             ignored += 1
         else:

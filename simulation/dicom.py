@@ -29,6 +29,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, MRImageStorage
 
@@ -79,6 +81,7 @@ class SeriesSpec:
     degrees: float = 12.0
     contrast: float = 1.0
     expect: str | None = None
+    #: Attributes set as given, unchecked (to simulate invalid headers), by keyword.
     extra: dict = field(default_factory=dict)
 
 
@@ -204,8 +207,8 @@ def series_datasets(
         ds.PixelData = np.ascontiguousarray(volume[:, :, k].T).tobytes()
         block = ds.private_block(0x0029, PRIVATE_CREATOR, create=True)
         block.add_new(0x01, "LO", phi["PrivateText"])
-        for keyword, value in spec.extra.items():
-            setattr(ds, keyword, value)
+        for keyword, value in spec.extra.items():  # set raw: invalid values stay invalid
+            ds.add(DataElement(tag_for_keyword(keyword), dictionary_VR(keyword), value))
         out.append(ds)
     return out
 

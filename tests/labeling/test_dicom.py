@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import io
+import logging
+import warnings
 
 import nibabel as nib
 import numpy as np
@@ -60,6 +62,30 @@ def test_a_gantry_tilt_is_refused(tilt_degrees):
     expected = 4 * 3.6 * np.tan(np.deg2rad(tilt_degrees))
     assert f"{expected:.1f} mm off" in dicom.reason_text("sheared", series)
     assert np.allclose(normal @ col_cos, 0)
+
+
+def test_reasons_quote_code_strings_only():
+    groups = study()
+    ct = next(s for s in groups.values() if s[0].SeriesDescription == "CT HEAD")
+    assert dicom.reason_text("not_mr", ct) == "not an MR series (Modality CT)"
+    derived = next(s for s in groups.values() if s[0].SeriesDescription == "T1 MPR SAG")
+    assert "DERIVED\\SECONDARY\\MPR" in dicom.reason_text("derived", derived)
+    with dicom.quiet():
+        ct[0].Modality = "Dr Doe"  # invalid CS, set on purpose
+    assert "Doe" not in dicom.reason_text("not_mr", ct)
+
+
+def test_quiet_keeps_header_values_out_of_logs_and_warnings(caplog):
+    caplog.set_level(logging.DEBUG)
+    ds = sim.series_datasets(sim.USABLE[0], shape=SHAPE, study_uid="1.2.3", frame_uid="1.2.4")[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds.PatientBirthDate = "DOE JANE 1961"  # invalid DA: pydicom quotes it
+        with dicom.quiet():
+            ds.StudyDate = "DOE JANE 1962"
+    said = caplog.text + " ".join(str(w.message) for w in caught)
+    assert "DOE JANE 1961" in said  # outside: quoted (the check can fail)
+    assert "DOE JANE 1962" not in said
 
 
 def test_missing_slice_message_counts_them():

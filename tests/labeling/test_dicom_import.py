@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import warnings
 import zipfile
 
 import nibabel as nib
@@ -54,8 +55,9 @@ def phi_forms() -> list[bytes]:
     return sorted(f.encode() for f in forms)
 
 
-def import_study(world, **kwargs):
-    return services.dicom_study_import(project=world.project, actor=world.lead, archive=io.BytesIO(study_zip(**kwargs)))
+def import_study(world, raw: bytes | None = None, **kwargs):
+    raw = study_zip(**kwargs) if raw is None else raw
+    return services.dicom_study_import(project=world.project, actor=world.lead, archive=io.BytesIO(raw))
 
 
 @pytest.mark.django_db
@@ -208,6 +210,31 @@ def test_no_phi_anywhere_the_server_wrote(world, _media_root, tmp_path, caplog, 
     # Logs, the API's answer and the command's output.
     said = caplog.text + response.content.decode() + output.out + output.err
     assert not [f for f in forms if f.decode().lower() in said.lower()]
+
+
+@pytest.mark.django_db
+def test_invalid_header_values_are_never_quoted_in_logs_or_warnings(world, caplog, recwarn):
+    """A regression check: invalid or overlong values in the headers leave no trace in logs or warnings.
+
+    (pydicom quotes invalid values when they are set or written; the import runs inside
+    labeling.dicom.quiet, whose own test shows that it silences them.)
+    """
+    bad = {"PatientBirthDate": "DOE^JANE^Q 1961", "InstitutionName": sim.FAKE_PHI["InstitutionName"] * 3}
+    spec = sim.spec_with(sim.USABLE[0], extra=bad)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.getLogger("pydicom").disabled = True
+        try:
+            raw = study_zip(specs=(spec,))
+        finally:
+            logging.getLogger("pydicom").disabled = False
+    caplog.clear()
+    caplog.set_level(logging.DEBUG)
+    recwarn.clear()
+    report = import_study(world, raw)
+    assert report["stored"] == 1
+    said = caplog.text + " ".join(str(w.message) for w in recwarn)
+    assert not [f for f in phi_forms() if f.decode().lower() in said.lower()]
 
 
 @pytest.mark.django_db
