@@ -502,6 +502,8 @@ def series_convert(series: list[Dataset], *, timeout_s: float = 120, tol_mm: flo
             result = subprocess.run(command, capture_output=True, timeout=timeout_s, check=False)
         except subprocess.TimeoutExpired as exc:
             raise DicomError("conversion_failed", "dcm2niix took too long") from exc
+        except OSError as exc:  # not there, not executable
+            raise DicomError("no_converter", "dcm2niix cannot be run; install it (pip install dcm2niix)") from exc
         outputs = sorted(target.glob("*.nii"))
         if result.returncode != 0 or len(outputs) != 1:
             raise DicomError("conversion_failed", f"dcm2niix made {len(outputs)} volume(s) (exit {result.returncode})")

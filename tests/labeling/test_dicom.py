@@ -137,6 +137,14 @@ def test_dcm2niix_agrees_with_the_headers_on_oblique_non_square_gapped_series(de
     np.testing.assert_array_equal(np.asarray(theirs.dataobj), np.asarray(ours.dataobj))
 
 
+def test_no_converter_is_a_refusal(monkeypatch, tmp_path):
+    monkeypatch.setenv("DCM2NIIX", str(tmp_path / "no-such-dcm2niix"))
+    series = sim.series_datasets(sim.USABLE[0], shape=SHAPE, study_uid="1.2.3", frame_uid="1.2.4")
+    with pytest.raises(dicom.DicomError) as caught:
+        dicom.series_convert(series)
+    assert caught.value.code == "no_converter"
+
+
 def test_converted_header_text_is_empty():
     series = sim.series_datasets(sim.USABLE[1], shape=SHAPE, study_uid="1.2.3", frame_uid="1.2.4")
     header = nib.Nifti1Image.from_bytes(gzip.decompress(dicom.series_convert(series).nifti)).header

@@ -9,6 +9,7 @@ command's output.
 from __future__ import annotations
 
 import gzip
+import importlib
 import io
 import logging
 import warnings
@@ -107,6 +108,18 @@ def test_projects_get_their_own_secret_and_pseudonyms(world):
     services.dicom_study_import(project=other, actor=world.lead, archive=io.BytesIO(study_zip(broken=False)))
     subjects = {s.project_id: s.subject_id for s in Scan.objects.all()}
     assert subjects[world.project.pk] != subjects[other.pk]
+
+
+@pytest.mark.django_db
+def test_the_migration_gives_existing_projects_one_key_each(world):
+    from django.apps import apps
+
+    one_key_each = importlib.import_module("labeling.migrations.0009_project_deid_secret").one_key_each
+    services.project_create(actor=world.lead, name="second")
+    Project.objects.update(deid_secret="0" * 64)  # as AddField's one default leaves them
+    one_key_each(apps, None)
+    keys = list(Project.objects.values_list("deid_secret", flat=True))
+    assert len(set(keys)) == len(keys) == 2 and "0" * 64 not in keys
 
 
 @pytest.mark.django_db
