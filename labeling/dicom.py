@@ -61,6 +61,8 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian as EXPLICIT_VR_LE
+from pydicom.uid import MRImageStorage as MR_IMAGE_STORAGE
 
 REASONS = {
     "not_mr": "not an MR series (Modality {value})",
@@ -172,13 +174,19 @@ def slices_sorted(series: list[Dataset]) -> tuple[list[Dataset], np.ndarray]:
     return [series[i] for i in order], along[order]
 
 
+def _image_type(ds: Dataset) -> list[str]:
+    """ImageType as a list of strings (pydicom gives a single value as a plain string)."""
+    value = ds.get("ImageType") or []
+    return [str(value)] if isinstance(value, str | bytes) else [str(v) for v in value]
+
+
 def series_check(series: list[Dataset], *, tol_mm: float = 0.05) -> str | None:
     """The reason code this series cannot make a scan, or None when it can (see the module)."""
     first = series[0]
     modality = str(first.get("Modality", ""))
     if modality != "MR":
         return "not_mr"
-    image_type = [str(v).upper() for v in (first.get("ImageType") or [])]
+    image_type = [v.upper() for v in _image_type(first)]
     if "LOCALIZER" in image_type:
         return "localizer"
     if "DERIVED" in image_type or "SECONDARY" in image_type:
@@ -194,7 +202,11 @@ def series_check(series: list[Dataset], *, tol_mm: float = 0.05) -> str | None:
         ref = geometries[0][index]
         if any(not np.allclose(g[index], ref, atol=1e-4) for g in geometries):
             return "inconsistent_geometry"
-    if len({(int(ds.Rows), int(ds.Columns)) for ds in series}) > 1:
+    try:
+        sizes = {(int(ds.Rows), int(ds.Columns)) for ds in series}
+    except (AttributeError, TypeError, ValueError):
+        return "no_geometry"
+    if len(sizes) > 1:
         return "inconsistent_geometry"
     if _off_normal_mm(series) > tol_mm:
         return "sheared"
@@ -237,7 +249,7 @@ def reason_text(code: str, series: list[Dataset]) -> str:
     if code == "not_mr":
         value = _code_string(str(first.get("Modality", "")))
     elif code == "derived":
-        value = _code_string("\\".join(str(v) for v in first.get("ImageType") or []))
+        value = _code_string("\\".join(_image_type(first)))
     elif code == "missing_slices":
         _, along = slices_sorted(series)
         steps = np.diff(along)
@@ -437,9 +449,9 @@ def deidentify(ds: Dataset, *, subject: str, offset_days: int, secret: bytes, re
     out.DeidentificationMethod = METHOD
     out.LongitudinalTemporalInformationModified = "MODIFIED"
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = out.SOPClassUID
+    meta.MediaStorageSOPClassUID = out.get("SOPClassUID") or MR_IMAGE_STORAGE
     meta.MediaStorageSOPInstanceUID = out.get("SOPInstanceUID", uid_replace("none", secret=secret))
-    meta.TransferSyntaxUID = ds.file_meta.TransferSyntaxUID
+    meta.TransferSyntaxUID = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None) or EXPLICIT_VR_LE
     out.file_meta = meta
     return out
 

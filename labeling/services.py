@@ -1266,7 +1266,8 @@ def _dicom_study_import(*, project: Project, actor, archive, split: str) -> dict
             continue
         patient = str(series[0].get("PatientID", "") or "")
         subject = dicom.pseudonym(patient_id=patient, secret=secret)
-        session = dicom.pseudonym(patient_id=str(series[0].StudyInstanceUID), secret=secret, prefix="ses-")
+        study = str(series[0].get("StudyInstanceUID", "") or "")
+        session = dicom.pseudonym(patient_id=study, secret=secret, prefix="ses-")
         offset = dicom.date_offset_days(patient_id=patient, secret=secret)
         clean = [
             dicom.deidentify(ds, subject=subject, offset_days=offset, secret=secret, record=record) for ds in series

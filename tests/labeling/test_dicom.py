@@ -88,6 +88,27 @@ def test_quiet_keeps_header_values_out_of_logs_and_warnings(caplog):
     assert "DOE JANE 1962" not in said
 
 
+def test_malformed_headers_are_reasons_not_crashes():
+    def series():
+        return sim.series_datasets(sim.USABLE[0], shape=SHAPE, study_uid="1.2.3", frame_uid="1.2.4")
+
+    single = series()
+    for ds in single:
+        ds.ImageType = "LOCALIZER"  # one value: pydicom gives a plain string
+    assert dicom.series_check(single) == "localizer"
+    no_rows = series()
+    del no_rows[1].Rows
+    assert dicom.series_check(no_rows) == "no_geometry"
+    no_position = series()
+    del no_position[0].ImagePositionPatient
+    assert dicom.series_check(no_position) == "no_geometry"
+    bare = series()[0]
+    del bare.SOPClassUID
+    del bare.file_meta
+    clean = dicom.deidentify(bare, subject="s", offset_days=-1, secret=b"k", record=dicom.DeidRecord())
+    assert clean.file_meta.MediaStorageSOPClassUID
+
+
 def test_missing_slice_message_counts_them():
     groups = study()
     series = next(s for s in groups.values() if s[0].SeriesDescription == "T2 AX missing slice")
