@@ -131,14 +131,20 @@ def series_datasets(
     frame_uid: str,
     seed: int = 0,
     phi: dict | None = None,
+    volume: np.ndarray | None = None,
 ) -> list[Dataset]:
     """One series: a dataset per slice, in instance order (missing ones left out).
 
-    ``shape`` is ``(columns, rows, slices)``.
+    ``shape`` is ``(columns, rows, slices)``. ``volume`` (same axis order, any real dtype) is
+    written instead of the phantom, rounded and clipped to uint16; its shape wins.
     """
     phi = FAKE_PHI if phi is None else phi
+    if volume is not None:
+        shape = tuple(volume.shape)
+        volume = np.clip(np.round(volume), 0, 65535).astype(np.uint16)
     n_slices = spec.n_slices or shape[2]
-    volume = phantom((shape[0], shape[1], n_slices), contrast=spec.contrast, seed=seed + spec.number)
+    if volume is None:
+        volume = phantom((shape[0], shape[1], n_slices), contrast=spec.contrast, seed=seed + spec.number)
     row_cos, col_cos = oblique_cosines(spec.degrees)
     normal = np.cross(row_cos, col_cos)
     origin = np.array([-shape[0] * spec.pixel_spacing[1] / 2, -shape[1] * spec.pixel_spacing[0] / 2, -20.0])
@@ -229,6 +235,34 @@ def study_datasets(
     for spec in specs:
         out += series_datasets(spec, shape=shape, study_uid=study_uid, frame_uid=frame_uid, seed=seed, phi=phi)
     return out
+
+
+def subject_study(*, seed: int = 0, contrasts: tuple[str, ...] = ("T1w", "FLAIR"), phi: dict | None = None):
+    """A study of one SIMULATED subject (``simulation.simulate_subject`` on the 2 mm MNI152
+    anatomy, one series per contrast, 2 mm isotropic, oblique). Returns the datasets and the
+    images written, by contrast (float32 arrays indexed (column, row, slice))."""
+    from .anatomy import mni152_anatomy
+    from .subjects import simulate_subject
+
+    anatomy = mni152_anatomy(resolution=2)
+    study_uid, frame_uid = _uid("study", "subject", seed), _uid("frame", "subject", seed)
+    datasets, images = [], {}
+    for number, contrast in enumerate(contrasts, start=2):
+        image = simulate_subject(anatomy, seed=seed, contrast=contrast).image
+        spec = SeriesSpec(
+            f"{contrast} simulated", number, pixel_spacing=(2.0, 2.0), thickness=2.0, spacing=2.0, **_TIMINGS[contrast]
+        )
+        datasets += series_datasets(spec, study_uid=study_uid, frame_uid=frame_uid, seed=seed, phi=phi, volume=image)
+        images[contrast] = image
+    return datasets, images
+
+
+_TIMINGS = {
+    "T1w": {"tr": 2300.0, "te": 2.98, "ti": 900.0},
+    "T2w": {"tr": 5000.0, "te": 95.0, "ti": None},
+    "PDw": {"tr": 3000.0, "te": 12.0, "ti": None},
+    "FLAIR": {"tr": 9000.0, "te": 81.0, "ti": 2500.0},
+}
 
 
 def study_write(folder: str | Path, **kwargs) -> list[Path]:

@@ -101,6 +101,30 @@ def test_the_stored_volume_holds_the_series_pixels_where_the_headers_put_them(wo
 
 
 @pytest.mark.django_db
+def test_a_simulated_subject_at_2mm_keeps_its_voxels(world):
+    """The simulated T1w and FLAIR of one subject, written as oblique DICOM and imported."""
+    datasets, images = sim.subject_study(seed=3)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for n, ds in enumerate(datasets):
+            raw = io.BytesIO()
+            ds.save_as(raw, enforce_file_format=True)
+            archive.writestr(f"{n:05d}.dcm", raw.getvalue())
+    report = import_study(world, buffer.getvalue())
+    assert report["stored"] == 2, report["results"]
+    roles = {"T1w": "T1w", "FLAIR": "FLAIR"}
+    for contrast, role in roles.items():
+        scan = Scan.objects.get(project=world.project, sequence=role)
+        series = [ds for ds in datasets if ds.SeriesDescription == f"{contrast} simulated"]
+        written = np.clip(np.round(images[contrast]), 0, 65535).astype(np.uint16)
+        expected = nib.as_closest_canonical(nib.Nifti1Image(written, dicom.series_affine(series)))
+        stored = nib.as_closest_canonical(nib.load(scan.image.path))
+        assert stored.shape == images[contrast].shape
+        np.testing.assert_allclose(stored.affine, expected.affine, atol=0.05)
+        np.testing.assert_array_equal(np.asarray(stored.dataobj), np.asarray(expected.dataobj))
+
+
+@pytest.mark.django_db
 def test_projects_get_their_own_secret_and_pseudonyms(world):
     other = services.project_create(actor=world.lead, name="other")
     assert len(world.project.deid_secret) == 64 and other.deid_secret != world.project.deid_secret
