@@ -1399,4 +1399,47 @@ class ScanArchiveApi(APIView):
         return Response(result)
 
 
+class DicomStudyApi(APIView):
+    """A .zip of one DICOM study (leads and admins): each usable MR series becomes a de-identified scan.
+
+    Synchronous, within the archive limits (``MRIANNOT_MAX_ARCHIVE_BYTES``, members and sizes as for
+    a .zip of scans). One result per series, never naming a file or a header value: ``stored`` (with
+    the scan, its role and dcm2niix's geometry difference in mm), ``duplicate`` or ``refused`` with a
+    reason (localizer, derived, not MR, single slice, missing slices, spacing, burned-in text,
+    conversion). One scan per series for now, its role in ``sequence`` (``docs/dicom.md``).
+    """
+
+    parser_classes = [MultiPartParser, FormParser]
+
+    class InputSerializer(serializers.Serializer):
+        file = serializers.FileField(help_text=".zip of a DICOM study's files (any folder layout)")
+        split = serializers.ChoiceField(choices=Split.choices, default=Split.UNASSIGNED)
+
+    @extend_schema(
+        request={"multipart/form-data": InputSerializer},
+        responses=inline_serializer(
+            "DicomStudyResult",
+            {
+                "results": serializers.ListField(child=serializers.DictField()),
+                "ignored_files": serializers.IntegerField(),
+                "stored": serializers.IntegerField(),
+                "duplicate": serializers.IntegerField(),
+                "refused": serializers.IntegerField(),
+            },
+        ),
+    )
+    def post(self, request, project_id: int):
+        project = get_visible_project(request, project_id)
+        require_manager(request, project)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        upload = data.validated_data["file"]
+        upload_bytes_check(upload)
+        upload.seek(0)
+        result = services.dicom_study_import(
+            project=project, actor=request.user, archive=upload.file, split=data.validated_data["split"]
+        )
+        return Response(result)
+
+
 name_nested_serializers(globals())

@@ -101,7 +101,14 @@ def _ignored(name: str) -> bool:
     return name.endswith("/") or name.startswith("__MACOSX/") or last.startswith("._") or last == ".DS_Store"
 
 
-def open_archive(archive: BinaryIO, *, max_members: int, max_member_bytes: int, max_total_bytes: int) -> Archive:
+def open_archive(
+    archive: BinaryIO,
+    *,
+    max_members: int,
+    max_member_bytes: int,
+    max_total_bytes: int,
+    suffixes: tuple[str, ...] | None = NIFTI_SUFFIXES,
+) -> Archive:
     """Open a zip from a seekable binary file and check its whole directory (see the module docstring).
 
     Parameters
@@ -110,6 +117,8 @@ def open_archive(archive: BinaryIO, *, max_members: int, max_member_bytes: int, 
     max_members : the most entries the archive may list (folders and skipped files count)
     max_member_bytes : the most one member may declare (uncompressed)
     max_total_bytes : the most the members may declare together (uncompressed)
+    suffixes : the file names a member may end with (lower case); None: any (a DICOM study,
+        whose files often have no suffix); the others are skipped
     """
     try:
         opened = zipfile.ZipFile(archive)
@@ -153,7 +162,7 @@ def open_archive(archive: BinaryIO, *, max_members: int, max_member_bytes: int, 
         if _ignored(name):
             continue
         filename = name.rsplit("/", 1)[-1]
-        if not filename.lower().endswith(NIFTI_SUFFIXES):
+        if suffixes is not None and not filename.lower().endswith(suffixes):
             skipped.append((name, "not_nifti", "not a NIfTI file (.nii or .nii.gz)"))
             continue
         members.append(Member(name=name, filename=filename, size=info.file_size, info=info))

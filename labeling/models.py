@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 
 from django.conf import settings
@@ -50,6 +51,11 @@ class PrelabelPolicy(models.TextChoices):
     OFF = "off", "Off: no pre-label is shown"
     OFFERED = "offered", "Offered: the rater chooses blank or the model"
     APPLIED = "applied", "Applied: the viewer starts from the model"
+
+
+def deid_secret_new() -> str:
+    """A project's de-identification key: 32 random bytes, hex (pseudonyms, UIDs, date shifts)."""
+    return secrets.token_hex(32)
 
 
 class Project(models.Model):
@@ -103,6 +109,12 @@ class Project(models.Model):
     )
     is_simulated = models.BooleanField(
         default=False, help_text="The scans are simulated (for example the demo cohort from MNI152)."
+    )
+    deid_secret = models.CharField(
+        max_length=64,
+        default=deid_secret_new,
+        editable=False,
+        help_text="Key of the DICOM import's pseudonyms (HMAC-SHA256); never shown by the API.",
     )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)

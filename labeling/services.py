@@ -31,7 +31,7 @@ from mriannot.fields import TEXT_MAX_CHARS
 from mriannot.refusals import InputRefused
 from mriannot.storage import file_delete, file_write
 
-from . import archives, volumes
+from . import archives, dicom, volumes
 from . import metadata as scan_metadata
 from .models import (
     AnnotationRevision,
@@ -1194,3 +1194,121 @@ def scans_archive_create(
         data={"members": len(opened.members), **counts},
     )
     return {"results": results, **counts}
+
+
+# --- DICOM import ------------------------------------------------------------------------------
+
+
+def _dicom_metadata(series) -> dict:
+    """The scan metadata a series gives: its role, and its field strength when it is plausible."""
+    meta = {"sequence": dicom.series_role(series)}
+    try:
+        return scan_metadata.clean_record({**meta, "field_strength": series[0].get("MagneticFieldStrength")})
+    except (ValidationFailed, InputRefused):
+        return scan_metadata.clean_record(meta)
+
+
+#: What the audit event keeps of each series' result.
+AUDITED_RESULT_KEYS = ("series", "series_number", "role", "status", "error", "scan")
+
+
+def dicom_study_import(*, project: Project, actor, archive, split: str = "unassigned") -> dict:
+    """Store each usable MR series of a zipped DICOM study as a de-identified scan; one result per series.
+
+    Synchronous and bounded by the archive limits (``MRIANNOT_MAX_ARCHIVE_*``): the whole study
+    is held in memory while it is grouped. Each series is checked (:func:`labeling.dicom.series_check`),
+    de-identified (:func:`labeling.dicom.deidentify`: the subject is the project's HMAC pseudonym of
+    PatientID, dates shifted by the pseudonym's offset), converted by dcm2niix with its geometry
+    checked, and stored by :func:`scan_create` under a pseudonymous name with its role in
+    ``Scan.sequence``: one scan per series (multi-channel scans are not done). Nothing read from
+    the headers but the role, the field strength and the pseudonyms is stored, logged or
+    answered; member names are never echoed (they may name the patient). The audit event names
+    the de-identification profile and the attributes removed or replaced, never their values.
+    """
+    with dicom.quiet():  # pydicom quotes invalid header values in its warnings
+        return _dicom_study_import(project=project, actor=actor, archive=archive, split=split)
+
+
+def _dicom_study_import(*, project: Project, actor, archive, split: str) -> dict:
+    opened = archives.open_archive(
+        archive,
+        max_members=settings.MRIANNOT_MAX_ARCHIVE_MEMBERS,
+        max_member_bytes=settings.MRIANNOT_MAX_UPLOAD_BYTES,
+        max_total_bytes=settings.MRIANNOT_MAX_ARCHIVE_BYTES,
+        suffixes=None,
+    )
+    datasets, ignored = [], 0
+    for member in opened.members:
+        ds = dicom.dataset_read(opened.read(member))
+        if ds is None:
+            ignored += 1
+        else:
+            datasets.append(ds)
+    if not datasets:
+        raise ValidationFailed(
+            "The archive holds no DICOM image; zip the study's DICOM files (any folder layout).", code="no_dicom"
+        )
+    secret = bytes.fromhex(project.deid_secret)
+    record = dicom.DeidRecord()
+    results = []
+    for index, series in enumerate(dicom.series_group(datasets).values(), start=1):
+        number = series[0].get("SeriesNumber")
+        result = {
+            "series": index,
+            "series_number": int(number) if isinstance(number, int) else None,
+            "slices": len(series),
+            "role": dicom.series_role(series),
+        }
+        results.append(result)
+        reason = dicom.series_check(series)
+        if reason is not None:
+            result.update(status="refused", error=reason, detail=dicom.reason_text(reason, series))
+            continue
+        patient = str(series[0].get("PatientID", "") or "")
+        subject = dicom.pseudonym(patient_id=patient, secret=secret)
+        study = str(series[0].get("StudyInstanceUID", "") or "")
+        session = dicom.pseudonym(patient_id=study, secret=secret, prefix="ses-")
+        offset = dicom.date_offset_days(patient_id=patient, secret=secret)
+        clean = [
+            dicom.deidentify(ds, subject=subject, offset_days=offset, secret=secret, record=record) for ds in series
+        ]
+        try:
+            converted = dicom.series_convert(clean)
+            scan = scan_create(
+                project=project,
+                actor=actor,
+                raw=converted.nifti,
+                filename=f"{subject}_{session}_run-{index:02d}_{result['role']}.nii.gz",
+                subject_id=subject,
+                session_id=session,
+                split=split,
+                metadata=_dicom_metadata(series),
+            )
+        except dicom.DicomError as error:
+            result.update(status="refused", error=error.code, detail=error.message)
+            continue
+        except Conflict as error:
+            if error.code != "duplicate_scan":
+                raise
+            result.update(status="duplicate", scan=error.extra.get("scan"), error=error.code, detail=error.message)
+            continue
+        except (ServiceError, InputRefused) as error:
+            result.update(status="refused", error=error.code, detail=error.message)
+            continue
+        result.update(status="stored", scan=scan.pk, geometry_error_mm=round(converted.affine_error_mm, 4))
+    counts = {s: sum(1 for r in results if r["status"] == s) for s in ("stored", "duplicate", "refused")}
+    audit_log(
+        actor=actor,
+        project=project,
+        action="scan.dicom_import",
+        target=project,
+        data={
+            "files": len(datasets),
+            "ignored_files": ignored,
+            "series": len(results),
+            **counts,
+            "results": [{k: r.get(k) for k in AUDITED_RESULT_KEYS} for r in results],
+            "deidentification": record.as_dict(),
+        },
+    )
+    return {"results": results, "ignored_files": ignored, **counts}

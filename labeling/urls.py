@@ -20,6 +20,7 @@ urlpatterns = [
     path("projects/<id:project_id>/labels/<id:label_id>/", apis.LabelClassDetailApi.as_view(), name="label-detail"),
     path("projects/<id:project_id>/scans/", apis.ScanListApi.as_view(), name="scan-list"),
     path("projects/<id:project_id>/scan-archives/", apis.ScanArchiveApi.as_view(), name="scan-archive"),
+    path("projects/<id:project_id>/dicom-studies/", apis.DicomStudyApi.as_view(), name="dicom-study"),
     path("projects/<id:project_id>/scan-metadata/", apis.ScanMetadataApi.as_view(), name="scan-metadata"),
     path("projects/<id:project_id>/splits/", apis.SplitApplyApi.as_view(), name="split-apply"),
     path("projects/<id:project_id>/splits/preview/", apis.SplitPreviewApi.as_view(), name="split-preview"),

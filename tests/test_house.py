@@ -25,10 +25,12 @@ KERNELS = [
     "simulation.subjects",
     "simulation.raters",
     "simulation.panels",
+    "simulation.dicom",
     "labeling.volumes",
     "labeling.metadata",
     "labeling.splits",
     "labeling.archives",
+    "labeling.dicom",
 ]
 
 
