@@ -1352,6 +1352,18 @@ class ScanMetadataApi(APIView):
         return Response({**selectors.metadata_csv_preview(project=project, raw=raw), "applied": False})
 
 
+def _archive_upload(request, project_id: int, serializer_class):
+    """A lead's archive upload: the project, the validated input and the archive's file, size-checked."""
+    project = get_visible_project(request, project_id)
+    require_manager(request, project)
+    data = serializer_class(data=request.data)
+    data.is_valid(raise_exception=True)
+    upload = data.validated_data["file"]
+    upload_bytes_check(upload)
+    upload.seek(0)
+    return project, data, upload.file
+
+
 class ScanArchiveApi(APIView):
     """A .zip of NIfTI files, each stored as a scan (leads and admins); one result per member.
 
@@ -1382,17 +1394,11 @@ class ScanArchiveApi(APIView):
         ),
     )
     def post(self, request, project_id: int):
-        project = get_visible_project(request, project_id)
-        require_manager(request, project)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        upload = data.validated_data["file"]
-        upload_bytes_check(upload)
-        upload.seek(0)
+        project, data, archive = _archive_upload(request, project_id, self.InputSerializer)
         result = services.scans_archive_create(
             project=project,
             actor=request.user,
-            archive=upload.file,
+            archive=archive,
             metadata=ScanMetadataInput.metadata(data.validated_data),
             split=data.validated_data["split"],
         )
@@ -1429,15 +1435,9 @@ class DicomStudyApi(APIView):
         ),
     )
     def post(self, request, project_id: int):
-        project = get_visible_project(request, project_id)
-        require_manager(request, project)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        upload = data.validated_data["file"]
-        upload_bytes_check(upload)
-        upload.seek(0)
+        project, data, archive = _archive_upload(request, project_id, self.InputSerializer)
         result = services.dicom_study_import(
-            project=project, actor=request.user, archive=upload.file, split=data.validated_data["split"]
+            project=project, actor=request.user, archive=archive, split=data.validated_data["split"]
         )
         return Response(result)
 

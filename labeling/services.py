@@ -102,6 +102,17 @@ def stored_file(name: str, data: bytes, *, shared: bool = False):
         raise
 
 
+def label_map_for_scan(*, scan: Scan, raw: bytes):
+    """Decode ``raw`` as a label map of ``scan``: its grid, the project's label values, the size limit."""
+    return volumes.load_label_map(
+        raw,
+        reference_shape=tuple(scan.shape),
+        reference_affine=scan.affine,
+        allowed_values=label_values(project=scan.project),
+        max_decompressed_bytes=settings.MRIANNOT_MAX_DECOMPRESSED_BYTES,
+    )
+
+
 def _check_upload_size(raw: bytes) -> None:
     if len(raw) > settings.MRIANNOT_MAX_UPLOAD_BYTES:
         raise TooLarge(
@@ -753,13 +764,7 @@ def revision_create(
         )
     _check_upload_size(raw)
     scan = assignment.scan
-    labels = volumes.load_label_map(
-        raw,
-        reference_shape=tuple(scan.shape),
-        reference_affine=scan.affine,
-        allowed_values=label_values(project=scan.project),
-        max_decompressed_bytes=settings.MRIANNOT_MAX_DECOMPRESSED_BYTES,
-    )
+    labels = label_map_for_scan(scan=scan, raw=raw)
     # A viewer that loaded our canonical scan sends the canonical form already: keep it.
     data = raw if volumes.storable_as_sent(raw) else volumes.label_map_to_bytes(labels, scan.affine)
     digest = sha256_hex(data)

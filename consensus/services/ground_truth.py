@@ -6,13 +6,12 @@ from __future__ import annotations
 import uuid
 
 import numpy as np
-from django.conf import settings
 from django.db import transaction
 
 from labeling import volumes
 from labeling.models import Scan, ScanStatus
-from labeling.selectors import label_values, scan_in_rework
-from labeling.services import audit_log, label_counts, sha256_hex, stored_file
+from labeling.selectors import scan_in_rework
+from labeling.services import audit_log, label_counts, label_map_for_scan, sha256_hex, stored_file
 from mriannot.errors import Conflict, ValidationFailed
 from mriannot.jobs import JobStatus
 
@@ -104,13 +103,7 @@ def ground_truth_edit(*, scan: Scan, actor, raw: bytes, run: ConsensusRun | None
     """A lead saves an edited label map (validated like any label upload) as the ground truth."""
     if run is not None and run.scan_id != scan.pk:
         raise ValidationFailed(f"Run {run.pk} belongs to another scan.", code="wrong_run")
-    labels = volumes.load_label_map(
-        raw,
-        reference_shape=tuple(scan.shape),
-        reference_affine=scan.affine,
-        allowed_values=label_values(project=scan.project),
-        max_decompressed_bytes=settings.MRIANNOT_MAX_DECOMPRESSED_BYTES,
-    )
+    labels = label_map_for_scan(scan=scan, raw=raw)
     data = volumes.label_map_to_bytes(labels, np.asarray(scan.affine, dtype=np.float64))
     uid = uuid.uuid4()
     with transaction.atomic():
