@@ -18,6 +18,13 @@ from .models import ModelVersion
 
 
 class ModelVersionOutput(serializers.ModelSerializer):
+    channels = serializers.ListField(
+        child=serializers.CharField(),
+        source="channel_roles",
+        read_only=True,
+        help_text="the sequences the network reads, in order; empty: the scan's image alone",
+    )
+
     class Meta:
         model = ModelVersion
         fields = [
@@ -31,6 +38,7 @@ class ModelVersionOutput(serializers.ModelSerializer):
             "trigger",
             "ground_truth_ids",
             "validation_ground_truth_ids",
+            "channels",
             "hyperparameters",
             "validation_dice",
             "validation_dice_per_scan",

@@ -35,6 +35,15 @@ class ModelVersion(Job):
     def __str__(self) -> str:
         return f"{self.project} model v{self.version} ({self.status})"
 
+    @property
+    def channel_roles(self) -> list[str]:
+        """The sequences the network reads, in order (``hyperparameters.network.input_roles``).
+
+        Empty: the scan's own image alone (a project that declares no channels, or a version
+        trained before channels were recorded).
+        """
+        return list((self.hyperparameters or {}).get("network", {}).get("input_roles", []))
+
 
 class ScanScore(models.Model):
     """A scan's uncertainty under one model version (or its cold-start rank when there is none)."""

@@ -95,6 +95,11 @@ class NetworkConfig:
         Margin added around the foreground box, mm.
     clip_z : float
         z-scores are clipped to ``[-clip_z, clip_z]``.
+    input_roles : tuple of str
+        Names of the input channels, in order (the sequences of a scan, e.g.
+        ``("T1w", "FLAIR")``), stacked channel-first; the first sets the crop. Empty: one
+        unnamed channel, the scan's own image (checkpoints written before channels had names
+        read back so).
     """
 
     labels: tuple[int, ...] = (0, 1, 2, 3, 4)
@@ -106,6 +111,7 @@ class NetworkConfig:
     crop_foreground: bool = True
     crop_margin_mm: float = 4.0
     clip_z: float = 5.0
+    input_roles: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         labels = tuple(_int(v, "labels") for v in self.labels)
@@ -137,6 +143,9 @@ class NetworkConfig:
             raise ValueError(f"crop_margin_mm: expected >= 0, got {self.crop_margin_mm}")
         if not float(self.clip_z) > 0.0:
             raise ValueError(f"clip_z: expected > 0, got {self.clip_z}")
+        roles = tuple(self.input_roles)
+        if not all(isinstance(r, str) and r for r in roles) or len(set(roles)) != len(roles):
+            raise ValueError(f"input_roles: expected distinct non-empty names, got {roles}")
         # Normalise to plain tuples and Python scalars (JSON round trip, equality).
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "working_shape", shape)
@@ -147,6 +156,12 @@ class NetworkConfig:
         object.__setattr__(self, "crop_foreground", bool(self.crop_foreground))
         object.__setattr__(self, "crop_margin_mm", float(self.crop_margin_mm))
         object.__setattr__(self, "clip_z", float(self.clip_z))
+        object.__setattr__(self, "input_roles", roles)
+
+    @property
+    def in_channels(self) -> int:
+        """Number of input channels: ``len(input_roles)``, 1 when unnamed."""
+        return max(1, len(self.input_roles))
 
     @property
     def n_classes(self) -> int:
@@ -183,7 +198,7 @@ def build_network(config: NetworkConfig) -> torch.nn.Module:
     Returns
     -------
     torch.nn.Module
-        Input ``(N, 1, X, Y, Z)`` float32 on the working grid, output logits
+        Input ``(N, config.in_channels, X, Y, Z)`` float32 on the working grid, output logits
         ``(N, C, X, Y, Z)`` with ``C = config.n_classes``. Weights are drawn from torch's
         global RNG; the module is in training mode.
 
@@ -200,7 +215,7 @@ def build_network(config: NetworkConfig) -> torch.nn.Module:
         raise TypeError(f"config: expected a NetworkConfig, got {type(config).__name__}")
     return UNet(
         spatial_dims=3,
-        in_channels=1,
+        in_channels=config.in_channels,
         out_channels=config.n_classes,
         channels=config.channels,
         strides=config.strides,

@@ -3,7 +3,10 @@ pre-labels, editing effort."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from labeling.models import Assignment, PrelabelPolicy, Project, Scan, ScanStatus
+from labeling.selectors import MissingChannels, scan_channel_list
 from mriannot.jobs import JobStatus
 
 from .models import EditingEffort, ModelVersion, ScanScore
@@ -18,13 +21,42 @@ def latest_model(*, project: Project) -> ModelVersion | None:
     return project.model_versions.filter(status=JobStatus.DONE).order_by("-version").first()
 
 
+def scan_input_files(*, scan: Scan, roles: Sequence[str]) -> list:
+    """The files a network reading ``roles`` (:attr:`ModelVersion.channel_roles`) takes from a scan,
+    in that order: the scan's image for its own sequence, its channels for the others. No roles:
+    the scan's image alone.
+
+    Raises :class:`labeling.selectors.MissingChannels` (``roles``: which) when the scan lacks some.
+    """
+    if not roles:
+        return [scan.image]
+    rows = {row["role"]: row for row in scan_channel_list(scan=scan)}
+    missing = [role for role in roles if not (role in rows and rows[role]["present"])]
+    if missing:
+        raise MissingChannels(scan.pk, missing)
+    return [rows[role]["channel"].image if rows[role]["channel"] is not None else scan.image for role in roles]
+
+
+def unscored_reason(*, scan: Scan, model: ModelVersion | None) -> str | None:
+    """Why the model cannot score a scan (it lacks a sequence the model reads), or None."""
+    roles = model.channel_roles if model is not None else []
+    try:
+        scan_input_files(scan=scan, roles=roles)
+    except MissingChannels as missing:
+        return (
+            f"Not scored: the scan has no {', '.join(missing.roles)} (model v{model.version} reads {', '.join(roles)})."
+        )
+    return None
+
+
 def ranking(*, project: Project) -> tuple[ModelVersion | None, list[dict]]:
     """The open scans in the order annotators will see them, with their scores under the latest
-    model (unscored scans last)."""
+    model (unscored scans last; ``unscored_reason`` says why when the scan lacks a sequence the
+    model reads)."""
     model = latest_model(project=project)
     scores = {s.scan_id: s for s in ScanScore.objects.filter(scan__project=project, model_version=model)}
     rows = []
-    for scan in open_scans(project=project):
+    for scan in open_scans(project=project).select_related("project").prefetch_related("channels"):
         score = scores.get(scan.pk)
         rows.append(
             {
@@ -36,6 +68,7 @@ def ranking(*, project: Project) -> tuple[ModelVersion | None, list[dict]]:
                 "bald": score.bald if score else None,
                 "disagreement": score.disagreement if score else None,
                 "strategy": score.strategy if score else None,
+                "unscored_reason": None if score else unscored_reason(scan=scan, model=model),
             }
         )
     rows.sort(key=lambda r: (r["score"] is None, -(r["score"] or 0)))

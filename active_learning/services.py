@@ -11,6 +11,12 @@
   strategy score as their worklist priority.
 - Before any model (cold start), scans are ordered by diversity (greedy k-centre on image
   features), and the project says so in ``priority_note``.
+- Several sequences: a version trains on the sequences the project declares
+  (``Project.channels``), recorded as its network's ``input_roles``
+  (:attr:`ModelVersion.channel_roles`); ground truths whose scans lack one are skipped and
+  recorded (``hyperparameters["skipped_missing_channels"]``). Scoring and pre-labels read the
+  version's own roles; a scan lacking one gets no score (the ranking says why) and no
+  pre-label. A version with no roles reads the scan's image alone.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from labeling.models import (
     Scan,
     Split,
 )
-from labeling.selectors import assignment_head, label_values
+from labeling.selectors import MissingChannels, assignment_head, label_values
 from labeling.services import audit_log
 from mriannot.errors import Conflict
 from mriannot.jobs import JobStatus, job_execute, job_progress, job_send_if_stale
@@ -42,7 +48,7 @@ from mriannot.version import code_version
 
 from . import network, training, uncertainty, working_grid
 from .models import EditingEffort, ModelVersion, ScanScore
-from .selectors import latest_model, open_scans, prelabel_for
+from .selectors import latest_model, open_scans, prelabel_for, scan_input_files
 from .tasks import model_version_train_task, scores_update_task
 
 STRATEGY_KERNEL = {  # project strategy -> the score it ranks by
@@ -54,8 +60,12 @@ STRATEGY_KERNEL = {  # project strategy -> the score it ranks by
 
 
 def network_config(*, project: Project) -> network.NetworkConfig:
+    """The network of a new version: the project's labels, and one input channel per sequence it
+    declares (none declared: the scan's image)."""
     overrides = getattr(settings, "MRIANNOT_AL_NETWORK", {})
-    return network.NetworkConfig(labels=tuple(label_values(project=project)), **overrides)
+    return network.NetworkConfig(
+        labels=tuple(label_values(project=project)), input_roles=tuple(project.channels or ()), **overrides
+    )
 
 
 def training_config(*, seed: int) -> training.TrainingConfig:
@@ -66,6 +76,32 @@ def training_config(*, seed: int) -> training.TrainingConfig:
 def _read_volume(field) -> tuple[np.ndarray, np.ndarray]:
     with default_storage.open(field.name, "rb") as handle:
         return volumes.read_array(handle.read())
+
+
+def _read_input(scan: Scan, roles) -> np.ndarray:
+    """The scan as a network reading ``roles`` takes it: ``(C, X, Y, Z)`` in that order, or the
+    scan's image ``(X, Y, Z)`` when there are no roles. Raises :class:`MissingChannels`."""
+    files = scan_input_files(scan=scan, roles=roles)
+    if not roles:
+        return _read_volume(files[0])[0]
+    arrays = [_read_volume(field)[0] for field in files]
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1:
+        raise ValueError(f"scan {scan.pk}: its channels {list(roles)} have different shapes {sorted(shapes)}")
+    return np.stack([a.astype(np.float32, copy=False) for a in arrays])
+
+
+def _with_channels(truths: list[GroundTruth], roles, split: str) -> tuple[list[GroundTruth], list[dict]]:
+    """The ground truths whose scans hold every sequence of ``roles``, and a record of the others."""
+    usable, skipped = [], []
+    for truth in truths:
+        try:
+            scan_input_files(scan=truth.scan, roles=roles)
+        except MissingChannels as missing:
+            skipped.append({"ground_truth": truth.pk, "scan": truth.scan_id, "split": split, "missing": missing.roles})
+        else:
+            usable.append(truth)
+    return usable, skipped
 
 
 def _truths(project: Project, split: str) -> list[GroundTruth]:
@@ -88,11 +124,18 @@ def model_version_request(*, project: Project, actor=None, trigger: str = "manua
         if pending is not None:
             job_send_if_stale(pending)  # a lost message or a dead worker: send it again
             return pending, False
-        if not _truths(project, Split.TRAIN):
+        truths = _truths(project, Split.TRAIN)
+        if not truths:
             raise Conflict(
                 "No training ground truth yet: the model trains on scans of the 'train' split that have "
                 "a ground truth.",
                 code="no_training_data",
+            )
+        if not _with_channels(truths, list(project.channels), Split.TRAIN)[0]:
+            raise Conflict(
+                f"No training scan with a ground truth holds every sequence the project declares "
+                f"({', '.join(project.channels)}): add the missing channels first.",
+                code="missing_channels",
             )
         number = (project.model_versions.aggregate(n=Max("version"))["n"] or 0) + 1
         version = ModelVersion.objects.create(project=project, version=number, trigger=trigger, requested_by=actor)
@@ -102,12 +145,14 @@ def model_version_request(*, project: Project, actor=None, trigger: str = "manua
 
 
 def retrain_if_due(*, project: Project) -> ModelVersion | None:
-    """Queue a retraining when ``al_retrain_every`` training ground truths arrived since the last model."""
+    """Queue a retraining when ``al_retrain_every`` training ground truths arrived since the last model
+    (counting only those whose scans hold every sequence the project declares)."""
     seen: set[int] = set()
     latest = project.model_versions.exclude(status=JobStatus.FAILED).order_by("-version").first()
     if latest is not None:
         seen = set(latest.ground_truth_ids)
-    new = [t for t in _truths(project, Split.TRAIN) if t.pk not in seen]
+    usable, _ = _with_channels(_truths(project, Split.TRAIN), list(project.channels), Split.TRAIN)
+    new = [t for t in usable if t.pk not in seen]
     if len(new) < project.al_retrain_every:
         return None
     version, _ = model_version_request(project=project, trigger="auto")
@@ -126,7 +171,7 @@ def model_version_train(*, version_id: int) -> ModelVersion:
 def _load_pairs(truths: list[GroundTruth], config: network.NetworkConfig) -> tuple[list, list]:
     images, targets = [], []
     for truth in truths:
-        image, _ = _read_volume(truth.scan.image)
+        image = _read_input(truth.scan, config.input_roles)
         labels, _ = _read_volume(truth.file)
         working, geometry = working_grid.to_working(image, config=config, spacing=truth.scan.spacing)
         images.append(working)
@@ -137,9 +182,18 @@ def _load_pairs(truths: list[GroundTruth], config: network.NetworkConfig) -> tup
 def _train(version: ModelVersion) -> ModelVersion:
     project = version.project
     config = network_config(project=project)
-    train_truths = _truths(project, Split.TRAIN)
-    val_truths = _truths(project, Split.VALIDATION)
-    _progress(version.pk, 0.02, f"preparing {len(train_truths)} training scans")
+    roles = list(config.input_roles)
+    train_truths, skipped = _with_channels(_truths(project, Split.TRAIN), roles, Split.TRAIN)
+    val_truths, skipped_val = _with_channels(_truths(project, Split.VALIDATION), roles, Split.VALIDATION)
+    skipped += skipped_val
+    lacking = sorted({role for row in skipped for role in row["missing"]})
+    skip_note = f"; skipped {len(skipped)} ground truths lacking {', '.join(lacking)}" if skipped else ""
+    if not train_truths:
+        raise Conflict(
+            f"No training scan with a ground truth holds every sequence the project declares ({', '.join(roles)}).",
+            code="missing_channels",
+        )
+    _progress(version.pk, 0.02, f"preparing {len(train_truths)} training scans{skip_note}")
     images, targets = _load_pairs(train_truths, config)
     hyper = training_config(seed=version.version)
     result = training.train_segmentation(
@@ -183,16 +237,21 @@ def _train(version: ModelVersion) -> ModelVersion:
         version.validation_ground_truth_ids = metadata["validation_ground_truth_ids"]
         version.validation_dice = dice
         version.validation_dice_per_scan = dice_per_scan
-        version.hyperparameters = result.hyperparameters()
+        version.hyperparameters = {**result.hyperparameters(), "skipped_missing_channels": skipped}
         version.code_version = metadata["code_version"]
-        version.mark_done(f"trained on {len(train_truths)} scans in {result.seconds:.0f} s")
+        version.mark_done(f"trained on {len(train_truths)} scans in {result.seconds:.0f} s{skip_note}")
         version.save()
         audit_log(
             actor=None,
             project=project,
             action="model.trained",
             target=version,
-            data={"validation_dice": dice, "ground_truths": len(train_truths)},
+            data={
+                "validation_dice": dice,
+                "ground_truths": len(train_truths),
+                "channels": roles,
+                "skipped_missing_channels": len(skipped),
+            },
         )
         scores_update_request(project=project)
     return version
@@ -225,13 +284,14 @@ def scores_update(*, project_id: int) -> dict:
     scans, not the whole project, and a retried task redoes nothing.
     """
     project = Project.objects.get(pk=project_id)
-    scans = list(open_scans(project=project))
+    scans = list(open_scans(project=project).select_related("project").prefetch_related("channels"))
     model_version = latest_model(project=project)
     strategy = STRATEGY_KERNEL[project.al_strategy]
     if not scans:
         return {"scored": 0, "computed": 0}
     known = {score.scan_id: score for score in ScanScore.objects.filter(model_version=model_version, scan__in=scans)}
     computed = 0
+    unscorable: dict[int, list[str]] = {}  # scan -> the sequences the model reads that it lacks
     if model_version is None:
         config = network_config(project=project)
         features = []
@@ -253,9 +313,16 @@ def scores_update(*, project_id: int) -> dict:
         note = "Cold start: no model yet, scans in diversity order (greedy k-centre on image features)."
     else:
         model = config = None
-        to_score = [s for s in scans if s.pk not in known or not known[s.pk].prelabel]
+        roles = model_version.channel_roles
+        for scan in scans:  # a scan lacking a sequence the model reads: no score, no pre-label
+            try:
+                scan_input_files(scan=scan, roles=roles)
+            except MissingChannels as missing:
+                unscorable[scan.pk] = missing.roles
+        scorable = [s for s in scans if s.pk not in unscorable]
+        to_score = [s for s in scorable if s.pk not in known or not known[s.pk].prelabel]
         rows = []
-        for scan in scans:
+        for scan in scorable:
             cached = known.get(scan.pk)
             if cached is not None and cached.prelabel:
                 rows.append(
@@ -276,7 +343,7 @@ def scores_update(*, project_id: int) -> dict:
             ModelVersion.objects.filter(pk=model_version.pk).update(
                 message=f"scoring scan {computed} of {len(to_score)}"
             )
-            image, _ = _read_volume(scan.image)
+            image = _read_input(scan, roles)
             working, geometry = working_grid.to_working(image, config=config, spacing=scan.spacing)
             samples = training.mc_dropout_probabilities(model, working, n_samples=8, seed=scan.pk)
             summary = uncertainty.scan_uncertainty(samples, margin=3)
@@ -295,7 +362,9 @@ def scores_update(*, project_id: int) -> dict:
                     prelabel=name,
                 )
             )
-        if strategy == "random":
+        if not rows:
+            values = np.empty(0)
+        elif strategy == "random":
             values = uncertainty.random_scores(len(rows), seed=model_version.version)
         elif strategy == "combined":
             values = uncertainty.combined_scores(
@@ -310,6 +379,9 @@ def scores_update(*, project_id: int) -> dict:
                 row["disagreement"] = None
         label = dict(ALStrategy.choices)[project.al_strategy]
         note = f"Model v{model_version.version}: scans ordered by {label}."
+        if unscorable:
+            lacking = sorted({role for missing in unscorable.values() for role in missing})
+            note += f" {len(unscorable)} not scored (no {', '.join(lacking)})."
 
     with transaction.atomic():
         for row in rows:
@@ -321,12 +393,18 @@ def scores_update(*, project_id: int) -> dict:
             Assignment.objects.filter(scan=row["scan"]).exclude(status=AssignmentStatus.SUBMITTED).update(
                 priority=row["score"]
             )
+        if unscorable:  # no score: last in the worklists, as in the ranking
+            Assignment.objects.filter(scan_id__in=list(unscorable)).exclude(status=AssignmentStatus.SUBMITTED).update(
+                priority=0.0
+            )
+        note = note[:200]
         Project.objects.filter(pk=project.pk).update(priority_note=note)
         if model_version is not None:
             ModelVersion.objects.filter(pk=model_version.pk).update(scored_at=timezone.now(), message=note)
     return {
         "scored": len(rows),
         "computed": computed,
+        "unscored": len(unscorable),
         "model_version": model_version.version if model_version else None,
         "note": note,
     }

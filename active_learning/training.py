@@ -219,16 +219,21 @@ class TrainingResult:
 
 
 def _working_image(image: Any, config: NetworkConfig | None, name: str) -> np.ndarray:
+    """A working image as ``(C, X, Y, Z)`` float32 (a 3-D one is one channel)."""
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
     image = np.asarray(image)
-    if image.ndim != 3:
-        raise ValueError(f"{name}: expected a 3-D working image (X, Y, Z), got {image.shape}")
-    if config is not None and image.shape != config.working_shape:
+    if image.ndim == 3:
+        image = image[None]
+    if image.ndim != 4 or image.shape[0] < 1:
+        raise ValueError(f"{name}: expected a working image (X, Y, Z) or (C, X, Y, Z), got {image.shape}")
+    if config is not None and image.shape[1:] != config.working_shape:
         raise ValueError(
-            f"{name}: shape {image.shape} differs from working_shape {config.working_shape}; "
+            f"{name}: shape {image.shape[1:]} differs from working_shape {config.working_shape}; "
             "map scans with active_learning.working_grid.to_working first"
         )
+    if config is not None and image.shape[0] != config.in_channels:
+        raise ValueError(f"{name}: {image.shape[0]} channels, the network takes {config.in_channels}")
     if not np.issubdtype(image.dtype, np.number) or not np.isfinite(image).all():
         raise ValueError(f"{name}: expected finite real intensities")
     return image.astype(np.float32, copy=False)
@@ -289,8 +294,9 @@ def train_segmentation(
 
     Parameters
     ----------
-    images : sequence of ndarray of shape ``config.working_shape``, float
-        z-scored scans from :func:`active_learning.working_grid.to_working`; not modified.
+    images : sequence of ndarray of shape ``config.working_shape`` or ``(C, *working_shape)``, float
+        z-scored scans from :func:`active_learning.working_grid.to_working`, with
+        ``C = config.in_channels`` channels; not modified.
     targets : sequence of ndarray of shape ``config.working_shape``, integer
         Class indices 0..C-1 from :func:`active_learning.working_grid.labels_to_working`,
         one per image; not modified.
@@ -376,19 +382,20 @@ def train_segmentation(
                     present = [v for v in class_voxels[index] if v.size]
                     if present:
                         voxels = present[int(rng.integers(len(present)))]
-                        centre = np.unravel_index(int(rng.choice(voxels)), x.shape)
-                start = _patch_start(rng, x.shape, patch, centre)
+                        centre = np.unravel_index(int(rng.choice(voxels)), y.shape)
+                start = _patch_start(rng, y.shape, patch, centre)
                 box = tuple(slice(s, s + p) for s, p in zip(start, patch, strict=True))
-                px, py = x[box], y[box]
+                px, py = x[(slice(None), *box)], y[box]
                 for axis in training.flip_axes:
                     if rng.random() < 0.5:
-                        px, py = np.flip(px, axis), np.flip(py, axis)
-                if training.intensity_jitter:
-                    a, b = rng.uniform(-training.intensity_jitter, training.intensity_jitter, 2)
-                    px = px * np.float32(1.0 + a) + np.float32(b)
+                        px, py = np.flip(px, axis + 1), np.flip(py, axis)
+                if training.intensity_jitter:  # a scale and a shift per channel
+                    jitter = rng.uniform(-training.intensity_jitter, training.intensity_jitter, (len(px), 2))
+                    a, b = jitter[:, :1, None, None], jitter[:, 1:, None, None]
+                    px = px * (1.0 + a).astype(np.float32) + b.astype(np.float32)
                 batch_x.append(np.ascontiguousarray(px, dtype=np.float32))
                 batch_y.append(np.ascontiguousarray(py))
-            tx = torch.from_numpy(np.stack(batch_x))[:, None]
+            tx = torch.from_numpy(np.stack(batch_x))
             ty = torch.from_numpy(np.stack(batch_y))[:, None]
             optimiser.zero_grad(set_to_none=True)
             loss = loss_fn(model(tx), ty)
@@ -429,15 +436,16 @@ def predict_probabilities(model: torch.nn.Module, image: np.ndarray) -> np.ndarr
     model : torch.nn.Module
         From :func:`train_segmentation` or ``load_checkpoint``; its train/eval mode is
         restored afterwards.
-    image : ndarray of shape (X, Y, Z), float
-        Working image (:func:`active_learning.working_grid.to_working`); not modified.
+    image : ndarray of shape (X, Y, Z) or (C, X, Y, Z), float
+        Working image (:func:`active_learning.working_grid.to_working`), the model's input
+        channels; not modified.
 
     Returns
     -------
     ndarray of shape (C, X, Y, Z), float32
     """
     model = _check_model(model)
-    x = torch.from_numpy(_working_image(image, None, "image").copy())[None, None]
+    x = torch.from_numpy(_working_image(image, None, "image").copy())[None]
     was_training = model.training
     try:
         model.eval()
@@ -462,8 +470,8 @@ def mc_dropout_probabilities(
     model : torch.nn.Module
         With dropout layers; only they are set to sample, normalisation stays in
         evaluation mode; every mode is restored afterwards.
-    image : ndarray of shape (X, Y, Z), float
-        Working image; not modified.
+    image : ndarray of shape (X, Y, Z) or (C, X, Y, Z), float
+        Working image, the model's input channels; not modified.
     n_samples : int, keyword-only
         Number of passes T (default 8; MONAI Label uses 5).
     seed : int, keyword-only
@@ -485,7 +493,7 @@ def mc_dropout_probabilities(
         batch_size = n_samples
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
-    x = torch.from_numpy(_working_image(image, None, "image").copy())[None, None]
+    x = torch.from_numpy(_working_image(image, None, "image").copy())[None]
     outputs = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
@@ -530,8 +538,8 @@ def predict_labels(
     Parameters
     ----------
     model : torch.nn.Module
-    image : ndarray of shape (X, Y, Z), real
-        The scan as stored (original resolution); not modified.
+    image : ndarray of shape (X, Y, Z) or (C, X, Y, Z), real
+        The scan as stored (original resolution), the model's input channels; not modified.
     config : NetworkConfig
         The model's config (from ``load_checkpoint``).
     spacing : sequence of 3 float, keyword-only

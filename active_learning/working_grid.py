@@ -11,7 +11,9 @@ Pure module: numpy, scikit-image and torch. Volumes are indexed ``(X, Y, Z)`` as
    the largest slice count of foreground voxels (stray noise voxels do not widen it),
    grown by ``crop_margin_mm`` on each side and clipped to the volume.
 3. Normalise: ``z = (image - mean) / std`` over the foreground voxels of the whole
-   scan, clipped to ``[-clip_z, clip_z]``.
+   scan, clipped to ``[-clip_z, clip_z]``. A scan of several co-registered channels
+   (``(C, X, Y, Z)``: T1w, FLAIR, ...) is cropped by its first channel's foreground, and each
+   channel is z-scored on its own foreground, resampled alike and stacked channel-first.
 4. Resample with ONE isotropic factor, so that anatomy keeps its physical proportions:
    the largest mm-per-voxel grid on which the crop fits ``working_shape``. Shrinking
    averages over each output voxel (area, ``adaptive_avg_pool3d``), enlarging is
@@ -158,8 +160,10 @@ def to_working(
 
     Parameters
     ----------
-    image : ndarray of shape (X, Y, Z), real
-        The scan at its original resolution; finite; not modified.
+    image : ndarray of shape (X, Y, Z), or (C, X, Y, Z) for C co-registered channels, real
+        The scan at its original resolution; finite; not modified. With several channels the
+        first (the scan's own image) sets the foreground crop; each channel is z-scored on
+        its own foreground and padded with its own lowest value.
     config : NetworkConfig
         Gives ``working_shape``, ``crop_foreground``, ``crop_margin_mm`` and ``clip_z``.
     spacing : sequence of 3 float
@@ -167,10 +171,11 @@ def to_working(
 
     Returns
     -------
-    volume : ndarray of shape ``config.working_shape``, float32
-        z-scored intensities on the working grid.
+    volume : ndarray of shape ``config.working_shape`` (or ``(C, *working_shape)``), float32
+        z-scored intensities on the working grid, the input's rank.
     geometry : WorkingGeometry
-        What :func:`labels_to_working` and :func:`probabilities_to_labels` need.
+        What :func:`labels_to_working` and :func:`probabilities_to_labels` need (``mean`` and
+        ``std`` of the first channel).
 
     Examples
     --------
@@ -180,49 +185,69 @@ def to_working(
     ...                       config=cfg)
     >>> vol.shape, geo.content_shape, geo.working_spacing_mm
     ((8, 8, 8), (8, 8, 8), 2.0)
+    >>> to_working(np.stack([np.ones((16, 16, 16)), np.eye(16)[:, :, None] * np.ones(16)]),
+    ...            config=cfg)[0].shape
+    (2, 8, 8, 8)
     """
     if not isinstance(config, NetworkConfig):
         raise TypeError(f"config: expected a NetworkConfig, got {type(config).__name__}")
-    image = _check_volume(image, "image")
-    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
-        raise ValueError(f"image: expected real intensities, got dtype {image.dtype}")
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    image = np.asarray(image)
+    stacked = image.ndim == 4
+    if stacked and image.shape[0] < 1:
+        raise ValueError(f"image: expected at least one channel, got shape {image.shape}")
+    channels = (
+        [_check_image(c, f"image[{i}]") for i, c in enumerate(image)] if stacked else [_check_image(image, "image")]
+    )
     spacing = _check_spacing(spacing)
-    image = image.astype(np.float32, copy=False)
-    if not np.isfinite(image).all():
-        raise ValueError("image: contains NaN or infinite values")
 
-    mask = _foreground(image)
-    values = image[mask]
-    mean = float(values.mean(dtype=np.float64))
-    std = float(values.std(dtype=np.float64))
-    if not std > 0:
-        std = 1.0
+    mask = _foreground(channels[0])
     if config.crop_foreground:
         crop = _crop_box(mask, spacing, config.crop_margin_mm)
     else:
-        crop = tuple((0, n) for n in image.shape)
-    cropped = image[tuple(slice(a, b) for a, b in crop)]
-
+        crop = tuple((0, n) for n in channels[0].shape)
     extent_mm = [(b - a) * s for (a, b), s in zip(crop, spacing, strict=True)]
     scale = min(w / e for w, e in zip(config.working_shape, extent_mm, strict=True))
     content = tuple(int(min(max(round(e * scale), 1), w)) for e, w in zip(extent_mm, config.working_shape, strict=True))
     offset = tuple((w - c) // 2 for w, c in zip(config.working_shape, content, strict=True))
 
-    z = (torch.from_numpy(np.ascontiguousarray(cropped)).double() - mean) / std
-    z = z.clamp_(-config.clip_z, config.clip_z).float()[None, None]
-    z = _resize(z, content)[0, 0]
-    out = torch.full(config.working_shape, float(z.min()), dtype=torch.float32)
-    out[tuple(slice(o, o + c) for o, c in zip(offset, content, strict=True))] = z
+    outs, stats = [], []
+    for index, channel in enumerate(channels):
+        values = channel[mask if index == 0 else _foreground(channel)]
+        mean = float(values.mean(dtype=np.float64))
+        std = float(values.std(dtype=np.float64))
+        if not std > 0:
+            std = 1.0
+        stats.append((mean, std))
+        cropped = channel[tuple(slice(a, b) for a, b in crop)]
+        z = (torch.from_numpy(np.ascontiguousarray(cropped)).double() - mean) / std
+        z = z.clamp_(-config.clip_z, config.clip_z).float()[None, None]
+        z = _resize(z, content)[0, 0]
+        out = torch.full(config.working_shape, float(z.min()), dtype=torch.float32)
+        out[tuple(slice(o, o + c) for o, c in zip(offset, content, strict=True))] = z
+        outs.append(out.numpy())
     geometry = WorkingGeometry(
-        original_shape=tuple(int(n) for n in image.shape),
+        original_shape=tuple(int(n) for n in channels[0].shape),
         crop=tuple((int(a), int(b)) for a, b in crop),
         content_shape=content,
         offset=offset,
         working_spacing_mm=float(1.0 / scale),
-        mean=mean,
-        std=std,
+        mean=stats[0][0],
+        std=stats[0][1],
     )
-    return out.numpy(), geometry
+    return (np.stack(outs) if stacked else outs[0]), geometry
+
+
+def _check_image(image: np.ndarray, name: str) -> np.ndarray:
+    """A finite real 3-D scan as float32."""
+    image = _check_volume(image, name)
+    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
+        raise ValueError(f"{name}: expected real intensities, got dtype {image.dtype}")
+    image = image.astype(np.float32, copy=False)
+    if not np.isfinite(image).all():
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    return image
 
 
 def _check_geometry(geometry: WorkingGeometry, config: NetworkConfig) -> None:

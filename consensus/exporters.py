@@ -1,13 +1,20 @@
-"""Dataset writers (nnU-Net v2 raw, MONAI datalist, BIDS derivatives) and the export checker.
+"""Dataset writers (nnU-Net v2 raw, MONAI datalist, BIDS derivatives, DICOM-SEG) and the export checker.
 
 No Django here: the service gathers :class:`ExportCase` objects (bytes and metadata) and
 these functions lay them out in a folder, write the datasheet, the per-scan agreement CSV
 and the sha256 manifest, then :func:`verify_export` re-reads everything before the export is
-offered. Volumes are copied as stored (already RAS+, gzip), never resampled.
+offered. Volumes are copied as stored (already RAS+, gzip), never resampled. A case holds one
+image per channel (T1w, FLAIR, ...), all on the grid of the first. DICOM-SEG lives in
+``consensus/dicomseg.py`` (imported when asked for: it needs highdicom).
+
+The BIDS layout passes the BIDS validator (``bids-validator-deno``) without errors: every image
+has a sidecar, files BIDS has no name for (datasheet, agreement, manifest, a channel of
+unspecified contrast) are listed in ``.bidsignore``.
 
 References: nnU-Net ``documentation/dataset_format.md``; MONAI
-``monai/data/decathlon_datalist.py``; BIDS derivatives (``src/derivatives/imaging.md``);
-Gebru et al., "Datasheets for Datasets", CACM 2021; Mongan et al., CLAIM, Radiol AI 2020.
+``monai/data/decathlon_datalist.py``; BIDS 1.10 derivatives (``src/derivatives/imaging.md``,
+``common-principles.md``: BIDS URIs, ``.bidsignore``); Gebru et al., "Datasheets for
+Datasets", CACM 2021; Mongan et al., CLAIM, Radiol AI 2020.
 """
 
 from __future__ import annotations
@@ -19,14 +26,19 @@ import io
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-FORMATS = ("nnunet", "monai", "bids")
+FORMATS = ("nnunet", "monai", "bids", "dicomseg")
 SPLITS = ("train", "validation", "test", "unassigned")
+#: BIDS anat suffix of each channel role. ``other`` (a contrast the project does not name) has
+#: none: BIDS has no suffix for an unspecified contrast and any other would claim a weighting,
+#: so that channel is written as ``..._desc-preproc_other.nii.gz`` and listed in ``.bidsignore``.
+BIDS_SUFFIX = {"T1w": "T1w", "T2w": "T2w", "FLAIR": "FLAIR", "PD": "PDw"}
+BIDS_VERSION = "1.10.0"
 
 
 @dataclass(frozen=True)
@@ -35,18 +47,24 @@ class ExportCase:
 
     case_id: str
     split: str
-    image: bytes
+    images: tuple[tuple[str, bytes], ...]  # (role, image bytes) per channel, in order; the first is the grid
     labels: bytes
     ground_truth: dict  # provenance: source, run, method, options, revisions, lead, code version
     agreement: dict  # per-scan figures for agreement.csv
     posterior: bytes | None = None  # 4-D float32, channel axis last, order = posterior_labels
     posterior_labels: tuple[int, ...] = ()
     raters: tuple[tuple[str, bytes], ...] = ()  # (rater pseudonym, label map bytes)
+    dicom_source: bytes | None = None  # zip of the de-identified DICOM slices of the first channel
 
 
 @dataclass(frozen=True)
 class ExportSpec:
-    """What the export is: format, options, the label schema and the facts for the datasheet."""
+    """What the export is: format, options, the label schema and the facts for the datasheet.
+
+    ``channels``: the role of each image of a case, in order (every case has them all); empty
+    when the project declares none (one image per case, whose role may differ between cases).
+    ``authors``: the people named in BIDS ``dataset_description.json``.
+    """
 
     format: str
     project_name: str
@@ -56,6 +74,8 @@ class ExportSpec:
     dataset_id: int = 500
     code_version: str = "unknown"
     datasheet: dict = field(default_factory=dict)
+    channels: tuple[str, ...] = ()
+    authors: tuple[str, ...] = ()
 
 
 def _slug(text: str) -> str:
@@ -64,6 +84,19 @@ def _slug(text: str) -> str:
 
 def _abbr(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "", name.upper())[:8] or "L"
+
+
+def _abbreviations(labels: dict[int, tuple[str, str]]) -> dict[int, str]:
+    """Value -> a distinct alphanumeric abbreviation (BIDS ``label-<abbr>``, ``dseg.tsv``)."""
+    out: dict[int, str] = {}
+    for value in sorted(labels):
+        abbr = base = _abbr(labels[value][0])
+        n = 1
+        while abbr in out.values():
+            n += 1
+            abbr = f"{base[: 8 - len(str(n))]}{n}"
+        out[value] = abbr
+    return out
 
 
 def _write(root: Path, rel: str, data: bytes) -> str:
@@ -105,7 +138,26 @@ def _float_nifti(data: np.ndarray, affine: np.ndarray) -> bytes:
     img = nib.Nifti1Image(np.asarray(data, np.float32), affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
+    img.header.set_xyzt_units(xyz="mm", t="sec")
     return gzip.compress(img.to_bytes(), compresslevel=1, mtime=0)
+
+
+def _channels(spec: ExportSpec, cases: Sequence[ExportCase]) -> tuple[str, ...]:
+    """The channel roles of the export: ``spec.channels``, or when empty the cases' own roles
+    (``T1w/T2w`` where single-image cases differ). Raises ValueError when cases disagree."""
+    for case in cases:
+        roles = [role for role, _ in case.images]
+        if not roles or len(set(roles)) != len(roles):
+            raise ValueError(f"{case.case_id}: needs one image per channel, got roles {roles}")
+        if spec.channels and tuple(roles) != spec.channels:
+            raise ValueError(f"{case.case_id}: channels {roles} differ from the export's {list(spec.channels)}")
+    if spec.channels or not cases:
+        return spec.channels
+    counts = {len(case.images) for case in cases}
+    if len(counts) != 1:
+        raise ValueError(f"cases hold different numbers of channels: {sorted(counts)}")
+    per_channel = [dict.fromkeys(case.images[k][0] for case in cases) for k in range(counts.pop())]
+    return tuple("/".join(roles) for roles in per_channel)
 
 
 def write_export(
@@ -117,14 +169,24 @@ def write_export(
     """
     if spec.format not in FORMATS:
         raise ValueError(f"format: {spec.format!r} is not one of {FORMATS}")
+    spec = replace(spec, channels=_channels(spec, cases))
     root.mkdir(parents=True, exist_ok=True)
-    writer = {"nnunet": _write_nnunet, "monai": _write_monai, "bids": _write_bids}[spec.format]
+    if spec.format == "dicomseg":
+        from .dicomseg import write_dicomseg as writer
+    else:
+        writer = {"nnunet": _write_nnunet, "monai": _write_monai, "bids": _write_bids}[spec.format]
     base = writer(root, spec, cases, progress or (lambda f, m: None))
     _write_agreement_csv(root / base, cases)
     _write_datasheet(root / base, spec, cases)
     _write_manifest(root / base)
     counts = {split: sum(1 for c in cases if c.split == split) for split in SPLITS}
-    return {"folder": base, "cases": len(cases), "per_split": counts, "format": spec.format}
+    return {
+        "folder": base,
+        "cases": len(cases),
+        "per_split": counts,
+        "format": spec.format,
+        "channels": list(spec.channels),
+    }
 
 
 def _write_nnunet(root: Path, spec: ExportSpec, cases, progress) -> str:
@@ -135,13 +197,14 @@ def _write_nnunet(root: Path, spec: ExportSpec, cases, progress) -> str:
     for i, case in enumerate(cases):
         test = case.split == "test"
         images, labels = ("imagesTs", "labelsTs") if test else ("imagesTr", "labelsTr")
-        _write(out, f"{images}/{case.case_id}_0000.nii.gz", case.image)
+        for k, (_, raw) in enumerate(case.images):
+            _write(out, f"{images}/{case.case_id}_{k:04d}.nii.gz", raw)
         _write(out, f"{labels}/{case.case_id}.nii.gz", _remap(case.labels, mapping))
         n_train += not test
         _write_extras(out, spec, case, mapping)
         progress((i + 1) / len(cases), f"wrote {case.case_id}")
     dataset = {
-        "channel_names": {"0": "T1"},
+        "channel_names": {str(k): role for k, role in enumerate(spec.channels)},
         "labels": {"background": 0, **{spec.labels[v][0]: mapping[v] for v in sorted(spec.labels) if v != 0}},
         "numTraining": n_train,
         "file_ending": ".nii.gz",
@@ -169,11 +232,15 @@ def _write_monai(root: Path, spec: ExportSpec, cases, progress) -> str:
     key = {"train": "training", "unassigned": "training", "validation": "validation", "test": "test"}
     identity = {v: v for v in spec.labels} | {0: 0}
     for i, case in enumerate(cases):
-        image = _write(out, f"images/{case.case_id}.nii.gz", case.image)
+        if len(case.images) == 1:
+            image = _write(out, f"images/{case.case_id}.nii.gz", case.images[0][1])
+        else:
+            image = [_write(out, f"images/{case.case_id}_{role}.nii.gz", raw) for role, raw in case.images]
         label = _write(out, f"labels/{case.case_id}.nii.gz", case.labels)
         datalist[key[case.split]].append({"image": image, "label": label})
         _write_extras(out, spec, case, identity)
         progress((i + 1) / len(cases), f"wrote {case.case_id}")
+    datalist["modality"] = {str(k): role for k, role in enumerate(spec.channels)}
     datalist["labels"] = {str(v): spec.labels[v][0] for v in sorted(spec.labels)}
     _write(out, "datalist.json", _json(datalist))
     return base
@@ -182,20 +249,40 @@ def _write_monai(root: Path, spec: ExportSpec, cases, progress) -> str:
 def _write_bids(root: Path, spec: ExportSpec, cases, progress) -> str:
     base = f"{_slug(spec.project_name)}-derivatives"
     out = root / base
-    values = sorted(spec.labels)
+    abbreviations = _abbreviations(spec.labels)
+    rows = ["index\tname\tabbreviation\tcolor"] + [
+        f"{v}\t{spec.labels[v][0]}\t{abbreviations[v]}\t{spec.labels[v][1]}" for v in sorted(spec.labels)
+    ]
+    lut = ("\n".join(rows) + "\n").encode()
     for i, case in enumerate(cases):
         stem = f"{case.case_id}/anat/{case.case_id}_space-orig"
-        _write(out, f"{stem}_desc-preproc_T1w.nii.gz", case.image)
+        sources = []
+        for k, (role, raw) in enumerate(case.images):
+            name = f"{stem}_desc-preproc_{BIDS_SUFFIX.get(role, 'other')}"
+            sources.append(f"bids::{_write(out, f'{name}.nii.gz', raw)}")
+            about = "reoriented to RAS+, not resampled" if k == 0 else "on the grid of the first channel"
+            _write(
+                out,
+                f"{name}.json",
+                _json(
+                    {
+                        "Description": f"The {role} image as stored by mriannot ({about}).",
+                        "SkullStripped": False,
+                        "SpatialReference": "orig",
+                    }
+                ),
+            )
+        aligned = {"SpatialReference": sources[0], "Sources": sources}
         _write(out, f"{stem}_desc-staple_dseg.nii.gz", case.labels)
+        _write(out, f"{stem}_desc-staple_dseg.tsv", lut)
         _write(
             out,
             f"{stem}_desc-staple_dseg.json",
             _json(
                 {
-                    "Manual": case.ground_truth.get("source") == "edited",
-                    "SpatialReference": "orig",
-                    "Sources": [f"bids:raw:{case.case_id}/anat/{case.case_id}_T1w.nii.gz"],
                     "Description": "Consensus ground truth (multi-label STAPLE; adjudicated when flagged).",
+                    "Manual": case.ground_truth.get("source") == "edited",
+                    **aligned,
                     "Provenance": case.ground_truth,
                 }
             ),
@@ -205,11 +292,20 @@ def _write_bids(root: Path, spec: ExportSpec, cases, progress) -> str:
             for value, channel in zip(case.posterior_labels, channels, strict=True):
                 if value == 0:
                     continue
-                abbr = _abbr(spec.labels[value][0])
-                _write(out, f"{stem}_label-{abbr}_desc-staple_probseg.nii.gz", _float_nifti(channel, affine))
+                name = f"{stem}_label-{abbreviations[value]}_desc-staple_probseg"
+                _write(out, f"{name}.nii.gz", _float_nifti(channel, affine))
+                description = f"STAPLE posterior probability of {spec.labels[value][0]}."
+                _write(out, f"{name}.json", _json({"Description": description, "Manual": False, **aligned}))
         if spec.include_raters:
             for rater, raw in case.raters:
                 _write(out, f"{stem}_desc-{rater}_dseg.nii.gz", raw)
+                _write(out, f"{stem}_desc-{rater}_dseg.tsv", lut)
+                description = f"Labels submitted by pseudonymous rater {rater}, blind to the other raters."
+                _write(
+                    out,
+                    f"{stem}_desc-{rater}_dseg.json",
+                    _json({"Description": description, "Manual": True, **aligned}),
+                )
         progress((i + 1) / len(cases), f"wrote {case.case_id}")
     _write(
         out,
@@ -217,8 +313,9 @@ def _write_bids(root: Path, spec: ExportSpec, cases, progress) -> str:
         _json(
             {
                 "Name": f"{spec.project_name}: consensus segmentations",
-                "BIDSVersion": "1.9.0",
+                "BIDSVersion": BIDS_VERSION,
                 "DatasetType": "derivative",
+                **({"Authors": list(spec.authors)} if spec.authors else {}),
                 "GeneratedBy": [
                     {
                         "Name": "mriannot",
@@ -230,18 +327,19 @@ def _write_bids(root: Path, spec: ExportSpec, cases, progress) -> str:
             }
         ),
     )
-    rows = ["index\tname\tabbreviation\tcolor"] + [
-        f"{v}\t{spec.labels[v][0]}\t{_abbr(spec.labels[v][0])}\t{spec.labels[v][1]}" for v in values
-    ]
-    _write(out, "dseg.tsv", ("\n".join(rows) + "\n").encode())
     descriptions = [
         "desc_id\tdescription",
-        "staple\tConsensus ground truth (STAPLE, adjudicated when flagged)",
-        "preproc\tThe scan as stored by mriannot: reoriented to RAS+, not resampled",
+        "desc-staple\tConsensus ground truth (STAPLE, adjudicated when flagged)",
+        "desc-preproc\tThe scan as stored by mriannot: reoriented to RAS+, further channels on the first one's grid",
     ]
     raters = sorted({r for c in cases for r, _ in c.raters}) if spec.include_raters else []
-    descriptions += [f"{r}\tSubmitted labels of pseudonymous rater {r}" for r in raters]
+    descriptions += [f"desc-{r}\tSubmitted labels of pseudonymous rater {r}" for r in raters]
     _write(out, "descriptions.tsv", ("\n".join(descriptions) + "\n").encode())
+    _write(out, "descriptions.json", _json({"Description": "What each desc-<label> of this dataset names."}))
+    ignore = ["/datasheet.json", "/agreement.csv", "/MANIFEST.sha256"]
+    if any(role not in BIDS_SUFFIX for case in cases for role, _ in case.images):
+        ignore += ["*_desc-preproc_other.nii.gz", "*_desc-preproc_other.json"]
+    _write(out, ".bidsignore", ("\n".join(ignore) + "\n").encode())
     return base
 
 
@@ -282,6 +380,7 @@ def _write_datasheet(out: Path, spec: ExportSpec, cases) -> None:
         "cases": len(cases),
         "per_split": {split: sum(1 for c in cases if c.split == split) for split in SPLITS},
         "labels": {str(v): {"name": n, "color": c} for v, (n, c) in sorted(spec.labels.items())},
+        "channels": list(spec.channels),
         **spec.datasheet,
         "ground_truth_per_case": {c.case_id: c.ground_truth for c in cases},
     }
@@ -299,6 +398,9 @@ def _write_datasheet(out: Path, spec: ExportSpec, cases) -> None:
         "## Composition",
         f"{len(cases)} scans: " + ", ".join(f"{k} {v}" for k, v in sheet["per_split"].items() if v) + ".",
         "Labels: " + ", ".join(f"{v} = {n}" for v, (n, _) in sorted(spec.labels.items())) + ".",
+        f"Images per scan: {', '.join(spec.channels)}"
+        + (" (co-registered sequences; the first is the grid of the labels)." if len(spec.channels) > 1 else "."),
+        _excluded_note(d.get("excluded_scans", [])),
         d.get("composition_note", ""),
         "",
         "## Collection and labelling (CLAIM: ground truth)",
@@ -324,6 +426,10 @@ def _write_datasheet(out: Path, spec: ExportSpec, cases) -> None:
         "",
         "## Preprocessing",
         "Images are stored as uploaded, reoriented to RAS+ (no resampling, no intensity change).",
+        "A further channel acquired on another grid was resampled onto the first channel's grid when it was added"
+        " (trilinear, by the affines, no registration)."
+        if len(spec.channels) > 1
+        else "",
         "",
         "## Uses",
         d.get("uses", "Training and evaluating segmentation models; measuring inter-rater agreement."),
@@ -338,6 +444,13 @@ def _write_datasheet(out: Path, spec: ExportSpec, cases) -> None:
         "",
     ]
     _write(out, "README.md", "\n".join(lines).encode())
+
+
+def _excluded_note(excluded: list[dict]) -> str:
+    if not excluded:
+        return ""
+    reasons = "; ".join(f"scan {row['scan']}: {row['reason']}" for row in excluded)
+    return f"Left out: {len(excluded)} scan(s) lacking a declared channel ({reasons})."
 
 
 def _fmt(value) -> str:
@@ -361,8 +474,8 @@ def _load(path: Path):
 
 
 def verify_export(folder: Path, *, spec: ExportSpec) -> list[str]:
-    """Re-read an export: every volume loads, labels match their image's grid and the schema,
-    the index files agree with the files, the manifest matches. Returns the problems found."""
+    """Re-read an export: every volume loads, labels match the grid of each of their images and
+    the schema, the index files agree with the files, the manifest matches. Returns the problems found."""
     problems: list[str] = []
     manifest = folder / "MANIFEST.sha256"
     if not manifest.exists():
@@ -379,28 +492,37 @@ def verify_export(folder: Path, *, spec: ExportSpec) -> list[str]:
     for rel, digest in listed.items():
         if rel in on_disk and hashlib.sha256((folder / rel).read_bytes()).hexdigest() != digest:
             problems.append(f"{rel}: sha256 does not match the manifest")
+    if spec.format == "dicomseg":
+        from .dicomseg import verify_dicomseg
+
+        return problems + verify_dicomseg(folder, spec=spec)
 
     allowed = set(_consecutive(spec.labels).values()) if spec.format == "nnunet" else set(spec.labels) | {0}
     pairs = _image_label_pairs(folder, spec)
-    for image_rel, label_rel in pairs:
+    for image_rels, label_rel in pairs:
+        if not image_rels:
+            problems.append(f"{label_rel}: no image beside it")
+            continue
         try:
-            image, _ = _load(folder / image_rel)
+            images = [nib.load(str(folder / rel)) for rel in image_rels]  # headers: the data is read below
             label, data = _load(folder / label_rel)
         except Exception as exc:  # noqa: BLE001 - any reader failure is a problem to report, not a crash
-            problems.append(f"{label_rel}: does not load ({exc})")
+            problems.append(f"{label_rel}: it or its images do not load ({exc})")
             continue
-        if image.shape[:3] != label.shape[:3]:
-            problems.append(f"{label_rel}: shape {label.shape} differs from its image {image.shape}")
-        if not np.allclose(image.affine, label.affine, atol=1e-3):
-            problems.append(f"{label_rel}: affine differs from its image")
+        for image_rel, image in zip(image_rels, images, strict=True):
+            if image.shape[:3] != label.shape[:3]:
+                problems.append(f"{label_rel}: shape {label.shape} differs from {image_rel} {image.shape}")
+            if not np.allclose(image.affine, label.affine, atol=1e-3):
+                problems.append(f"{label_rel}: affine differs from {image_rel}")
         if not np.issubdtype(data.dtype, np.integer):
             problems.append(f"{label_rel}: labels are not integers ({data.dtype})")
         extra = set(np.unique(data).tolist()) - allowed
         if extra:
             problems.append(f"{label_rel}: values {sorted(extra)} are not in the schema {sorted(allowed)}")
+    labels = {label_rel for _, label_rel in pairs}
     for path in folder.rglob("*.nii.gz"):
         rel = path.relative_to(folder).as_posix()
-        if rel in {r for pair in pairs for r in pair}:
+        if rel in labels:
             continue
         try:
             _load(path)
@@ -410,20 +532,26 @@ def verify_export(folder: Path, *, spec: ExportSpec) -> list[str]:
     return problems
 
 
-def _image_label_pairs(folder: Path, spec: ExportSpec) -> list[tuple[str, str]]:
+def _image_label_pairs(folder: Path, spec: ExportSpec) -> list[tuple[list[str], str]]:
+    """(the images of a case, its label map), relative to ``folder``, for every labelled case."""
     pairs = []
     if spec.format == "nnunet":
+        n = len(spec.channels) or 1
         for images, labels in (("imagesTr", "labelsTr"), ("imagesTs", "labelsTs")):
             for path in sorted((folder / labels).glob("*.nii.gz")):
                 case = path.name.removesuffix(".nii.gz")
-                pairs.append((f"{images}/{case}_0000.nii.gz", f"{labels}/{path.name}"))
+                pairs.append(([f"{images}/{case}_{k:04d}.nii.gz" for k in range(n)], f"{labels}/{path.name}"))
     elif spec.format == "monai":
         for path in sorted((folder / "labels").glob("*.nii.gz")):
-            pairs.append((f"images/{path.name}", f"labels/{path.name}"))
+            case = path.name.removesuffix(".nii.gz")
+            single = folder / "images" / path.name
+            found = [single] if single.exists() else sorted((folder / "images").glob(f"{case}_*.nii.gz"))
+            pairs.append(([p.relative_to(folder).as_posix() for p in found], f"labels/{path.name}"))
     else:
         for path in sorted(folder.glob("sub-*/anat/*_dseg.nii.gz")):
-            image = re.sub(r"_desc-[A-Za-z0-9]+_dseg\.nii\.gz$", "_desc-preproc_T1w.nii.gz", path.name)
-            pairs.append(((path.parent / image).relative_to(folder).as_posix(), path.relative_to(folder).as_posix()))
+            stem = re.sub(r"_desc-[A-Za-z0-9]+_dseg\.nii\.gz$", "", path.name)
+            found = sorted(path.parent.glob(f"{stem}_desc-preproc_*.nii.gz"))
+            pairs.append(([p.relative_to(folder).as_posix() for p in found], path.relative_to(folder).as_posix()))
     return pairs
 
 
@@ -434,16 +562,28 @@ def _check_index(folder: Path, spec: ExportSpec, pairs) -> list[str]:
         n_train = len(list((folder / "labelsTr").glob("*.nii.gz")))
         if dataset.get("numTraining") != n_train:
             problems.append(f"dataset.json numTraining {dataset.get('numTraining')} but labelsTr holds {n_train}")
-        if len(list((folder / "imagesTr").glob("*_0000.nii.gz"))) != n_train:
-            problems.append("imagesTr and labelsTr do not pair up")
+        channels = dataset.get("channel_names", {})
+        if sorted(channels) != [str(k) for k in range(len(channels))] or (
+            spec.channels and list(channels.values()) != list(spec.channels)
+        ):
+            problems.append(f"dataset.json channel_names {channels} are not the export's channels")
+        images = len(list((folder / "imagesTr").glob("*.nii.gz")))
+        if images != n_train * len(channels) or any(
+            len(list((folder / "imagesTr").glob(f"*_{k:04d}.nii.gz"))) != n_train for k in range(len(channels))
+        ):
+            problems.append(f"imagesTr ({images} files) and labelsTr ({n_train}) do not pair up per channel")
         values = sorted(dataset.get("labels", {}).values())
         if values != list(range(len(values))):
             problems.append(f"dataset.json labels are not consecutive from 0: {values}")
     elif spec.format == "monai":
         datalist = json.loads((folder / "datalist.json").read_text())
+        n = len(spec.channels) or 1
         for key in ("training", "validation", "test"):
             for item in datalist.get(key, []):
-                for rel in (item["image"], item["label"]):
+                images = item["image"] if isinstance(item["image"], list) else [item["image"]]
+                if len(images) != n or isinstance(item["image"], list) != (n > 1):
+                    problems.append(f"datalist.json {key}: {item['image']} is not one image per channel ({n})")
+                for rel in (*images, item["label"]):
                     if not (folder / rel).is_file():
                         problems.append(f"datalist.json {key}: {rel} does not exist")
     else:
@@ -452,4 +592,10 @@ def _check_index(folder: Path, spec: ExportSpec, pairs) -> list[str]:
             problems.append("dataset_description.json lacks DatasetType 'derivative' or GeneratedBy")
         if not pairs:
             problems.append("no sub-*/anat/*_dseg.nii.gz files")
+        for images, label in pairs:
+            if spec.channels and len(images) != len(spec.channels):
+                problems.append(f"{label}: {len(images)} desc-preproc images beside it, not {len(spec.channels)}")
+            sidecar = folder / label.replace(".nii.gz", ".json")
+            if not sidecar.is_file():
+                problems.append(f"{label}: no sidecar {sidecar.name}")
     return problems

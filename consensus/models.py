@@ -111,6 +111,7 @@ class ExportFormat(models.TextChoices):
     NNUNET = "nnunet", "nnU-Net v2 raw"
     MONAI = "monai", "MONAI datalist"
     BIDS = "bids", "BIDS derivatives"
+    DICOMSEG = "dicomseg", "DICOM-SEG with the de-identified source images"
 
 
 class Export(Job):

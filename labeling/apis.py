@@ -27,7 +27,7 @@ from mriannot.errors import LockedOut, NotAllowed, TooLarge, ValidationFailed
 from mriannot.fields import MAX_ID, TEXT_MAX_CHARS, FiniteFloatField, IdField, query_id
 from mriannot.schema import id_parameter, name_nested_serializers
 
-from . import auth_services, selectors, services, splits
+from . import auth_services, dicom_imports, selectors, services, splits
 from . import metadata as scan_metadata
 from .authentication import ApiTokenAuthentication, enforce_csrf, lockout_message
 from .models import (
@@ -38,6 +38,7 @@ from .models import (
     AssignmentStatus,
     AuditEvent,
     Comment,
+    DicomImport,
     LabelClass,
     Membership,
     PrelabelPolicy,
@@ -115,6 +116,7 @@ class ProjectOutput(serializers.ModelSerializer):
             "al_strategy",
             "al_retrain_every",
             "prelabel_policy",
+            "channels",
             "priority_note",
             "is_simulated",
             "labels",
@@ -169,9 +171,13 @@ class ScanOutput(serializers.ModelSerializer):
 
 class RaterScanOutput(ScanOutput):
     """A scan as one of its raters sees it: ``status`` is their own assignment's status, never the
-    scan's (``flagged``, ``consensus``, ``ground_truth`` tell how the raters compared: blinding)."""
+    scan's (``flagged``, ``consensus``, ``ground_truth`` tell how the raters compared: blinding).
+    Without the uploaded file's name, which may name the patient and is for the project's leads."""
 
     status = serializers.SerializerMethodField(help_text="your assignment's status: todo, in_progress, ...")
+
+    class Meta(ScanOutput.Meta):
+        fields = [name for name in ScanOutput.Meta.fields if name != "original_filename"]
 
     def get_status(self, scan: Scan) -> str | None:
         return self.context["statuses"].get(scan.pk)
@@ -411,6 +417,13 @@ class ProjectListApi(APIView):
             help_text="empty: 'offered' with 2 raters per scan or more, else 'applied'",
         )
         labels = LabelClassInput(many=True, required=False, default=list, max_length=255)
+        channels = serializers.ListField(
+            child=serializers.ChoiceField(choices=scan_metadata.SEQUENCES),
+            max_length=services.MAX_CHANNELS,
+            required=False,
+            default=list,
+            help_text="the sequences every scan holds, the scan's own image first; empty: one image per scan",
+        )
 
     @extend_schema(responses=ProjectListOutput(many=True))
     def get(self, request):
@@ -444,6 +457,13 @@ class ProjectDetailApi(APIView):
         al_strategy = serializers.ChoiceField(choices=ALStrategy.choices, required=False)
         al_retrain_every = serializers.IntegerField(min_value=1, max_value=1000, required=False)
         prelabel_policy = serializers.ChoiceField(choices=PrelabelPolicy.choices, required=False)
+        channels = serializers.ListField(
+            child=serializers.ChoiceField(choices=scan_metadata.SEQUENCES),
+            max_length=services.MAX_CHANNELS,
+            required=False,
+            help_text="the sequences every scan holds, the scan's own image first; once there are scans the "
+            "first stays",
+        )
 
     @extend_schema(responses=ProjectOutput)
     def get(self, request, project_id: int):
@@ -814,6 +834,76 @@ class ScanImageApi(APIView):
     def get(self, request, scan_id: int):
         scan = get_object_or_404(selectors.scan_list(user=request.user), pk=scan_id)
         return nifti_response(scan.image, f"scan-{scan.pk}.nii.gz")
+
+
+class ScanChannelOutput(serializers.Serializer):
+    role = serializers.CharField()
+    reference = serializers.BooleanField(help_text="the scan's own image: its grid is every channel's")
+    present = serializers.BooleanField(help_text="false: the project declares this sequence and the scan lacks it")
+    resampled = serializers.BooleanField(help_text="uploaded on another grid and resampled onto the scan's")
+    coverage = serializers.FloatField(allow_null=True, help_text="fraction of the scan's voxels the upload covered")
+    image = serializers.CharField(allow_null=True, help_text="where to download it (.nii.gz)")
+
+
+def _channel_rows(scan: Scan) -> list[dict]:
+    rows = []
+    for row in selectors.scan_channel_list(scan=scan):
+        channel = row["channel"]
+        rows.append(
+            {
+                "role": row["role"],
+                "reference": row["reference"],
+                "present": row["present"],
+                "resampled": bool(channel and channel.resampled),
+                "coverage": channel.coverage if channel else (1.0 if row["present"] else None),
+                "image": f"/api/v1/scans/{scan.pk}/channels/{row['role']}/image/" if row["present"] else None,
+            }
+        )
+    return rows
+
+
+class ScanChannelListApi(APIView):
+    """A scan's sequences (GET: anyone who sees the scan) and a new one (POST: leads and admins).
+
+    The scan's own image is the first; another sequence is uploaded as NIfTI and, when its grid
+    differs, resampled onto the scan's (the sequences are taken as co-registered in world
+    coordinates). The project must declare the sequence (``channels`` in its settings).
+    """
+
+    parser_classes = [MultiPartParser, FormParser]
+
+    class InputSerializer(serializers.Serializer):
+        file = serializers.FileField(help_text="NIfTI image, .nii or .nii.gz, of the same session")
+        role = serializers.ChoiceField(choices=scan_metadata.SEQUENCES)
+
+    @extend_schema(responses=ScanChannelOutput(many=True))
+    def get(self, request, scan_id: int):
+        scan = get_object_or_404(selectors.scan_list(user=request.user).select_related("project"), pk=scan_id)
+        return Response(ScanChannelOutput(_channel_rows(scan), many=True).data)
+
+    @extend_schema(request={"multipart/form-data": InputSerializer}, responses={201: ScanChannelOutput(many=True)})
+    def post(self, request, scan_id: int):
+        scan = get_object_or_404(selectors.scan_list(user=request.user).select_related("project"), pk=scan_id)
+        require_manager(request, scan.project)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.scan_channel_add(
+            scan=scan,
+            actor=request.user,
+            raw=upload_bytes(data.validated_data["file"]),
+            role=data.validated_data["role"],
+        )
+        return Response(ScanChannelOutput(_channel_rows(scan), many=True).data, status=status.HTTP_201_CREATED)
+
+
+class ScanChannelImageApi(APIView):
+    @extend_schema(responses={(200, "application/gzip"): OpenApiTypes.BINARY})
+    def get(self, request, scan_id: int, role: str):
+        scan = get_object_or_404(selectors.scan_list(user=request.user).select_related("project"), pk=scan_id)
+        if role == selectors.project_channel_roles(project=scan.project, scan=scan)[0]:
+            return nifti_response(scan.image, f"scan-{scan.pk}-{role}.nii.gz")
+        channel = get_object_or_404(scan.channels.all(), role=role)
+        return nifti_response(channel.image, f"scan-{scan.pk}-{role}.nii.gz")
 
 
 # --- worklist, assignments, revisions -----------------------------------------------------------
@@ -1405,14 +1495,79 @@ class ScanArchiveApi(APIView):
         return Response(result)
 
 
-class DicomStudyApi(APIView):
-    """A .zip of one DICOM study (leads and admins): each usable MR series becomes a de-identified scan.
+class DicomImportOutput(serializers.ModelSerializer):
+    """A DICOM import as the page follows it: its state, progress and one row per series.
 
-    Synchronous, within the archive limits (``MRIANNOT_MAX_ARCHIVE_BYTES``, members and sizes as for
-    a .zip of scans). One result per series, never naming a file or a header value: ``stored`` (with
-    the scan, its role and dcm2niix's geometry difference in mm), ``duplicate`` or ``refused`` with a
-    reason (localizer, derived, not MR, single slice, missing slices, spacing, burned-in text,
-    conversion). One scan per series for now, its role in ``sequence`` (``docs/dicom.md``).
+    ``state``: queued, analysing, review (waiting for a lead to check the roles and confirm),
+    creating, done, failed or discarded. Each series row holds numbers only (series number,
+    slices, TR/TE/TI in ms, field strength, shape, spacing), the guessed and the current role,
+    the subject's and session's pseudonyms, its status (ready or refused after the analysis;
+    stored, duplicate, refused, superseded, not_declared or no_reference once created) with a
+    reason, and while it waits what the plan does with it (``plan``: scan, channel, superseded,
+    not_declared, no_reference; ``plan_detail``). Never a file name or a header's text.
+    """
+
+    state = serializers.SerializerMethodField()
+    series = serializers.SerializerMethodField()
+    channels = serializers.SerializerMethodField(help_text="the project's declared sequences now")
+    roles = serializers.SerializerMethodField(help_text="the roles a series may be given")
+    requested_by = serializers.CharField(source="requested_by.username", default=None, allow_null=True)
+    confirmed_by = serializers.CharField(source="confirmed_by.username", default=None, allow_null=True)
+
+    class Meta:
+        model = DicomImport
+        fields = [
+            "id",
+            "project",
+            "state",
+            "phase",
+            "status",
+            "progress",
+            "message",
+            "error",
+            "error_code",
+            "split",
+            "auto_confirm",
+            "files",
+            "ignored_files",
+            "summary",
+            "series",
+            "channels",
+            "roles",
+            "timings",
+            "requested_by",
+            "confirmed_by",
+            "created_at",
+            "confirmed_at",
+            "finished_at",
+        ]
+
+    def get_state(self, job: DicomImport) -> str:
+        return dicom_imports.dicom_import_state(job)
+
+    @extend_schema_field(serializers.ListField(child=serializers.DictField()))
+    def get_series(self, job: DicomImport) -> list[dict]:
+        return dicom_imports.dicom_import_rows(job)
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_channels(self, job: DicomImport) -> list[str]:
+        return list(job.project.channels)
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_roles(self, job: DicomImport) -> list[str]:
+        return list(dicom_imports.dicom.ROLES)
+
+
+class DicomStudyApi(APIView):
+    """A .zip of one DICOM study (leads and admins), imported as a background job: 202 with the job.
+
+    The zip is spooled to a private temporary file (never storage) and its directory checked
+    (400, nothing kept, when it is not a safe zip: the archive limits as for a .zip of scans, with
+    at most ``MRIANNOT_MAX_DICOM_FILES`` files). A worker then groups the files by series,
+    checks, de-identifies and converts each (progress "series 3 of 7"), removes the spooled
+    file, and waits for review: follow it at ``GET /api/v1/dicom-imports/<id>/``, correct roles
+    with PATCH, confirm with ``POST .../confirm/``. ``auto_confirm`` creates the scans without
+    waiting. See ``docs/dicom.md``.
     """
 
     parser_classes = [MultiPartParser, FormParser]
@@ -1420,26 +1575,95 @@ class DicomStudyApi(APIView):
     class InputSerializer(serializers.Serializer):
         file = serializers.FileField(help_text=".zip of a DICOM study's files (any folder layout)")
         split = serializers.ChoiceField(choices=Split.choices, default=Split.UNASSIGNED)
-
-    @extend_schema(
-        request={"multipart/form-data": InputSerializer},
-        responses=inline_serializer(
-            "DicomStudyResult",
-            {
-                "results": serializers.ListField(child=serializers.DictField()),
-                "ignored_files": serializers.IntegerField(),
-                "stored": serializers.IntegerField(),
-                "duplicate": serializers.IntegerField(),
-                "refused": serializers.IntegerField(),
-            },
-        ),
-    )
-    def post(self, request, project_id: int):
-        project, data, archive = _archive_upload(request, project_id, self.InputSerializer)
-        result = services.dicom_study_import(
-            project=project, actor=request.user, archive=archive, split=data.validated_data["split"]
+        auto_confirm = serializers.BooleanField(
+            default=False, help_text="create the scans with the guessed roles, without waiting for a review"
         )
-        return Response(result)
+
+    @extend_schema(request={"multipart/form-data": InputSerializer}, responses={202: DicomImportOutput})
+    def post(self, request, project_id: int):
+        project = get_visible_project(request, project_id)
+        require_manager(request, project)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        upload = data.validated_data["file"]
+        upload_bytes_check(upload)
+        job = dicom_imports.dicom_import_request(
+            project=project,
+            actor=request.user,
+            upload=upload,
+            split=data.validated_data["split"],
+            auto_confirm=data.validated_data["auto_confirm"],
+        )
+        return Response(DicomImportOutput(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+#: The most imports the list answers (the latest first).
+DICOM_IMPORTS_LISTED = 50
+
+
+class DicomImportListApi(APIView):
+    """The project's DICOM imports, the latest first (leads and admins)."""
+
+    @extend_schema(responses=DicomImportOutput(many=True))
+    def get(self, request, project_id: int):
+        project = get_visible_project(request, project_id)
+        require_manager(request, project)
+        jobs = project.dicom_imports.select_related("project", "requested_by", "confirmed_by")[:DICOM_IMPORTS_LISTED]
+        return Response(DicomImportOutput(jobs, many=True).data)
+
+
+def _managed_import(request, import_id: int) -> DicomImport:
+    job = get_object_or_404(DicomImport.objects.select_related("project", "requested_by"), pk=import_id)
+    get_visible_project(request, job.project_id)  # 404 for projects the user cannot see
+    require_manager(request, job.project)
+    return job
+
+
+class DicomRolesInput(serializers.Serializer):
+    roles = serializers.DictField(
+        child=serializers.ChoiceField(choices=scan_metadata.SEQUENCES),
+        help_text='series number in the import -> role, for example {"2": "FLAIR"}',
+    )
+
+
+class DicomImportDetailApi(APIView):
+    """One DICOM import: GET (its state, progress and series), PATCH ``roles`` while it waits for
+    review (409 otherwise), DELETE to discard it (its staged files removed, no scan made)."""
+
+    @extend_schema(responses=DicomImportOutput)
+    def get(self, request, import_id: int):
+        return Response(DicomImportOutput(_managed_import(request, import_id)).data)
+
+    @extend_schema(request=DicomRolesInput, responses=DicomImportOutput)
+    def patch(self, request, import_id: int):
+        job = _managed_import(request, import_id)
+        data = DicomRolesInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        job = dicom_imports.dicom_import_roles_set(job=job, actor=request.user, roles=data.validated_data["roles"])
+        return Response(DicomImportOutput(job).data)
+
+    @extend_schema(responses=DicomImportOutput)
+    def delete(self, request, import_id: int):
+        job = dicom_imports.dicom_import_discard(job=_managed_import(request, import_id), actor=request.user)
+        return Response(DicomImportOutput(job).data)
+
+
+class DicomImportConfirmApi(APIView):
+    """Confirm the roles (optionally setting some first) and create the scans: 202, the job queued
+    again for its second phase. Also sends again a creation that failed."""
+
+    class InputSerializer(serializers.Serializer):
+        roles = serializers.DictField(
+            child=serializers.ChoiceField(choices=scan_metadata.SEQUENCES), required=False, default=dict
+        )
+
+    @extend_schema(request=InputSerializer, responses={202: DicomImportOutput})
+    def post(self, request, import_id: int):
+        job = _managed_import(request, import_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        job = dicom_imports.dicom_import_confirm(job=job, actor=request.user, roles=data.validated_data["roles"])
+        return Response(DicomImportOutput(job).data, status=status.HTTP_202_ACCEPTED)
 
 
 name_nested_serializers(globals())

@@ -28,7 +28,8 @@ RATERS = {  # username -> simulated rater profile
 }
 DESCRIPTION = (
     "SIMULATED cohort: every scan is derived from the MNI152 2009a template shipped with nilearn "
-    "(smooth random deformations, intensity and bias-field changes, simulated lesions), and the "
+    "(smooth random deformations, intensity and bias-field changes, simulated lesions), each as a "
+    "T1w and a FLAIR image of the same simulated subject, and the "
     "rater labels on the first scans are simulated raters of differing quality (expert, generous, "
     "sloppy, conservative). No real patient data."
 )
@@ -79,6 +80,7 @@ def demo_project_create(*, n_scans: int = 10, n_rated: int = 4, resolution: int 
                 if value != 0
             ],
             is_simulated=True,
+            channels=["T1w", "FLAIR"],
         )
         services.membership_set(project=project, actor=lead, user=admin, role=Role.ADMIN)
         for rater in raters:
@@ -96,6 +98,10 @@ def demo_project_create(*, n_scans: int = 10, n_rated: int = 4, resolution: int 
             subject_id=f"{index + 1:03d}",
             session_id="01",
             split=_split(index, n_scans),
+        )
+        flair = simulation.simulate_subject(anatomy, seed=seed + index, contrast="FLAIR")
+        services.scan_channel_add(
+            scan=scan, actor=lead, raw=volumes.image_to_bytes(flair.image, flair.affine), role="FLAIR"
         )
         scans.append((scan, subject))
 

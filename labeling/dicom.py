@@ -1,8 +1,9 @@
 """DICOM MR series: grouped, checked, de-identified, converted to NIfTI.
 
 Pure: numpy, nibabel, pydicom and the standard library (dcm2niix runs as a subprocess on a
-temporary folder this module makes and removes); no Django. The service
-(``labeling/services.py``, ``dicom_study_import``) stores what this module returns.
+temporary folder this module makes and removes); no Django. The import job
+(``labeling/dicom_imports.py``) stores what this module returns; :func:`import_plan` says which
+series of a session become a scan and which a further channel of it.
 
 The steps, in order:
 
@@ -52,6 +53,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
+import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +61,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pydicom
+from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian as EXPLICIT_VR_LE
@@ -87,6 +91,7 @@ KEPT = (
     "MagneticFieldStrength", "ScanningSequence", "SequenceVariant", "MRAcquisitionType",
     "Manufacturer", "PatientPosition", "BurnedInAnnotation", "PixelData",
 )  # fmt: skip
+_KEPT_TAGS = frozenset(tag_for_keyword(keyword) for keyword in KEPT)
 #: Dates kept but shifted by the subject's offset (Modified Dates option).
 SHIFTED_DATES = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
 #: UIDs replaced by keyed hashes (the same input UID always gives the same output UID).
@@ -138,6 +143,19 @@ def dataset_read(raw: bytes) -> Dataset | None:
     except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OSError, AttributeError):
         return None
     if "PixelData" not in ds or not ds.get("SeriesInstanceUID"):
+        return None
+    return ds
+
+
+def header_read(stream) -> Dataset | None:
+    """A DICOM image's header from a readable, seekable stream, read up to the pixels (whatever
+    follows is not read), or None (not DICOM, or not an image of a series: no Rows or no
+    SeriesInstanceUID). Call inside :func:`quiet`."""
+    try:
+        ds = pydicom.dcmread(stream, stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OSError, AttributeError):
+        return None
+    if "Rows" not in ds or not ds.get("SeriesInstanceUID"):
         return None
     return ds
 
@@ -358,6 +376,127 @@ def series_role(series: list[Dataset]) -> str:
     )
 
 
+def _number(ds: Dataset, name: str) -> float | None:
+    value = ds.get(name)
+    try:
+        number = float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+    return number if number is not None and np.isfinite(number) else None
+
+
+def series_facts(series: list[Dataset]) -> dict:
+    """What an import keeps of a series' headers: numbers only, never a text value.
+
+    ``series_number``, ``slices``, the timings ``tr``, ``te``, ``ti`` (ms) and
+    ``field_strength`` (T); None where a header has none (or not a number).
+    """
+    first = series[0]
+    number = first.get("SeriesNumber")
+    return {
+        "series_number": int(number) if isinstance(number, int) else None,
+        "slices": len(series),
+        "tr": _number(first, "RepetitionTime"),
+        "te": _number(first, "EchoTime"),
+        "ti": _number(first, "InversionTime"),
+        "field_strength": _number(first, "MagneticFieldStrength"),
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Sessions: which series become a scan, which a further channel of it
+# --------------------------------------------------------------------------------------
+
+#: What the plan does with a usable series, and why it leaves some.
+PLANS = {
+    "scan": "becomes a scan",
+    "channel": "becomes the {role} channel of the {first} scan (series #{number})",
+    "superseded": "another {role} series of this session (#{kept}, the later series number) is taken instead",
+    "not_declared": "the project declares no {role} sequence (it declares {declared})",
+    "no_reference": "this session has no {first} series: a scan's own image is its {first}",
+}
+
+
+def _shown_number(row: dict) -> str:
+    number = row.get("series_number")
+    return str(number) if number is not None else "?"
+
+
+def _sort_key(row: dict) -> tuple[int, int]:
+    number = row.get("series_number")
+    return (number if isinstance(number, int) else -1, row["index"])
+
+
+def import_plan(rows: list[dict], channels: list[str]) -> dict[int, dict]:
+    """What becomes of each usable series (``status`` "ready"), by its ``index``.
+
+    ``rows``: dicts with ``index``, ``status``, ``role``, ``series_number``, ``subject`` and
+    ``session``. ``channels``: the project's declared sequences (the first is a scan's own
+    image); empty: every usable series becomes a scan of its own.
+
+    With channels, the series of one session (same subject and session) make one scan: the
+    series of the first role is the scan, the series of the other declared roles its
+    channels. Two series of one role: the later series number is taken, the other
+    ``superseded``; a role the project does not declare: ``not_declared``; a session without
+    a series of the first role: its series are ``no_reference``.
+
+    Returns ``{index: {"plan", "detail", "reference"}}``, ``reference`` the index of the scan's
+    series for a channel (else None).
+
+    >>> rows = [
+    ...     {"index": 1, "status": "ready", "role": "T1w", "series_number": 2, "subject": "s", "session": "a"},
+    ...     {"index": 2, "status": "ready", "role": "FLAIR", "series_number": 3, "subject": "s", "session": "a"},
+    ...     {"index": 3, "status": "ready", "role": "FLAIR", "series_number": 5, "subject": "s", "session": "a"},
+    ...     {"index": 4, "status": "ready", "role": "T2w", "series_number": 6, "subject": "s", "session": "a"},
+    ... ]
+    >>> {i: p["plan"] for i, p in import_plan(rows, ["T1w", "FLAIR"]).items()}
+    {1: 'scan', 2: 'superseded', 3: 'channel', 4: 'not_declared'}
+    """
+    ready = [row for row in rows if row.get("status") == "ready"]
+    if not channels:
+        return {row["index"]: {"plan": "scan", "detail": PLANS["scan"], "reference": None} for row in ready}
+    sessions: dict[tuple, list[dict]] = {}
+    for row in ready:
+        sessions.setdefault((row.get("subject"), row.get("session")), []).append(row)
+    declared = ", ".join(channels)
+    plan: dict[int, dict] = {}
+    for members in sessions.values():
+        kept: dict[str, dict] = {}
+        for row in sorted(members, key=_sort_key):
+            if row["role"] in channels:
+                kept[row["role"]] = row  # the later series number wins
+        reference = kept.get(channels[0])
+        for row in members:
+            role = row["role"]
+            if role not in channels:
+                plan[row["index"]] = {
+                    "plan": "not_declared",
+                    "detail": PLANS["not_declared"].format(role=role, declared=declared),
+                    "reference": None,
+                }
+            elif reference is None:
+                plan[row["index"]] = {
+                    "plan": "no_reference",
+                    "detail": PLANS["no_reference"].format(first=channels[0]),
+                    "reference": None,
+                }
+            elif kept[role] is not row:
+                plan[row["index"]] = {
+                    "plan": "superseded",
+                    "detail": PLANS["superseded"].format(role=role, kept=_shown_number(kept[role])),
+                    "reference": None,
+                }
+            elif row is reference:
+                plan[row["index"]] = {"plan": "scan", "detail": PLANS["scan"], "reference": None}
+            else:
+                plan[row["index"]] = {
+                    "plan": "channel",
+                    "detail": PLANS["channel"].format(role=role, first=channels[0], number=_shown_number(reference)),
+                    "reference": reference["index"],
+                }
+    return plan
+
+
 # --------------------------------------------------------------------------------------
 # De-identification
 # --------------------------------------------------------------------------------------
@@ -424,24 +563,33 @@ def deidentify(ds: Dataset, *, subject: str, offset_days: int, secret: bytes, re
     :data:`REPLACED_UIDS` with :func:`uid_replace`, sets PatientName and PatientID to
     ``subject``, and adds PatientIdentityRemoved YES and the method. Every other attribute,
     sequences and private tags included, is removed.
+
+    The kept elements that are still as read from a file (immutable raw elements) are shared
+    with the input, not decoded: their bytes are written back as they were read, which makes
+    this and the encoding of the copy fast; the copy keeps the input's encoding. Decoded
+    elements are copied.
     """
     out = Dataset()
-    for element in ds:
-        keyword = element.keyword
-        if element.tag.is_private:
-            if not element.tag.is_private_creator:
+    for tag in list(ds.keys()):
+        if tag.is_private:
+            if not tag.is_private_creator:
                 record.private_removed += 1
             continue
-        if keyword in KEPT:
-            out.add(copy.deepcopy(element))
-        elif keyword in SHIFTED_DATES:
-            setattr(out, keyword, _shift(element.value, offset_days))
+        if tag in _KEPT_TAGS:
+            element = ds.get_item(tag)
+            out[tag] = element if isinstance(element, RawDataElement) else copy.deepcopy(element)
+            continue
+        keyword = keyword_for_tag(tag)
+        if keyword in SHIFTED_DATES:
+            setattr(out, keyword, _shift(ds[tag].value, offset_days))
             record.shifted.add(keyword)
         elif keyword in REPLACED_UIDS:
-            setattr(out, keyword, uid_replace(str(element.value), secret=secret))
+            setattr(out, keyword, uid_replace(str(ds[tag].value), secret=secret))
             record.replaced.add(keyword)
         elif keyword not in ("PatientName", "PatientID"):
-            record.removed.add(keyword or str(element.tag))
+            record.removed.add(keyword or str(tag))
+    if None not in ds.original_encoding:
+        out.set_original_encoding(*ds.original_encoding, ds.original_character_set)
     out.PatientName = subject
     out.PatientID = subject
     record.replaced.update({"PatientName", "PatientID"})
@@ -494,21 +642,55 @@ def affine_error_mm(converted: np.ndarray, expected: np.ndarray, shape: tuple[in
     return float(np.max(np.min(distances, axis=1)))
 
 
-def series_convert(series: list[Dataset], *, timeout_s: float = 120, tol_mm: float = 0.1) -> Converted:
+def series_encode(series: list[Dataset]) -> list[bytes]:
+    """Each (de-identified) slice as a DICOM file's bytes, in the order given."""
+    out = []
+    for ds in series:
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        out.append(buffer.getvalue())
+    return out
+
+
+def series_zip(encoded: list[bytes]) -> bytes:
+    """A zip of encoded slices under neutral names (``0001.dcm``, ...): what a scan keeps of its series."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for n, raw in enumerate(encoded, start=1):
+            info = zipfile.ZipInfo(f"{n:04d}.dcm", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, raw, compresslevel=1)
+    return buffer.getvalue()
+
+
+def series_convert(
+    series: list[Dataset],
+    *,
+    timeout_s: float = 120,
+    tol_mm: float = 0.1,
+    encoded: list[bytes] | None = None,
+    compresslevel: int = 9,
+) -> Converted:
     """Convert one (checked, de-identified) series to NIfTI with dcm2niix and check its geometry.
 
     The slices are written to a private temporary folder under neutral names; dcm2niix's
     output is re-read with nibabel, its header text fields (descrip, aux_file, db_name,
     intent_name) cleared, and its affine compared with :func:`series_affine`. A difference
-    above ``tol_mm`` at any corner is refused (``geometry_mismatch``).
+    above ``tol_mm`` at any corner is refused (``geometry_mismatch``). ``encoded``: the
+    slices already encoded (:func:`series_encode`), written as they are; ``compresslevel``:
+    of the NIfTI's gzip (the importer uses 1: the scan's stored image is encoded again).
     """
     with tempfile.TemporaryDirectory(prefix="dicom-") as folder:
         source = Path(folder) / "in"
         target = Path(folder) / "out"
         source.mkdir()
         target.mkdir()
-        for n, ds in enumerate(series):
-            ds.save_as(source / f"{n:05d}.dcm", enforce_file_format=True)
+        if encoded is None:
+            for n, ds in enumerate(series):
+                ds.save_as(source / f"{n:05d}.dcm", enforce_file_format=True)
+        else:
+            for n, raw in enumerate(encoded):
+                (source / f"{n:05d}.dcm").write_bytes(raw)
         command = [dcm2niix_path(), "-z", "n", "-b", "n", "-f", "series", "-o", str(target), str(source)]
         try:
             result = subprocess.run(command, capture_output=True, timeout=timeout_s, check=False)
@@ -533,7 +715,7 @@ def series_convert(series: list[Dataset], *, timeout_s: float = 120, tol_mm: flo
     for name in ("descrip", "aux_file", "db_name", "intent_name"):
         clean.header[name] = b""
     return Converted(
-        nifti=gzip.compress(clean.to_bytes(), mtime=0),
+        nifti=gzip.compress(clean.to_bytes(), compresslevel=compresslevel, mtime=0),
         affine=affine,
         shape=tuple(data.shape),
         affine_error_mm=error,

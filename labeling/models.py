@@ -9,6 +9,8 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
+from mriannot.jobs import Job
+
 
 class ImmutableModel(models.Model):
     """A row that is written once: updates and deletes are refused (history is append-only)."""
@@ -106,6 +108,12 @@ class Project(models.Model):
     )
     priority_note = models.CharField(
         max_length=200, blank=True, help_text="How the worklists are ordered now (set by active learning)."
+    )
+    channels = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='The sequences every scan holds, in order (for example ["T1w", "FLAIR"]); the first is the '
+        "scan's own image and grid. Empty: one image per scan.",
     )
     is_simulated = models.BooleanField(
         default=False, help_text="The scans are simulated (for example the demo cohort from MNI152)."
@@ -207,6 +215,9 @@ class Scan(models.Model):
     sequence = models.CharField(max_length=8, blank=True, help_text="T1w, T2w, FLAIR, PD or other")
     sex = models.CharField(max_length=8, blank=True, help_text="F, M, other or unknown")
     age_band = models.CharField(max_length=8, blank=True, help_text="18-29, 30-39, ... 80+, 0-17 or unknown")
+    dicom_series = models.FileField(
+        max_length=255, blank=True, help_text="zip of the de-identified DICOM slices the image was converted from"
+    )
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -216,6 +227,40 @@ class Scan(models.Model):
 
     def __str__(self) -> str:
         return f"scan {self.pk} ({self.subject_id or self.sha256[:12]})"
+
+
+class ScanChannel(models.Model):
+    """A further sequence of a scan (FLAIR beside T1w), stored on the scan's own grid.
+
+    The scan's image is its first channel; a channel acquired on another grid is resampled onto
+    it at upload (trilinear, in world coordinates: the sequences are taken as co-registered, as
+    in one DICOM session) and ``transform`` records the map from the scan's voxels to the voxels
+    of the channel as uploaded.
+    """
+
+    scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="channels")
+    role = models.CharField(max_length=8, help_text="T1w, T2w, FLAIR, PD or other")
+    sha256 = models.CharField(max_length=64, help_text="sha256 of the bytes as uploaded")
+    image = models.FileField(max_length=255)
+    resampled = models.BooleanField(default=False, help_text="the upload was on another grid and was resampled")
+    transform = models.JSONField(
+        null=True, blank=True, help_text="4x4 map from the scan's voxel indices to the uploaded channel's (RAS+)"
+    )
+    source_shape = models.JSONField(help_text="[X, Y, Z] of the channel as uploaded, RAS+")
+    source_spacing = models.JSONField(help_text="[x, y, z] mm of the channel as uploaded")
+    coverage = models.FloatField(help_text="fraction of the scan's voxels inside the uploaded channel's field of view")
+    dicom_series = models.FileField(
+        max_length=255, blank=True, help_text="zip of the de-identified DICOM slices the channel was converted from"
+    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["scan", "id"]
+        constraints = [models.UniqueConstraint(fields=["scan", "role"], name="one_channel_per_role")]
+
+    def __str__(self) -> str:
+        return f"{self.role} of scan {self.scan_id}"
 
 
 class AssignmentStatus(models.TextChoices):
@@ -389,3 +434,55 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"token {self.prefix}… of {self.user_id} ({self.name or 'unnamed'})"
+
+
+class DicomImportPhase(models.TextChoices):
+    ANALYSE = "analyse", "Reading, checking, de-identifying and converting the series"
+    REVIEW = "review", "Waiting for a lead to check the roles and confirm"
+    CREATE = "create", "Creating the scans"
+    FINISHED = "finished", "Finished"
+    DISCARDED = "discarded", "Discarded by a lead"
+
+
+class DicomImport(Job):
+    """A zipped DICOM study imported as one job in two phases (``docs/dicom.md``).
+
+    Analysis (``phase`` analyse): the uploaded zip, spooled to a private temporary file outside
+    storage, is read, grouped, checked, de-identified and converted series by series; the
+    spooled file is removed when the analysis ends, however it ends. What is kept per series
+    is de-identified: the NIfTI and the zip of de-identified slices under
+    ``dicom-imports/<id>/`` in storage, and a row of numbers in ``series`` (never a header's
+    text). Then the job waits in ``review`` (its ``status`` done) for a lead to correct the
+    guessed roles and confirm, unless ``auto_confirm``. Creation (``phase`` create, a second
+    run of the same job) makes the scans and their channels, removes the staged files and
+    ends ``finished``.
+    """
+
+    task_name = "labeling.tasks.dicom_import_execute_task"
+    lease_s = 4200.0  # the task's 1 h limit and a margin
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="dicom_imports")
+    phase = models.CharField(max_length=16, choices=DicomImportPhase.choices, default=DicomImportPhase.ANALYSE)
+    split = models.CharField(max_length=16, choices=Split.choices, default=Split.UNASSIGNED)
+    auto_confirm = models.BooleanField(default=False, help_text="create the scans without waiting for a review")
+    upload_name = models.CharField(
+        max_length=80, blank=True, help_text="the spooled upload's neutral file name while it waits to be read"
+    )
+    upload_size = models.BigIntegerField(default=0)
+    files = models.PositiveIntegerField(default=0, help_text="DICOM image files read")
+    ignored_files = models.PositiveIntegerField(default=0, help_text="files that are not DICOM images")
+    series = models.JSONField(default=list, help_text="one row per series: numbers, role, status; never header text")
+    deidentification = models.JSONField(default=dict, help_text="profile, options, attribute names; never a value")
+    summary = models.JSONField(default=dict, help_text="counts per outcome")
+    error_code = models.CharField(max_length=32, blank=True)
+    timings = models.JSONField(default=dict, help_text="seconds per step, all series together")
+    confirmed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"DICOM import {self.pk} of project {self.project_id} ({self.phase}, {self.status})"

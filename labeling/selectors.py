@@ -30,6 +30,7 @@ from .models import (
     Project,
     Role,
     Scan,
+    ScanChannel,
     ScanStatus,
 )
 
@@ -522,3 +523,49 @@ def metadata_csv_preview(*, project: Project, raw: bytes) -> dict:
         "errors": sum(1 for r in out if r["errors"]),
         "changes": sum(1 for r in out if r["changes"]),
     }
+
+
+# --- channels ----------------------------------------------------------------------------------
+
+
+class MissingChannels(Exception):
+    """A scan lacks some of the sequences its project declares (``roles``: which)."""
+
+    def __init__(self, scan_id: int, roles: list[str]) -> None:
+        super().__init__(f"scan {scan_id} has no {', '.join(roles)} channel")
+        self.roles = roles
+
+
+def project_channel_roles(*, project: Project, scan: Scan | None = None) -> list[str]:
+    """The sequences a project's scans hold, in order; one (the scan's own) when none is declared."""
+    if project.channels:
+        return list(project.channels)
+    return [(scan.sequence if scan is not None and scan.sequence else "T1w")]
+
+
+def scan_channel_list(*, scan: Scan) -> list[dict]:
+    """Every channel of a scan: the declared ones in order (``present`` False when missing), then any other."""
+    stored = {channel.role: channel for channel in scan.channels.all()}
+    roles = project_channel_roles(project=scan.project, scan=scan)
+    rows = [{"role": roles[0], "reference": True, "present": True, "channel": None}]
+    for role in [*roles[1:], *(role for role in stored if role not in roles)]:
+        channel = stored.get(role)
+        rows.append({"role": role, "reference": False, "present": channel is not None, "channel": channel})
+    return rows
+
+
+def scan_channel_files(*, scan: Scan) -> list[tuple[str, object]]:
+    """(role, file) of each declared channel of a scan, the scan's image first.
+
+    Raises :class:`MissingChannels` when the scan lacks a declared channel.
+    """
+    declared = project_channel_roles(project=scan.project, scan=scan)
+    rows = [row for row in scan_channel_list(scan=scan) if row["role"] in declared]
+    missing = [row["role"] for row in rows if not row["present"]]
+    if missing:
+        raise MissingChannels(scan.pk, missing)
+    return [(row["role"], row["channel"].image if row["channel"] else scan.image) for row in rows]
+
+
+def scan_channel(*, scan: Scan, role: str) -> ScanChannel | None:
+    return scan.channels.filter(role=role).first()

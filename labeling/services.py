@@ -31,7 +31,7 @@ from mriannot.fields import TEXT_MAX_CHARS
 from mriannot.refusals import InputRefused
 from mriannot.storage import file_delete, file_write
 
-from . import archives, dicom, volumes
+from . import archives, channels, volumes
 from . import metadata as scan_metadata
 from .models import (
     AnnotationRevision,
@@ -47,6 +47,7 @@ from .models import (
     RevisionSource,
     Role,
     Scan,
+    ScanChannel,
     ScanStatus,
     Split,
     revision_path,
@@ -57,6 +58,7 @@ from .selectors import (
     invalidated_versions,
     label_values,
     metadata_csv_preview,
+    project_channel_roles,
     project_has_revisions,
     project_role,
     scan_split_usage,
@@ -102,6 +104,16 @@ def stored_file(name: str, data: bytes, *, shared: bool = False):
         raise
 
 
+@contextmanager
+def _maybe_stored(name: str, data: bytes | None):
+    """:func:`stored_file` when there is ``data``; the empty name otherwise."""
+    if data is None:
+        yield ""
+        return
+    with stored_file(name, data) as stored:
+        yield stored
+
+
 def label_map_for_scan(*, scan: Scan, raw: bytes):
     """Decode ``raw`` as a label map of ``scan``: its grid, the project's label values, the size limit."""
     return volumes.load_label_map(
@@ -140,6 +152,7 @@ def project_create(
     prelabel_policy: str | None = None,
     labels: Iterable[dict] = (),
     is_simulated: bool = False,
+    channels: Iterable[str] = (),
 ) -> Project:
     """Create a project; its creator becomes its lead.
 
@@ -151,7 +164,9 @@ def project_create(
     _check_prelabel_policy(prelabel_policy)
     if Project.objects.filter(name=name).exists():
         raise Conflict(f"A project named {name!r} already exists; choose another name.", code="duplicate_name")
+    channels = _checked_channels(project=Project(), channels=list(channels))
     project = Project.objects.create(
+        channels=channels,
         name=name,
         description=description,
         raters_per_scan=raters_per_scan,
@@ -207,12 +222,15 @@ def project_update(*, project: Project, actor, **fields) -> Project:
         "flag_min_label_dice",
         "flag_max_volume_spread",
         "flag_max_rater_gap",
+        "channels",
     }
     unknown = set(fields) - allowed
     if unknown:
         raise ValidationFailed(f"These fields cannot be changed: {sorted(unknown)}.")
     if "prelabel_policy" in fields:
         _check_prelabel_policy(fields["prelabel_policy"])
+    if "channels" in fields:
+        fields["channels"] = _checked_channels(project=project, channels=fields["channels"])
     if "name" in fields and Project.objects.filter(name=fields["name"]).exclude(pk=project.pk).exists():
         raise Conflict(f"A project named {fields['name']!r} already exists.", code="duplicate_name")
     project = Project.objects.select_for_update().get(pk=project.pk)
@@ -233,6 +251,33 @@ def project_update(*, project: Project, actor, **fields) -> Project:
     if "raters_per_scan" in changed:
         assignments_balance(project=project, actor=actor)
     return project
+
+
+MAX_CHANNELS = 4
+
+
+def _checked_channels(*, project: Project, channels) -> list[str]:
+    """A project's declared sequences: distinct roles of :data:`labeling.metadata.SEQUENCES`, at most four.
+
+    Once the project has scans, the first role (what the scans' own images are) stays as it is.
+    """
+    if not isinstance(channels, list) or not all(isinstance(role, str) for role in channels):
+        raise ValidationFailed('channels: a list of sequence names, for example ["T1w", "FLAIR"].', code="invalid")
+    unknown = [role for role in channels if role not in scan_metadata.SEQUENCES]
+    if unknown:
+        raise ValidationFailed(
+            f"channels: {', '.join(map(repr, unknown))} is not one of {', '.join(scan_metadata.SEQUENCES)}.",
+            code="invalid",
+        )
+    if len(set(channels)) != len(channels) or len(channels) > MAX_CHANNELS:
+        raise ValidationFailed(f"channels: at most {MAX_CHANNELS} sequences, each once.", code="invalid")
+    if project.channels and project.scans.exists() and channels[:1] != project.channels[:1]:
+        raise ValidationFailed(
+            f"channels: the project's scans are {project.channels[0]} images; the first sequence stays "
+            f"{project.channels[0]} (add or remove the others).",
+            code="reference_channel_locked",
+        )
+    return channels
 
 
 def _schema_locked_message(what: str) -> str:
@@ -637,10 +682,12 @@ def scan_create(
     session_id: str = "",
     split: str = "unassigned",
     metadata: dict | None = None,
+    dicom_series: bytes | None = None,
 ) -> Scan:
     """Validate and store a NIfTI image (reoriented to RAS+), then assign its raters.
 
     ``metadata``: any of the scan metadata columns (:mod:`labeling.metadata`), checked first.
+    ``dicom_series``: the zip of de-identified slices the image was converted from (DICOM import).
     The same bytes uploaded again are refused (409 ``duplicate_scan`` naming the scan) before
     they are decoded.
     """
@@ -655,12 +702,17 @@ def scan_create(
             extra={"scan": existing.pk},
         )
     volume = volumes.load_image(raw, max_decompressed_bytes=settings.MRIANNOT_MAX_DECOMPRESSED_BYTES)
-    with transaction.atomic(), stored_file(f"scans/{digest}.nii.gz", volume.nifti_bytes, shared=True) as name:
+    with (
+        transaction.atomic(),
+        stored_file(f"scans/{digest}.nii.gz", volume.nifti_bytes, shared=True) as name,
+        _maybe_stored(f"scans/{digest}-dicom.zip", dicom_series) as series_name,
+    ):
         try:
             scan = Scan.objects.create(
                 project=project,
                 sha256=digest,
                 image=name,
+                dicom_series=series_name,
                 original_filename=filename[:255],
                 shape=list(volume.shape),
                 spacing=[float(s) for s in volume.spacing],
@@ -693,6 +745,77 @@ def scan_create(
         assignments_balance(project=project, actor=actor, scans=[scan])
         scans_added.send(sender=Scan, project=project, scans=[scan])
     return scan
+
+
+def scan_channel_add(*, scan: Scan, actor, raw: bytes, role: str, dicom_series: bytes | None = None) -> ScanChannel:
+    """Add a sequence (``role``, one the project declares after its first) to a scan.
+
+    The image is validated like any scan, reoriented to RAS+ and, when its grid differs from the
+    scan's, resampled onto it (:mod:`labeling.channels`: by the affines, no registration); one
+    that sees less than half of the scan's voxels is refused (``no_overlap``). ``dicom_series``:
+    the zip of de-identified slices it was converted from (DICOM import).
+    """
+    project = scan.project
+    declared = project_channel_roles(project=project, scan=scan)
+    if role == declared[0]:
+        raise ValidationFailed(f"The scan's own image is its {role} channel.", code="reference_channel")
+    if role not in declared[1:]:
+        others = ", ".join(declared[1:]) or "none"
+        raise ValidationFailed(
+            f"The project does not declare a {role} channel (it declares: {others}); a lead adds it in the "
+            "project's settings first.",
+            code="channel_not_declared",
+        )
+    if scan.channels.filter(role=role).exists():
+        raise Conflict(f"Scan {scan.pk} already has a {role} channel.", code="duplicate_channel")
+    _check_upload_size(raw)
+    volume = volumes.load_image(raw, max_decompressed_bytes=settings.MRIANNOT_MAX_DECOMPRESSED_BYTES)
+    placed = channels.resample_onto(volume.data, volume.affine, shape=scan.shape, affine=scan.affine)
+    if placed.coverage < channels.MIN_COVERAGE:
+        raise ValidationFailed(
+            f"The {role} image covers {placed.coverage:.0%} of the scan's field of view (at least "
+            f"{channels.MIN_COVERAGE:.0%} needed): is it from the same session?",
+            code="no_overlap",
+        )
+    data = volume.nifti_bytes if not placed.resampled else volumes.image_to_bytes(placed.data, scan.affine)
+    digest = sha256_hex(raw)
+    folder = f"channels/{scan.pk}"
+    with (
+        transaction.atomic(),
+        stored_file(f"{folder}/{role}-{sha256_hex(data)[:16]}.nii.gz", data) as name,
+        _maybe_stored(f"{folder}/{role}-dicom-{digest[:16]}.zip", dicom_series) as series_name,
+    ):
+        try:
+            channel = ScanChannel.objects.create(
+                scan=scan,
+                role=role,
+                sha256=digest,
+                image=name,
+                resampled=placed.resampled,
+                transform=placed.transform,
+                source_shape=list(volume.shape),
+                source_spacing=[float(v) for v in volume.spacing],
+                coverage=placed.coverage,
+                dicom_series=series_name,
+                created_by=actor,
+            )
+        except IntegrityError:
+            raise Conflict(f"Scan {scan.pk} already has a {role} channel.", code="duplicate_channel") from None
+        audit_log(
+            actor=actor,
+            project=project,
+            action="scan.channel_add",
+            target=scan,
+            data={
+                "role": role,
+                "sha256": digest,
+                "resampled": placed.resampled,
+                "transform": placed.transform,
+                "coverage": round(placed.coverage, 4),
+                "source_shape": list(volume.shape),
+            },
+        )
+    return channel
 
 
 def assignments_balance(*, project: Project, actor=None, scans: Iterable[Scan] | None = None) -> list[Assignment]:
@@ -1199,121 +1322,3 @@ def scans_archive_create(
         data={"members": len(opened.members), **counts},
     )
     return {"results": results, **counts}
-
-
-# --- DICOM import ------------------------------------------------------------------------------
-
-
-def _dicom_metadata(series) -> dict:
-    """The scan metadata a series gives: its role, and its field strength when it is plausible."""
-    meta = {"sequence": dicom.series_role(series)}
-    try:
-        return scan_metadata.clean_record({**meta, "field_strength": series[0].get("MagneticFieldStrength")})
-    except (ValidationFailed, InputRefused):
-        return scan_metadata.clean_record(meta)
-
-
-#: What the audit event keeps of each series' result.
-AUDITED_RESULT_KEYS = ("series", "series_number", "role", "status", "error", "scan")
-
-
-def dicom_study_import(*, project: Project, actor, archive, split: str = "unassigned") -> dict:
-    """Store each usable MR series of a zipped DICOM study as a de-identified scan; one result per series.
-
-    Synchronous and bounded by the archive limits (``MRIANNOT_MAX_ARCHIVE_*``): the whole study
-    is held in memory while it is grouped. Each series is checked (:func:`labeling.dicom.series_check`),
-    de-identified (:func:`labeling.dicom.deidentify`: the subject is the project's HMAC pseudonym of
-    PatientID, dates shifted by the pseudonym's offset), converted by dcm2niix with its geometry
-    checked, and stored by :func:`scan_create` under a pseudonymous name with its role in
-    ``Scan.sequence``: one scan per series (multi-channel scans are not done). Nothing read from
-    the headers but the role, the field strength and the pseudonyms is stored, logged or
-    answered; member names are never echoed (they may name the patient). The audit event names
-    the de-identification profile and the attributes removed or replaced, never their values.
-    """
-    with dicom.quiet():  # pydicom quotes invalid header values in its warnings
-        return _dicom_study_import(project=project, actor=actor, archive=archive, split=split)
-
-
-def _dicom_study_import(*, project: Project, actor, archive, split: str) -> dict:
-    opened = archives.open_archive(
-        archive,
-        max_members=settings.MRIANNOT_MAX_ARCHIVE_MEMBERS,
-        max_member_bytes=settings.MRIANNOT_MAX_UPLOAD_BYTES,
-        max_total_bytes=settings.MRIANNOT_MAX_ARCHIVE_BYTES,
-        suffixes=None,
-    )
-    datasets, ignored = [], 0
-    for member in opened.members:
-        ds = dicom.dataset_read(opened.read(member))
-        if ds is None:
-            ignored += 1
-        else:
-            datasets.append(ds)
-    if not datasets:
-        raise ValidationFailed(
-            "The archive holds no DICOM image; zip the study's DICOM files (any folder layout).", code="no_dicom"
-        )
-    secret = bytes.fromhex(project.deid_secret)
-    record = dicom.DeidRecord()
-    results = []
-    for index, series in enumerate(dicom.series_group(datasets).values(), start=1):
-        number = series[0].get("SeriesNumber")
-        result = {
-            "series": index,
-            "series_number": int(number) if isinstance(number, int) else None,
-            "slices": len(series),
-            "role": dicom.series_role(series),
-        }
-        results.append(result)
-        reason = dicom.series_check(series)
-        if reason is not None:
-            result.update(status="refused", error=reason, detail=dicom.reason_text(reason, series))
-            continue
-        patient = str(series[0].get("PatientID", "") or "")
-        subject = dicom.pseudonym(patient_id=patient, secret=secret)
-        study = str(series[0].get("StudyInstanceUID", "") or "")
-        session = dicom.pseudonym(patient_id=study, secret=secret, prefix="ses-")
-        offset = dicom.date_offset_days(patient_id=patient, secret=secret)
-        clean = [
-            dicom.deidentify(ds, subject=subject, offset_days=offset, secret=secret, record=record) for ds in series
-        ]
-        try:
-            converted = dicom.series_convert(clean)
-            scan = scan_create(
-                project=project,
-                actor=actor,
-                raw=converted.nifti,
-                filename=f"{subject}_{session}_run-{index:02d}_{result['role']}.nii.gz",
-                subject_id=subject,
-                session_id=session,
-                split=split,
-                metadata=_dicom_metadata(series),
-            )
-        except dicom.DicomError as error:
-            result.update(status="refused", error=error.code, detail=error.message)
-            continue
-        except Conflict as error:
-            if error.code != "duplicate_scan":
-                raise
-            result.update(status="duplicate", scan=error.extra.get("scan"), error=error.code, detail=error.message)
-            continue
-        except (ServiceError, InputRefused) as error:
-            result.update(status="refused", error=error.code, detail=error.message)
-            continue
-        result.update(status="stored", scan=scan.pk, geometry_error_mm=round(converted.affine_error_mm, 4))
-    counts = {s: sum(1 for r in results if r["status"] == s) for s in ("stored", "duplicate", "refused")}
-    audit_log(
-        actor=actor,
-        project=project,
-        action="scan.dicom_import",
-        target=project,
-        data={
-            "files": len(datasets),
-            "ignored_files": ignored,
-            "series": len(results),
-            **counts,
-            "results": [{k: r.get(k) for k in AUDITED_RESULT_KEYS} for r in results],
-            "deidentification": record.as_dict(),
-        },
-    )
-    return {"results": results, "ignored_files": ignored, **counts}

@@ -2,7 +2,7 @@ from django.urls import path
 
 import mriannot.converters  # noqa: F401  (registers <id:...>)
 
-from . import apis
+from . import apis, editing_apis
 
 urlpatterns = [
     path("auth/login/", apis.LoginApi.as_view(), name="auth-login"),
@@ -21,6 +21,9 @@ urlpatterns = [
     path("projects/<id:project_id>/scans/", apis.ScanListApi.as_view(), name="scan-list"),
     path("projects/<id:project_id>/scan-archives/", apis.ScanArchiveApi.as_view(), name="scan-archive"),
     path("projects/<id:project_id>/dicom-studies/", apis.DicomStudyApi.as_view(), name="dicom-study"),
+    path("projects/<id:project_id>/dicom-imports/", apis.DicomImportListApi.as_view(), name="dicom-import-list"),
+    path("dicom-imports/<id:import_id>/", apis.DicomImportDetailApi.as_view(), name="dicom-import-detail"),
+    path("dicom-imports/<id:import_id>/confirm/", apis.DicomImportConfirmApi.as_view(), name="dicom-import-confirm"),
     path("projects/<id:project_id>/scan-metadata/", apis.ScanMetadataApi.as_view(), name="scan-metadata"),
     path("projects/<id:project_id>/splits/", apis.SplitApplyApi.as_view(), name="split-apply"),
     path("projects/<id:project_id>/splits/preview/", apis.SplitPreviewApi.as_view(), name="split-preview"),
@@ -32,9 +35,18 @@ urlpatterns = [
     path("users/", apis.UserListApi.as_view(), name="user-list"),
     path("scans/<id:scan_id>/", apis.ScanDetailApi.as_view(), name="scan-detail"),
     path("scans/<id:scan_id>/image/", apis.ScanImageApi.as_view(), name="scan-image"),
+    path("scans/<id:scan_id>/channels/", apis.ScanChannelListApi.as_view(), name="scan-channel-list"),
+    path(
+        "scans/<id:scan_id>/channels/<slug:role>/image/", apis.ScanChannelImageApi.as_view(), name="scan-channel-image"
+    ),
     path("assignments/", apis.AssignmentListApi.as_view(), name="assignment-list"),
     path("assignments/<id:assignment_id>/", apis.AssignmentDetailApi.as_view(), name="assignment-detail"),
     path("assignments/<id:assignment_id>/revisions/", apis.RevisionListApi.as_view(), name="revision-list"),
+    path(
+        "assignments/<id:assignment_id>/operations/<slug:operation>/",
+        editing_apis.AssignmentOperationApi.as_view(),
+        name="assignment-operation",
+    ),
     path("assignments/<id:assignment_id>/submit/", apis.AssignmentSubmitApi.as_view(), name="assignment-submit"),
     path("assignments/<id:assignment_id>/return/", apis.AssignmentReturnApi.as_view(), name="assignment-return"),
     path("scans/<id:scan_id>/comments/", apis.CommentListApi.as_view(), name="scan-comments"),

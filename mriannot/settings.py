@@ -268,6 +268,8 @@ SPECTACULAR_SETTINGS = {
         "AssignmentStatusEnum": "labeling.models.AssignmentStatus",
         "ScanStatusEnum": "labeling.models.ScanStatus",
         "RunStatusEnum": "mriannot.jobs.JobStatus",
+        "SequenceEnum": "labeling.metadata.SEQUENCES",
+        "MemberRoleEnum": "labeling.models.Role",
     },
     # Every operation documents its 4xx answers: the one error shape of mriannot/errors.py.
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "mriannot.schema.error_responses"],

@@ -280,3 +280,92 @@ def study_write(folder: str | Path, **kwargs) -> list[Path]:
 def spec_with(spec: SeriesSpec, **changes) -> SeriesSpec:
     """A copy of ``spec`` with some fields changed (e.g. another angle)."""
     return replace(spec, **changes)
+
+
+def spec_affine_lps(spec: SeriesSpec, shape: tuple[int, int, int]) -> np.ndarray:
+    """The voxel-to-LPS affine :func:`series_datasets` writes for ``spec`` and ``shape``
+    ``(columns, rows, slices)``: voxel ``(i, j, k)`` at ``origin + i * PixelSpacing[1] * row +
+    j * PixelSpacing[0] * column + k * spacing * normal``."""
+    row_cos, col_cos = oblique_cosines(spec.degrees)
+    normal = np.cross(row_cos, col_cos)
+    affine = np.eye(4)
+    affine[:3, 0] = row_cos * spec.pixel_spacing[1]
+    affine[:3, 1] = col_cos * spec.pixel_spacing[0]
+    affine[:3, 2] = normal * spec.spacing
+    affine[:3, 3] = [-shape[0] * spec.pixel_spacing[1] / 2, -shape[1] * spec.pixel_spacing[0] / 2, -20.0]
+    return affine
+
+
+@dataclass(frozen=True)
+class SessionStudy:
+    """One SIMULATED session: its DICOM datasets, and per contrast the image written (indexed
+    (column, row, slice)), its voxel-to-LPS affine and its series number."""
+
+    datasets: list[Dataset]
+    images: dict[str, np.ndarray]
+    affines: dict[str, np.ndarray]
+    numbers: dict[str, int]
+
+
+def session_study(
+    *,
+    seed: int = 0,
+    resolution: int = 2,
+    contrasts: tuple[str, ...] = ("T1w", "FLAIR"),
+    other_grid: tuple[str, ...] = (),
+    phi: dict | None = None,
+) -> SessionStudy:
+    """A session of one SIMULATED subject, as :func:`subject_study` but at ``resolution`` mm (1 or
+    2: the MNI152 anatomy's grid), and with the contrasts of ``other_grid`` acquired on another
+    grid, as a 2-D FLAIR often is: axial (not oblique), in-plane spacing 1.2 times and slices 1.5
+    times the resolution, covering the first contrast's field of view. Their image is the
+    contrast simulated on the first grid, resampled (trilinear) to theirs by the world positions
+    of the voxels, so both series show one head in one place."""
+    from scipy import ndimage
+
+    from .anatomy import mni152_anatomy
+    from .subjects import simulate_subject
+
+    anatomy = mni152_anatomy(resolution=resolution)
+    study_uid, frame_uid = _uid("study", "session", seed, resolution), _uid("frame", "session", seed, resolution)
+    datasets: list[Dataset] = []
+    images, affines, numbers = {}, {}, {}
+    reference: np.ndarray | None = None  # the first contrast's voxel-to-LPS affine
+    for number, contrast in enumerate(contrasts, start=2):
+        image = simulate_subject(anatomy, seed=seed, contrast=contrast).image
+        r = float(resolution)
+        spec = SeriesSpec(
+            f"{contrast} simulated", number, pixel_spacing=(r, r), thickness=r, spacing=r, **_TIMINGS[contrast]
+        )
+        affine = spec_affine_lps(spec, image.shape)
+        position = None
+        if contrast in other_grid and reference is not None:
+            spec = replace(spec, pixel_spacing=(1.2 * r, 1.2 * r), thickness=1.5 * r, spacing=1.5 * r, degrees=0.0)
+            ref_affine = reference
+            corners = np.array([[i, j, k, 1] for i in (0, image.shape[0] - 1) for j in (0, image.shape[1] - 1)
+                                for k in (0, image.shape[2] - 1)], dtype=float)  # fmt: skip
+            world = (ref_affine @ corners.T).T[:, :3]
+            low, high = world.min(axis=0), world.max(axis=0)
+            steps = np.array([spec.pixel_spacing[1], spec.pixel_spacing[0], spec.spacing])
+            shape = tuple(int(n) for n in np.ceil((high - low) / steps) + 1)
+            affine = spec_affine_lps(spec, shape)
+            affine[:3, 3] = low
+            index = np.linalg.inv(ref_affine) @ affine
+            grid = np.indices(shape, dtype=float).reshape(3, -1)
+            coords = index[:3, :3] @ grid + index[:3, 3:4]
+            image = ndimage.map_coordinates(image, coords, order=1, cval=0.0).reshape(shape).astype(np.float32)
+            position = low
+        written = series_datasets(spec, study_uid=study_uid, frame_uid=frame_uid, seed=seed, phi=phi, volume=image)
+        if position is not None:  # series_datasets centres its grid; this one covers the first's
+            normal = affine[:3, 2] / spec.spacing
+            for k, ds in enumerate(written):
+                at = position + k * spec.spacing * normal
+                ds.ImagePositionPatient = [round(float(v), 6) for v in at]
+                ds.SliceLocation = round(float(at @ normal), 6)
+        if reference is None:
+            reference = affine
+        datasets += written
+        images[contrast] = image
+        affines[contrast] = affine
+        numbers[contrast] = number
+    return SessionStudy(datasets=datasets, images=images, affines=affines, numbers=numbers)

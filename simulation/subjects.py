@@ -78,6 +78,10 @@ _CONTRAST_FROM_T1 = {
     "FLAIR": ((0.0, 0.25, 0.40, 0.66, 0.84, 1.0, 2.0), (0.0, 0.15, 0.2, 0.75, 0.55, 0.5, 0.45)),
 }
 CONTRASTS = ("T1w", *_CONTRAST_FROM_T1)
+# On the other contrasts white-matter lesions are bright whatever their T1 (oedema, gliosis,
+# demyelination lengthen T2): painted again after the map, as a ratio to the mapped white
+# matter, drawn from a stream of their own so the T1w image of a seed does not change.
+_LESION_BRIGHT = {"T2w": (1.5, 2.0), "PDw": (1.2, 1.5), "FLAIR": (1.35, 1.75)}
 
 
 def simulate_subject(
@@ -114,7 +118,9 @@ def simulate_subject(
     - ``contrast``: before step 3 the T1 intensities are mapped through a fixed curve:
       "T2w" (CSF bright, grey above white matter, T1-dark lesions bright), "PDw"
       (flatter than T2w: CSF, then grey, above white) or "FLAIR" (CSF dark, grey
-      above white). These are contrast-LIKE images, not simulations of MR physics.
+      above white). Lesions are then painted again, bright on all three (1.2-2.0 times
+      the mapped white matter, per contrast, from a stream of their own: the T1w image of
+      a seed is unchanged). These are contrast-LIKE images, not simulations of MR physics.
     - ``tilt_deg``: the head is rotated by that angle about the centre of the brain,
       around an axis near left-right (pitch, with a random 0-30 % roll/yaw part), as in
       clinical scans not aligned to a template; labels move with it.
@@ -245,7 +251,7 @@ def simulate_subject(
     wm_level = float(np.asarray(anatomy.t1)[anatomy_labels == WHITE_MATTER].mean())
     if n_lesions is None:
         n_lesions = int(rng_lesions.integers(_LESION_COUNT[0], _LESION_COUNT[1] + 1))
-    lesions = _add_lesions(
+    lesions, lesion_paint = _add_lesions(
         rng_lesions,
         t1,
         labels,
@@ -264,6 +270,11 @@ def simulate_subject(
     np.clip(t1, 0.0, None, out=t1)
     if contrast != "T1w":
         t1 = np.interp(t1, *_CONTRAST_FROM_T1[contrast]).astype(np.float32)
+        mapped_wm = float(np.interp(wm_level, *_CONTRAST_FROM_T1[contrast]))
+        rng_bright = np.random.default_rng([seed, 0xF1A1])
+        for (lesion_box, weight), lesion in zip(lesion_paint, lesions, strict=True):
+            lesion[f"{contrast}_contrast"] = ratio = float(rng_bright.uniform(*_LESION_BRIGHT[contrast]))
+            t1[lesion_box] += (np.float32(ratio * mapped_wm) - t1[lesion_box]) * weight
     signal = np.zeros(shape, dtype=np.float32)
     signal[box] = (t1**gamma) * np.exp(log_bias) * np.float32(intensity_scale)
     del t1, log_bias
@@ -350,11 +361,16 @@ def _add_lesions(
     spacing: np.ndarray,
     n_lesions: int,
     wm_level: float,
-) -> list[dict[str, Any]]:
-    """Paint ``n_lesions`` ellipsoidal lesions into ``t1`` and ``labels`` in place."""
+) -> tuple[list[dict[str, Any]], list[tuple[tuple[slice, ...], np.ndarray]]]:
+    """Paint ``n_lesions`` ellipsoidal lesions into ``t1`` and ``labels`` in place.
+
+    Returns the lesions' facts and, per lesion, its box and partial-volume weights (to paint it
+    again on another contrast).
+    """
     lesions: list[dict[str, Any]] = []
+    paint: list[tuple[tuple[slice, ...], np.ndarray]] = []
     if n_lesions == 0:
-        return lesions
+        return lesions, paint
     wm_voxels = np.flatnonzero(labels == WHITE_MATTER)
     if wm_voxels.size == 0:
         raise ValueError("anatomy: no white matter to place lesions in")
@@ -397,8 +413,10 @@ def _add_lesions(
         # Partial volume: the intensity ramps from lesion to tissue over about one voxel.
         edge = float((axes / spacing.max()).min())
         weight = np.clip((1.0 - rho) * edge + 0.5, 0.0, 1.0) * tissue
-        local_t1 += (np.float32(contrast * wm_level) - local_t1) * weight.astype(np.float32)
+        weight = weight.astype(np.float32)
+        local_t1 += (np.float32(contrast * wm_level) - local_t1) * weight
         local_labels[painted] = LESION
+        paint.append((box, weight))
         lesions.append(
             {
                 "centre_voxel": tuple(float(c) for c in centre),
@@ -407,7 +425,7 @@ def _add_lesions(
                 "voxels": int(painted.sum()),
             }
         )
-    return lesions
+    return lesions, paint
 
 
 def _ellipsoid(

@@ -16,6 +16,7 @@ KERNELS = [
     "consensus.agreement",
     "consensus.flagging",
     "consensus.fusion",
+    "consensus.dicomseg",
     "active_learning.network",
     "active_learning.uncertainty",
     "active_learning.training",
@@ -31,6 +32,8 @@ KERNELS = [
     "labeling.splits",
     "labeling.archives",
     "labeling.dicom",
+    "labeling.channels",
+    "labeling.editing",
 ]
 
 

@@ -430,7 +430,7 @@ def test_a_plain_worker_consumes_every_queue():
     consumed = set(app.amqp.queues.consume_from)  # a worker started without -Q
     assert consumed == {"default", "consensus", "training", "export"}
     routed = {app.amqp.router.route({}, model.task_name)["queue"].name for model in jobs.job_kinds()}
-    assert routed == {"consensus", "training", "export"}
+    assert routed == {"consensus", "training", "export", "default"}  # DICOM imports: default
 
 
 @pytest.mark.celery

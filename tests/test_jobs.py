@@ -65,7 +65,7 @@ def test_every_kind_of_job_names_a_registered_task():
 
     app.loader.import_default_modules()
     kinds = jobs.job_kinds()
-    assert {k.__name__ for k in kinds} == {"ConsensusRun", "Export", "ModelVersion"}
+    assert {k.__name__ for k in kinds} == {"ConsensusRun", "Export", "ModelVersion", "DicomImport"}
     assert all(k.task_name in app.tasks and k.lease_s > 0 for k in kinds)
 
 

@@ -1,5 +1,8 @@
-"""Dataset export: gather every scan's ground truth (or latest consensus), write the layout of
-the format (``consensus.exporters``), check every file, and offer one zip."""
+"""Dataset export: gather every scan's ground truth (or latest consensus) and its channels, write
+the layout of the format (``consensus.exporters``), check every file, and offer one zip.
+
+A scan that lacks one of the channels its project declares is left out and named, with the
+reason, in the datasheet."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 
 from labeling.models import AnnotationRevision, Scan, ScanStatus
+from labeling.selectors import MissingChannels, scan_channel_files
 from labeling.services import audit_log, sha256_hex
 from mriannot.errors import Conflict, ValidationFailed
 from mriannot.jobs import job_execute, job_progress
@@ -135,6 +139,31 @@ def _datasheet(project, sources, rater_names: dict[int, str]) -> dict:
     }
 
 
+def _authors(export: Export, sources, rater_names: dict[int, str]) -> tuple[str, ...]:
+    """The requester and the leads who adjudicated, by name, then the raters by pseudonym."""
+    people = [export.requested_by] + [truth.created_by for _, truth, _ in sources if truth is not None]
+    names = [user.get_full_name() or user.username for user in people if user is not None]
+    pseudonyms = [f"{name} (pseudonymous rater)" for name in sorted(rater_names.values())]
+    return tuple(dict.fromkeys(names)) + tuple(pseudonyms)
+
+
+def _channel_files(sources) -> tuple[dict[int, list], list[dict]]:
+    """(role, file) of every channel per scan id, and the scans left out for a missing channel."""
+    files, excluded = {}, []
+    for scan, _, _ in sources:
+        try:
+            files[scan.pk] = scan_channel_files(scan=scan)
+        except MissingChannels as exc:
+            excluded.append(
+                {
+                    "scan": scan.pk,
+                    "missing_channels": list(exc.roles),
+                    "reason": f"no {', '.join(exc.roles)} channel",
+                }
+            )
+    return files, excluded
+
+
 def export_execute(*, export_id: int) -> Export:
     """Build, verify and store an export. Safe to run twice: a finished export is returned as it is."""
     return job_execute(Export, export_id, _export_build, select_related=("project",))
@@ -149,6 +178,14 @@ def _export_build(export: Export) -> Export:
             raise Conflict(
                 "Nothing to export: no scan has a ground truth or a finished consensus yet.", code="empty_export"
             )
+        channel_files, excluded = _channel_files(sources)
+        sources = [row for row in sources if row[0].pk in channel_files]
+        if not sources:
+            missing = sorted({role for row in excluded for role in row["missing_channels"]})
+            raise Conflict(
+                f"Nothing to export: every scan with a ground truth lacks a declared channel ({', '.join(missing)}).",
+                code="empty_export",
+            )
         annotators = sorted(
             {
                 rev.created_by_id
@@ -158,7 +195,7 @@ def _export_build(export: Export) -> Export:
             }
         )
         rater_names = {uid: f"rater{i + 1:02d}" for i, uid in enumerate(annotators)}
-        prefix = {"nnunet": "case_", "monai": "case_", "bids": "sub-"}[export.format]
+        prefix = "sub-" if export.format == "bids" else "case_"
         cases, pseudonyms = [], {}
         for i, (scan, truth, run) in enumerate(sources):
             _progress_export(export.pk, 0.7 * i / len(sources), f"collecting scan {i + 1} of {len(sources)}")
@@ -173,7 +210,7 @@ def _export_build(export: Export) -> Export:
                 exporters.ExportCase(
                     case_id=case_id,
                     split=scan.split,
-                    image=_read(scan.image),
+                    images=tuple((role, _read(file)) for role, file in channel_files[scan.pk]),
                     labels=_read(truth.file if truth else run.labels_file),
                     posterior=_read(run.posterior_file) if run and options.get("include_posterior") else None,
                     posterior_labels=tuple(run.label_values) if run else (),
@@ -200,6 +237,9 @@ def _export_build(export: Export) -> Export:
                         "flagged": run.flagged if run else None,
                         "raters": len(revisions),
                     },
+                    dicom_source=_read(scan.dicom_series)
+                    if export.format == "dicomseg" and scan.dicom_series
+                    else None,
                 )
             )
         spec = exporters.ExportSpec(
@@ -213,7 +253,9 @@ def _export_build(export: Export) -> Export:
             include_posterior=options.get("include_posterior", False),
             dataset_id=options.get("dataset_id", 500),
             code_version=code_version(),
-            datasheet=_datasheet(project, sources, rater_names),
+            datasheet={**_datasheet(project, sources, rater_names), "excluded_scans": excluded},
+            channels=tuple(project.channels),
+            authors=_authors(export, sources, rater_names),
         )
         summary = exporters.write_export(
             work, spec, cases, progress=lambda f, m: _progress_export(export.pk, 0.7 + 0.1 * f, m)
@@ -236,8 +278,16 @@ def _export_build(export: Export) -> Export:
             export.file.name = name
             export.sha256 = sha256_hex(data)
             export.size = len(data)
-            export.summary = {**summary, "checks": "passed", "code_version": code_version(), "pseudonyms": pseudonyms}
-            export.mark_done(f"{len(cases)} scans")
+            export.summary = {
+                **summary,
+                "checks": "passed",
+                "code_version": code_version(),
+                "excluded_scans": excluded,
+                "pseudonyms": pseudonyms,
+            }
+            export.mark_done(
+                f"{len(cases)} scans" + (f", {len(excluded)} left out (missing channels)" if excluded else "")
+            )
             export.save()
             audit_log(
                 actor=None,

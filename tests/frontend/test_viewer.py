@@ -1,5 +1,9 @@
 """The viewer in headless Chromium against the real server: paint, orientation, undo, fill.
 
+The editing tools (round and sphere brushes, thresholds, locks, fill between slices, server
+operations, grow from seeds, presets, measurements) have their own tests on the same oblique
+scans: tests/frontend/test_editing_tools.py.
+
 Each test asserts on what the server stored (the revision file, read with nibabel) and on
 NiiVue's drawing state, never on pixels; screenshots go to artifacts/screenshots/.
 """
@@ -19,6 +23,7 @@ from tests.frontend.helpers import (
     latest_revision,
     log_in,
     open_assignment,
+    read_nifti,
     revision_labels,
     scan_image,
     stroke,
@@ -81,6 +86,26 @@ def test_paint_lands_on_the_stored_voxels(live_server, page, viewer_world, shot)
     np.testing.assert_allclose(seen["mm"], (affine @ [*first, 1])[:3], atol=0.06)
     assert seen["value"] == pytest.approx(float(image[tuple(first)]), abs=0.006)
     assert seen["label"] == "2 (Grey matter)"
+
+    # The round brush in a coronal slice of this oblique, anisotropic scan: a disc in mm on the
+    # stored grid (the 3 mm j axis is the one held), the stored voxels equal to the drawing.
+    page.keyboard.press("c")
+    page.keyboard.press("3")  # Lesion (4)
+    page.evaluate("window.mriannot.tools.setPenSize(5)")  # 10 mm across (5 voxels of the finest 2 mm)
+    page.mouse.move(*canvas_point(page, 0.5, 0.5))
+    page.mouse.down()
+    centre = page.evaluate("window.mriannot.viewer.crosshairVoxel()")
+    page.mouse.up()
+    wait_state(page, "saved")
+    revision = latest_revision(assignment)
+    stored = revision_labels(revision)
+    np.testing.assert_array_equal(stored, drawing(page))
+    zooms = np.asarray(read_nifti(assignment.scan.image.name).header.get_zooms()[:3], dtype=float)
+    grid = np.indices(stored.shape).astype(float)
+    d2 = sum(((grid[k] - centre[k]) * zooms[k]) ** 2 for k in (0, 2))
+    disc = (d2 <= 25 * (1 + 1e-6)) & (grid[1] == centre[1])
+    np.testing.assert_array_equal(stored == 4, disc)
+    assert set(np.argwhere(stored == 4)[:, 1]) == {centre[1]}, "a coronal disc keeps j"
 
     # Reopening starts from this revision, on the same voxels.
     page.reload()

@@ -469,3 +469,15 @@ def test_openapi_schema_is_valid_without_warnings():
     from django.core.management import call_command
 
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", "/dev/null")
+
+
+def test_raters_never_see_the_uploaded_file_name():
+    """A NIfTI's file name may name the patient: its leads see it, its raters do not."""
+    world = factories.make_world(raters_per_scan=1)
+    raw = factories.nifti_bytes(factories.image_array(), factories.AFFINE)
+    scan = services.scan_create(project=world.project, actor=world.lead, raw=raw, filename="DOE_JANE_MRN7734.nii.gz")
+    rater = scan.assignments.get().annotator
+    for path in (f"/api/v1/scans/{scan.pk}/", f"/api/v1/projects/{world.project.pk}/scans/"):
+        seen = world.client(rater).get(path)
+        assert seen.status_code == 200 and "DOE_JANE" not in seen.content.decode()
+        assert "DOE_JANE" in world.client(world.lead).get(path).content.decode()

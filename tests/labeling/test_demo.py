@@ -15,7 +15,7 @@ import simulation
 from consensus import services as consensus_services
 from consensus.models import ConsensusRun, GroundTruth
 from consensus.voting import majority_vote
-from labeling import demo, volumes
+from labeling import demo, selectors, volumes
 from labeling.models import Scan, ScanStatus
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
@@ -54,3 +54,23 @@ def test_demo_scan_004_is_flagged_with_reasons_and_no_worse_than_the_vote():
     vote = majority_vote(np.stack(segs)).labels
     for value in (1, 2, 3, 4):
         assert _dice(np.asarray(consensus), truth, value) >= _dice(vote, truth, value) - 0.002
+
+
+def test_demo_scans_hold_a_t1w_and_a_flair_of_the_same_subject():
+    summary = demo.demo_project_create(n_scans=2, n_rated=0)
+    assert summary.project.channels == ["T1w", "FLAIR"]
+    for scan in Scan.objects.filter(project=summary.project):
+        (t1_role, t1_file), (flair_role, flair_file) = selectors.scan_channel_files(scan=scan)
+        assert (t1_role, flair_role) == ("T1w", "FLAIR")
+        t1, t1_affine = volumes.read_array(t1_file.read())
+        flair, flair_affine = volumes.read_array(flair_file.read())
+        assert t1.shape == flair.shape and np.allclose(t1_affine, flair_affine)
+        assert not scan.channels.get().resampled
+        # FLAIR: CSF dark, unlike T1w where it is dark too but white matter is brightest; lesions bright.
+        truth = simulation.simulate_subject(
+            simulation.mni152_anatomy(resolution=2), seed=2026 + int(scan.subject_id) - 1
+        )
+        lesion, white = truth.labels == 4, truth.labels == 3
+        if lesion.any():
+            assert flair[lesion].mean() > flair[white].mean()
+            assert t1[lesion].mean() < t1[white].mean()

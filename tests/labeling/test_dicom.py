@@ -12,6 +12,7 @@ import gzip
 import io
 import logging
 import warnings
+import zipfile
 
 import nibabel as nib
 import numpy as np
@@ -260,3 +261,51 @@ def test_pseudonyms_differ_between_projects_and_patients():
     assert a != dicom.pseudonym(patient_id="MRN-1", secret=b"b")
     assert a != dicom.pseudonym(patient_id="MRN-2", secret=b"a")
     assert "MRN" not in a
+
+
+def test_deidentify_from_a_file_equals_deidentify_of_the_decoded_dataset():
+    """The fast path (kept elements shared as read, not decoded) writes the same bytes as the
+    decoded path (elements deep-copied), leaves no fake PHI, and the input stays as it was."""
+    secret = b"k"
+    series = sim.series_datasets(sim.USABLE[1], shape=SHAPE, study_uid="1.2.3", frame_uid="1.2.4")
+    with dicom.quiet():
+        read = [dicom.dataset_read(_bytes(ds)) for ds in series]
+    before = [_bytes(ds) for ds in read]
+    args = {"subject": "sub-x", "offset_days": -7, "secret": secret}
+    fast = [dicom.deidentify(ds, record=dicom.DeidRecord(), **args) for ds in read]
+    slow = [dicom.deidentify(ds, record=dicom.DeidRecord(), **args) for ds in series]
+    assert dicom.series_encode(fast) == dicom.series_encode(slow)
+    assert [_bytes(ds) for ds in read] == before
+    fast[0].ImageType = ["DERIVED"]  # a change to the copy never reaches the input
+    assert list(read[0].ImageType) == list(series[0].ImageType)
+    encoded = b"".join(dicom.series_encode(fast))
+    assert not [v for v in sim.FAKE_PHI.values() if v.encode() in encoded]
+
+
+def test_header_read_stops_before_the_pixels_and_knows_an_image():
+    ds = sim.series_datasets(sim.USABLE[0], shape=SHAPE, study_uid="1.2.3", frame_uid="1.2.4")[0]
+    with dicom.quiet():
+        header = dicom.header_read(io.BytesIO(_bytes(ds)))
+        assert header.SeriesInstanceUID == ds.SeriesInstanceUID and "PixelData" not in header
+        assert dicom.header_read(io.BytesIO(b"not dicom")) is None
+        del ds.Rows
+        assert dicom.header_read(io.BytesIO(_bytes(ds))) is None
+
+
+def test_series_zip_and_facts_hold_no_text():
+    series = sim.series_datasets(sim.USABLE[1], shape=SHAPE, study_uid="1.2.3", frame_uid="1.2.4")
+    facts = dicom.series_facts(series)
+    assert facts == {
+        "series_number": 3,
+        "slices": SHAPE[2],
+        "tr": 9000.0,
+        "te": 81.0,
+        "ti": 2500.0,
+        "field_strength": 3.0,
+    }
+    clean = [
+        dicom.deidentify(ds, subject="sub-x", offset_days=-1, secret=b"k", record=dicom.DeidRecord()) for ds in series
+    ]
+    archive = zipfile.ZipFile(io.BytesIO(dicom.series_zip(dicom.series_encode(clean))))
+    assert archive.namelist() == [f"{n:04d}.dcm" for n in range(1, SHAPE[2] + 1)]
+    assert archive.read("0001.dcm") == dicom.series_encode(clean)[0]

@@ -898,3 +898,15 @@ def test_writers_stream_the_same_bytes_as_gzip_of_nibabels_whole_file(data):
         + struct.pack("<II", zlib.crc32(whole), len(whole))
     )
     assert image_to_bytes(data, affine) == expected
+
+
+def test_header_text_fields_of_an_upload_are_not_kept():
+    """descrip, aux_file, db_name and intent_name may carry a name or an MRN: the stored file has none."""
+    image = nib.Nifti1Image(np.ones((4, 4, 4), np.int16), np.eye(4))
+    image.header["descrip"] = b"DOE^JANE 1970-01-01"
+    image.header["aux_file"] = b"MRN-7734219"
+    image.header["db_name"] = b"ST-ANNE"
+    image.header.set_intent("none", name="DOE")
+    stored = gzip.decompress(load_image(image.to_bytes(), max_decompressed_bytes=1 << 20).nifti_bytes)
+    for value in (b"DOE", b"JANE", b"7734219", b"ANNE", b"1970"):
+        assert value not in stored

@@ -255,15 +255,26 @@ def test_other_contrasts_reorder_tissues_and_keep_the_labels(anatomy, twin, cont
     assert other.parameters["contrast"] == contrast
 
 
-def test_t2w_lesions_are_bright_where_t1w_lesions_are_dark(anatomy):
+@pytest.mark.parametrize("contrast", ["T2w", "FLAIR", "PDw"])
+def test_lesions_are_bright_on_t2w_flair_and_pdw_where_t1w_lesions_are_dark(anatomy, contrast):
     t1 = sim.simulate_subject(anatomy, seed=5, n_lesions=3)
-    t2 = sim.simulate_subject(anatomy, seed=5, n_lesions=3, contrast="T2w")
-    lesion = t1.labels == sim.LESION
+    other = sim.simulate_subject(anatomy, seed=5, n_lesions=3, contrast=contrast)
     dark = [les for les in t1.parameters["lesions"] if les["contrast"] < 1]
     assert dark, "seed 5 should have a hypointense lesion"
     wm = t1.labels == sim.WHITE_MATTER
+    for number in range(len(t1.parameters["lesions"])):  # each lesion, not just on average
+        one = _lesion_mask(t1, number)
+        assert np.median(other.image[one]) > np.median(other.image[wm]), (contrast, number)
+    lesion = t1.labels == sim.LESION
     assert np.median(t1.image[lesion]) < np.median(t1.image[wm])
-    assert np.median(t2.image[lesion]) > np.median(t2.image[wm])
+    np.testing.assert_array_equal(other.labels, t1.labels)
+
+
+def _lesion_mask(subject, number: int) -> np.ndarray:
+    """The voxels of one lesion: the connected lesion component that holds its centre."""
+    components, _ = ndimage.label(subject.labels == sim.LESION)
+    centre = tuple(round(c) for c in subject.parameters["lesions"][number]["centre_voxel"])
+    return components == components[centre]
 
 
 def _principal_axis(mask, spacing):

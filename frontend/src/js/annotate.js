@@ -2,10 +2,15 @@
 // the offline store and the shortcuts to the API and the workflow (save, conflict, submit).
 import { ApiError, api } from "./api.js";
 import { Autosave, STATE } from "./autosave.js";
+import { Channels, wireChannelControls } from "./channels.js";
 import { CommentThread } from "./comments.js";
-import { editingBindings, viewBindings } from "./editing-shortcuts.js";
+import { wireBrushCursor } from "./brush-cursor.js";
+import { ALL_EDITING, channelBindings, editingBindings, viewBindings } from "./editing-shortcuts.js";
+import { Measurements } from "./measure.js";
 import { OfflineStore } from "./offline-store.js";
+import { Operations } from "./operations.js";
 import { markPalette, renderPalette } from "./palette.js";
+import { wireRangeHistogram } from "./range-histogram.js";
 import { $, idFromPath, markReady, requireUser, runPage, showPageError, showUser } from "./session.js";
 import { Shortcuts } from "./shortcuts.js";
 import { loadStartingPoint } from "./starting-point.js";
@@ -27,7 +32,10 @@ const STATE_TEXT = {
 const app = {
   timing: { start: performance.now() },
   viewer: null,
+  channels: null, // the scan's sequences (channels.js)
   tools: null,
+  operations: null, // server operations on the labels (operations.js)
+  measure: null, // label volumes, island under the crosshair (measure.js)
   autosave: null,
   store: null,
   assignment: null,
@@ -84,6 +92,7 @@ async function reloadRevision(revisionId) {
   await app.viewer.loadLabels(bytes);
   app.viewer.applyLabelDisplay();
   app.tools.resetHistory();
+  app.measure?.changed();
   await app.autosave.resetTo(revisionId);
   message(revisionId ? `Reloaded revision ${revisionId} from the server.` : "Reloaded: the server has no revision yet.");
 }
@@ -116,7 +125,7 @@ function setReadOnly(text) {
   const note = $("readonly-notice");
   note.textContent = text;
   note.hidden = false;
-  for (const button of document.querySelectorAll("#tool-buttons button, #undo, #redo, #submit, #save-now")) {
+  for (const button of document.querySelectorAll("#tool-buttons button, #ops button, #undo, #redo, #submit, #save-now")) {
     button.disabled = true;
   }
 }
@@ -137,6 +146,22 @@ function refreshControls() {
   $("tool-hint").textContent = TOOLS[tools.tool].hint;
   $("pen-size").value = String(tools.penSize);
   $("pen-size-value").textContent = String(tools.penSize);
+  $("pen-size-mm").textContent = `${fmt(tools.brushMm)} mm`;
+  $(tools.shape === "sphere" ? "shape-sphere" : "shape-disc").checked = true;
+  $("threshold").checked = tools.threshold;
+  app.range?.refresh();
+  const pending = tools.pending;
+  $("preview-bar").hidden = !pending;
+  document.body.dataset.preview = pending ? "pending" : "none";
+  if (pending) $("preview-text").textContent = `Preview: ${pending.description} (${pending.changed} voxels).`;
+  const busy = Boolean(app.operations?.busy);
+  for (const button of document.querySelectorAll("#ops button")) {
+    if (button.closest("#preview-bar")) continue;
+    button.disabled = app.readOnly || busy || Boolean(pending);
+  }
+  app.measure?.refreshControls();
+  const measurements = tools.measurements;
+  $("ruler-value").textContent = measurements.length ? `${fmt(measurements[measurements.length - 1].distance)} mm` : "drag with the Ruler (Shift+R)";
   $("undo").disabled = app.readOnly || !tools.history.canUndo;
   $("redo").disabled = app.readOnly || !tools.history.canRedo;
   $("zoom-value").textContent = `${Math.round(viewer.zoom() * 100)} %`;
@@ -156,9 +181,31 @@ function wireControls() {
     button.addEventListener("click", () => viewer.setView(button.dataset.view));
   }
   $("pen-size").addEventListener("input", (e) => tools.setPenSize(Number(e.target.value)));
+  for (const radio of document.querySelectorAll("input[name=brush-shape]")) {
+    radio.addEventListener("change", () => radio.checked && tools.setShape(radio.value));
+  }
+  $("threshold").addEventListener("change", (e) => tools.setThreshold(e.target.checked));
   const readRange = () => tools.setFillRange(parseFloat($("fill-lo").value), parseFloat($("fill-hi").value));
   $("fill-lo").addEventListener("change", readRange);
   $("fill-hi").addEventListener("change", readRange);
+  app.range = wireRangeHistogram(
+    { canvas: $("range-histogram"), lo: $("range-lo"), hi: $("range-hi"), fieldLo: $("fill-lo"), fieldHi: $("fill-hi") },
+    viewer,
+    tools,
+  );
+  $("range-pick").addEventListener("click", () => tools.rangeFromCrosshair());
+  $("range-auto").addEventListener("click", () => {
+    $("fill-lo").value = "";
+    $("fill-hi").value = "";
+    tools.setFillRange(NaN, NaN);
+  });
+  wireOperations();
+  wireBrushCursor($("brush-cursor"), viewer, tools);
+  $("ruler-clear").addEventListener("click", () => {
+    viewer.nv.clearMeasurements();
+    tools.measurements = [];
+    refreshControls();
+  });
   $("fill-from-window").addEventListener("click", () => {
     const wl = viewer.windowLevel();
     $("fill-lo").value = wl.min.toFixed(1);
@@ -180,11 +227,18 @@ function wireControls() {
     option.textContent = preset.name;
     presets.append(option);
   }
+  const region = document.createElement("option");
+  region.value = "region";
+  region.textContent = "From a region (Shift+W)";
+  presets.append(region);
   const custom = document.createElement("option");
   custom.value = "custom";
   custom.textContent = "Custom (dragged)";
   presets.append(custom);
-  presets.addEventListener("change", () => viewer.applyPreset(presets.value));
+  presets.addEventListener("change", () => {
+    if (presets.value === "region") tools.setTool("wlregion");
+    else viewer.applyPreset(presets.value);
+  });
   viewer.on("window", (wl) => {
     $("wl-value").textContent = `Window ${fmt(wl.window)} · level ${fmt(wl.level)} (${fmt(wl.min)} to ${fmt(wl.max)})`;
     const preset = WINDOW_PRESETS[viewer.preset];
@@ -200,6 +254,7 @@ function wireControls() {
     $("readout-mm").textContent = loc.mm.map((v) => fmt(v)).join(", ");
     $("readout-value").textContent = fmt(loc.value, 2);
     $("readout-label").textContent = loc.label ? `${loc.label} (${loc.labelName})` : "none";
+    app.measure?.scheduleIsland();
   });
   $("zoom-in").addEventListener("click", () => viewer.zoomBy(1.25));
   $("zoom-out").addEventListener("click", () => viewer.zoomBy(1 / 1.25));
@@ -207,6 +262,34 @@ function wireControls() {
   $("save-now").addEventListener("click", () => app.autosave.flush());
   $("submit").addEventListener("click", openSubmit);
   $("help-button").addEventListener("click", toggleHelp);
+  wireChannelControls(app.channels);
+  app.channels.on(() => app.range?.refresh()); // the histogram follows the background sequence
+}
+
+/** The fill-between-slices, clean-up and grow buttons and their settings. */
+function wireOperations() {
+  const { tools, operations } = app;
+  const number = (id, set) => {
+    const input = $(id);
+    input.addEventListener("change", () => {
+      const value = parseFloat(input.value);
+      if (Number.isFinite(value) && value >= 0) set(value);
+    });
+  };
+  number("island-min", (v) => (operations.minIslandMm3 = v));
+  number("margin-mm", (v) => (operations.marginMm = v));
+  number("smooth-mm", (v) => (operations.smoothMm = v));
+  $("interpolate").addEventListener("click", () => tools.interpolate());
+  $("grow-seeds").addEventListener("click", () => operations.growFromSeeds());
+  $("outside-seed").addEventListener("click", () => tools.setLabel(tools.labelForKey(0)));
+  $("islands-remove").addEventListener("click", () => operations.removeSmallIslands());
+  $("islands-largest").addEventListener("click", () => operations.keepLargestIsland());
+  $("islands-keep").addEventListener("click", () => operations.keepIslandAtCrosshair());
+  $("margin-grow").addEventListener("click", () => operations.margin(1));
+  $("margin-shrink").addEventListener("click", () => operations.margin(-1));
+  $("smooth").addEventListener("click", () => operations.smooth());
+  $("preview-accept").addEventListener("click", () => tools.acceptPreview());
+  $("preview-reject").addEventListener("click", () => tools.rejectPreview());
 }
 
 function toggleHelp() {
@@ -223,7 +306,7 @@ function buildShortcuts() {
     { keys: ["?"], group: "General", description: "Show or hide this help", run: toggleHelp, whenDialogOpen: true },
     { keys: ["Ctrl+s"], group: "General", description: "Save now (autosave also runs after each edit)", run: () => app.autosave.flush() },
     { keys: ["Ctrl+Enter"], group: "General", description: "Submit and open the next scan", run: openSubmit },
-    ...editingBindings(tools),
+    ...editingBindings(tools, { offered: ALL_EDITING, operations: app.operations, active: () => !app.readOnly }),
     {
       keys: ["1", "2", "3", "4", "5", "6", "7", "8", "9"],
       display: ["1 … 9"],
@@ -254,6 +337,7 @@ function buildShortcuts() {
     },
     ...viewBindings(viewer),
     { keys: ["d"], group: "Views", description: "3D rendering", run: () => viewer.setView("render") },
+    ...channelBindings(app.channels),
     {
       keys: ["v"],
       group: "Views",
@@ -423,6 +507,8 @@ async function main() {
   app.store = store;
   // Everything the first frame needs, in parallel: image, starting labels, project, scan.
   const imagePromise = api.scanImage(assignment.scan);
+  app.channels = new Channels(viewer, { onMessage: message });
+  const channelList = app.channels.fetchList(assignment.scan);
   const startPromise = isMine
     ? loadStartingPoint({ assignment, project: null, username: me.username, store })
     : Promise.resolve(null); // blinding: never request another rater's labels
@@ -448,26 +534,43 @@ async function main() {
   $("loading").hidden = true;
   await new Promise((resolve) => requestAnimationFrame(() => resolve()));
   app.timing.firstFrame = performance.now();
+  app.channels.start(await channelList); // the other sequences load after the first frame
 
   const tools = new Tools(viewer, {
     labels: project.labels,
     onEdit: () => {
       app.autosave.markDirty();
+      app.measure?.changed();
       viewer.nv.createOnLocationChange(); // the read-out shows the label under the crosshair
     },
     onMessage: message,
     onChange: refreshControls,
   });
   app.tools = tools;
+  app.operations = new Operations({ assignmentId: assignment.id, tools, channels: app.channels, onMessage: message, onChange: refreshControls });
   renderPalette($("palette"), tools.labels, (value) => app.tools.setLabel(value), {
     emptyText: "This project has no labels yet: a lead must add them before you can draw.",
+    controls: {
+      onVisible: (value, visible) => viewer.setLabelDisplay(value, { visible }),
+      onLock: (value, locked) => tools.setLocked(value, locked),
+      onOpacity: (value, opacity) => viewer.setLabelDisplay(value, { opacity }),
+    },
+  });
+  app.measure = new Measurements({
+    viewer,
+    tools,
+    palette: $("palette"),
+    onIsland: (text) => {
+      $("island-volume").textContent = text || "–";
+      $("readout-island").textContent = text || "–";
+    },
   });
   app.autosave = new Autosave({
     assignmentId: assignment.id,
     username: me.username,
     base: start?.base ?? null,
     source: start?.source ?? "manual",
-    exportLabels: () => viewer.exportLabels(),
+    exportLabels: () => viewer.exportLabels(tools.committedBitmap()), // never a pending preview
     store: isMine ? store : null,
     delayMs: autosaveDelay(),
     onState: showSaveState,
@@ -498,6 +601,7 @@ async function main() {
       // Edits kept in this browser whose base is no longer the latest revision: show them and ask.
       await viewer.loadLabels(start.stale.bytes);
       tools.resetHistory();
+      app.measure.changed();
       app.autosave.version += 1; // the kept edits are on screen and not on the server
       app.autosave.setState(STATE.CONFLICT, {
         currentRevision: assignment.head_revision,
@@ -511,6 +615,7 @@ async function main() {
     if (start.offer) offerPrelabel(start.offer);
   }
   refreshControls();
+  app.measure.changed();
   viewer.emit("window", viewer.windowLevel());
   viewer.nv.createOnLocationChange();
   markReady();
@@ -531,6 +636,7 @@ function offerPrelabel(offer) {
     box.hidden = true;
     await app.viewer.loadLabels(offer.bytes);
     app.tools.resetHistory();
+    app.measure?.changed();
     app.autosave.source = "prelabel";
     app.autosave.adoptUnsaved();
     app.startingPoint = { ...app.startingPoint, kind: "prelabel", offer: undefined };

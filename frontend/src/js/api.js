@@ -90,6 +90,10 @@ export const api = {
   assignment: (id) => request(`assignments/${id}/`),
   scan: (id) => request(`scans/${id}/`),
   scanImage: (id) => request(`scans/${id}/image/`, { expect: "bytes" }),
+  /** A scan's sequences, its own image first: [{role, reference, present, resampled, coverage, image}]. */
+  scanChannels: (id) => request(`scans/${id}/channels/`),
+  /** One sequence of a scan (.nii.gz on the scan's grid), the scan's own image included. */
+  scanChannelImage: (id, role) => request(`scans/${id}/channels/${encodeURIComponent(role)}/image/`, { expect: "bytes" }),
   revisionLabels: (id) => request(`revisions/${id}/labels/`, { expect: "bytes" }),
   /** The model's pre-label of the assignment (active learning): the raw Response (.nii.gz). */
   prelabel: (assignmentId) => request(`assignments/${assignmentId}/prelabel/`, { expect: "response" }),
@@ -105,6 +109,22 @@ export const api = {
       `assignments/${assignmentId}/revisions/?base_revision=${baseRevision ?? "none"}&source=${encodeURIComponent(source)}`,
       { method: "POST", body: bytes, contentType: "application/octet-stream", keepalive },
     ),
+  /**
+   * A server operation on the label volume (islands, margin, smooth, interpolate, grow): the
+   * answer is the resulting volume (gzip NIfTI on the same grid) with X-Changed-Voxels and
+   * X-Operation-Ms; nothing is saved. Returns the raw Response.
+   * @param {number} assignmentId
+   * @param {string} operation e.g. "islands"
+   * @param {Record<string, string|number>} params query parameters
+   * @param {Uint8Array} bytes the label volume (gzip NIfTI), as a revision save sends it
+   */
+  operation: (assignmentId, operation, params, bytes) =>
+    request(`assignments/${assignmentId}/operations/${encodeURIComponent(operation)}/?${new URLSearchParams(params)}`, {
+      method: "POST",
+      body: bytes,
+      contentType: "application/octet-stream",
+      expect: "response",
+    }),
   submit: (assignmentId, revisionId) =>
     request(`assignments/${assignmentId}/submit/`, { method: "POST", json: revisionId ? { revision: revisionId } : {} }),
   /** A scan's comments the user may read (a lead: every thread, or one with ``assignmentId``). */

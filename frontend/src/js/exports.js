@@ -8,7 +8,7 @@ import { $, idFromPath, markReady, requireUser, runPage, showPageError, showUser
 import { badge, cell, fillBody, humanSize, link, row } from "./tables.js";
 
 
-const FORMAT_TEXT = { nnunet: "nnU-Net v2", monai: "MONAI", bids: "BIDS derivatives" };
+const FORMAT_TEXT = { nnunet: "nnU-Net v2", monai: "MONAI", bids: "BIDS derivatives", dicomseg: "DICOM-SEG" };
 
 /** Test hook (read-only use): window.mriannot. */
 const app = { project: null, lastExport: null };

@@ -22,26 +22,31 @@ export const PLANE_AXIS = { axial: 2, coronal: 1, sagittal: 0 };
  * @param {number|null} [args.axis] voxel axis held constant (2D fill in that slice), or null for 3D
  * @param {number} [args.slope] raw-to-scaled intensity slope (NIfTI scl_slope; 0 means 1)
  * @param {number} [args.inter] raw-to-scaled intercept (NIfTI scl_inter)
- * @returns {{filled: number, changed: number}} voxels in the region, and voxels whose label changed
+ * @param {(i: number) => boolean} [args.canWrite] voxels it may not write (a locked label) are
+ *   walls: the region neither includes nor crosses them
+ * @param {boolean} [args.dryRun] measure the region only, write nothing
+ * @param {number} [args.limit] stop once the region holds more voxels than this (``leaked``)
+ * @returns {{filled: number, changed: number, leaked: boolean}} voxels in the region, voxels whose
+ *   label changed (or would), and whether it stopped at ``limit``
  *
  * Connectivity is 6 in 3D and 4 in a slice (faces only). A seed outside the range fills nothing.
  */
-export function floodFill({ labels, image, dims, seed, value, lo, hi, axis = null, slope = 1, inter = 0 }) {
+export function floodFill({ labels, image, dims, seed, value, lo, hi, axis = null, slope = 1, inter = 0, canWrite = null, dryRun = false, limit = Infinity }) {
   const [nx, ny, nz] = dims;
   const n = nx * ny * nz;
   if (labels.length !== n || image.length < n) {
     throw new Error(`floodFill: labels (${labels.length}) and image (${image.length}) must hold ${n} voxels`);
   }
   const [sx, sy, sz] = seed.map((c) => Math.round(c));
-  if (sx < 0 || sy < 0 || sz < 0 || sx >= nx || sy >= ny || sz >= nz) return { filled: 0, changed: 0 };
+  if (sx < 0 || sy < 0 || sz < 0 || sx >= nx || sy >= ny || sz >= nz) return { filled: 0, changed: 0, leaked: false };
   const scale = slope === 0 || !Number.isFinite(slope) ? 1 : slope;
   const offset = Number.isFinite(inter) ? inter : 0;
   const inRange = (i) => {
     const v = image[i] * scale + offset;
-    return v >= lo && v <= hi;
+    return v >= lo && v <= hi && (!canWrite || canWrite(i));
   };
   const seedIndex = sx + sy * nx + sz * nx * ny;
-  if (!inRange(seedIndex)) return { filled: 0, changed: 0 };
+  if (!inRange(seedIndex)) return { filled: 0, changed: 0, leaked: false };
 
   const nxy = nx * ny;
   const visited = new Uint8Array(n);
@@ -61,8 +66,9 @@ export function floodFill({ labels, image, dims, seed, value, lo, hi, axis = nul
   while (head < tail) {
     const i = queue[head++];
     filled++;
+    if (filled > limit) return { filled, changed, leaked: true };
     if (labels[i] !== value) {
-      labels[i] = value;
+      if (!dryRun) labels[i] = value;
       changed++;
     }
     const x = i % nx;
@@ -81,5 +87,5 @@ export function floodFill({ labels, image, dims, seed, value, lo, hi, axis = nul
       if (z < nz - 1) visit(i + nxy);
     }
   }
-  return { filled, changed };
+  return { filled, changed, leaked: false };
 }

@@ -27,6 +27,11 @@ export class History {
     this.cursor = this.snapshots.length - 1;
   }
 
+  /** The state at the cursor (the last recorded edit), decoded into ``target`` or a new array. */
+  current(target) {
+    return rleDecode(this.snapshots[this.cursor], target);
+  }
+
   get canUndo() {
     return this.cursor > 0;
   }

@@ -1,5 +1,6 @@
 // A project's settings page (/projects/<id>/settings/), for its leads and admins: the label
-// schema (value, name, colour, number key) and the project's form (name, description, raters
+// schema (value, name, colour, number key), the sequences every scan holds (an ordered list:
+// the first is the scan's own image) and the project's form (name, description, raters
 // per scan, the rules that flag a consensus for a lead, active learning and the pre-label
 // policy). Only what changed is sent; the server audits every change (project.update,
 // label.create / update / delete) and refuses what breaks saved work: once a rater has saved
@@ -11,7 +12,7 @@ import { $, markReady, runPage } from "./session.js";
 import { cell, fillBody, row } from "./tables.js";
 
 /** Test hook (read-only use): window.mriannot. */
-const app = { project: null, labels: [], locked: false };
+const app = { project: null, labels: [], locked: false, channels: [] };
 window.mriannot = app;
 
 const STRATEGIES = [
@@ -163,6 +164,76 @@ function wireLabelForm() {
   });
 }
 
+// --- the sequences of a scan (channels) ---------------------------------------------------------
+
+/** The sequences a project may declare (labeling/metadata.py SEQUENCES), at most MAX_CHANNELS. */
+export const SEQUENCES = ["T1w", "T2w", "FLAIR", "PD", "other"];
+const MAX_CHANNELS = 4;
+
+function channelButton(text, action, role, disabled) {
+  const button = Object.assign(document.createElement("button"), { type: "button", textContent: text, className: "small secondary" });
+  button.dataset.action = action;
+  button.disabled = disabled;
+  button.setAttribute("aria-label", `${text} ${role}`);
+  return button;
+}
+
+function renderChannels() {
+  const list = app.channels;
+  const rows = list.map((role, i) => {
+    const up = channelButton("Up", "up", role, i === 0);
+    const down = channelButton("Down", "down", role, i === list.length - 1);
+    const remove = channelButton("Remove", "remove", role, false);
+    const move = (from, to) => {
+      const next = [...app.channels];
+      [next[from], next[to]] = [next[to], next[from]];
+      app.channels = next;
+      renderChannels();
+    };
+    up.addEventListener("click", () => move(i, i - 1));
+    down.addEventListener("click", () => move(i, i + 1));
+    remove.addEventListener("click", () => {
+      app.channels = app.channels.filter((r) => r !== role);
+      renderChannels();
+    });
+    const actions = document.createElement("span");
+    actions.className = "row";
+    actions.append(up, down, remove);
+    const what = i === 0 ? "the scan's own image and grid" : "beside it, on its grid";
+    return row([cell(String(i + 1), { num: true }), cell(role), cell(what, { className: "muted" }), cell(actions)], { role });
+  });
+  fillBody($("channels-body"), rows, { empty: "None: one image per scan.", columns: 4 });
+  const free = SEQUENCES.filter((role) => !list.includes(role));
+  options($("channel-role"), free.map((role) => [role, role]));
+  $("channel-add").disabled = !free.length || list.length >= MAX_CHANNELS;
+  const saved = JSON.stringify(list) === JSON.stringify(app.project.channels ?? []);
+  $("channels-save").disabled = saved;
+}
+
+function wireChannels() {
+  app.channels = [...(app.project.channels ?? [])];
+  renderChannels();
+  $("channel-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const role = $("channel-role").value;
+    if (role && !app.channels.includes(role)) app.channels = [...app.channels, role];
+    message("channels-result", "");
+    renderChannels();
+  });
+  $("channels-save").addEventListener("click", async () => {
+    $("channels-save").disabled = true;
+    try {
+      app.project = await consoleApi.updateProject(app.project.id, { channels: app.channels });
+      app.channels = [...app.project.channels];
+      message("channels-result", `Saved: ${app.channels.length ? app.channels.join(", ") : "one image per scan"}.`);
+    } catch (error) {
+      message("channels-result", errorText(error), { error: true });
+    } finally {
+      renderChannels();
+    }
+  });
+}
+
 // --- the project's form ------------------------------------------------------------------------
 
 function fillForm(project) {
@@ -220,6 +291,7 @@ async function main() {
   fillForm(app.project);
   await reloadLabels();
   wireLabelForm();
+  wireChannels();
   wireProjectForm();
   if (new URLSearchParams(window.location.search).get("created")) {
     message("labels-result", "Project created: add its labels, then its annotators on the People page.");

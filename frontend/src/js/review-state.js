@@ -22,6 +22,7 @@ export const STATUS_TEXT = {
 export const app = {
   scanId: null,
   viewer: null,
+  channels: null, // the scan's sequences (channels.js)
   tools: null,
   review: null,
   flagged: [],

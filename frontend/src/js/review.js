@@ -6,7 +6,8 @@
 // flagged scan walk the scans waiting for adjudication. This module loads the page and takes
 // the decisions; review-overlays.js and review-panels.js draw the rest.
 import { ApiError, api } from "./api.js";
-import { editingBindings, viewBindings } from "./editing-shortcuts.js";
+import { Channels, wireChannelControls } from "./channels.js";
+import { channelBindings, editingBindings, viewBindings } from "./editing-shortcuts.js";
 import { leadApi } from "./lead-api.js";
 import { markPalette, renderPalette } from "./palette.js";
 import { ProgressView, pollJob } from "./poll.js";
@@ -241,6 +242,7 @@ function buildShortcuts() {
   return new Shortcuts([
     ...editingBindings(tools, { offered: ["navigate", "brush", "pen", "eraser"], active: () => Boolean(app.editing) }),
     ...viewBindings(viewer),
+    ...channelBindings(app.channels),
     { keys: ["n"], group: "Flagged scans", description: "Next flagged scan", run: follow("next-flagged") },
     { keys: ["Shift+n"], group: "Flagged scans", description: "Previous flagged scan", run: follow("prev-flagged") },
   ]);
@@ -284,6 +286,8 @@ async function main() {
   }
   app.review = review;
   const imagePromise = api.scanImage(scanId);
+  app.channels = new Channels(viewer, { onMessage: message });
+  const channelList = app.channels.fetchList(scanId);
   const [project] = await Promise.all([api.project(review.scan.project), loadRework()]);
   app.project = project;
   app.flagged = await leadApi.flaggedScans(project.id);
@@ -299,6 +303,7 @@ async function main() {
   await viewer.loadImage(await imagePromise);
   viewer.applyLabelDisplay({ redraw: false });
   await viewer.loadLabels(null); // an empty drawing, so the tools have a bitmap from the start
+  app.channels.start(await channelList); // the other sequences load in the background
   app.run = review.latest_run;
   fillRerunForm(app.run);
   const tools = new Tools(viewer, {
@@ -316,6 +321,7 @@ async function main() {
   renderAll(displayRun);
   renderSubmissions();
   wireControls();
+  wireChannelControls(app.channels);
   await wireRework(reloadReview);
   buildShortcuts().install();
   const first = app.run ? "consensus" : review.ground_truth ? "truth" : app.overlays[0].key;

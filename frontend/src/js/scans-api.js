@@ -1,6 +1,8 @@
 // The API of the Scans page (/api/v1/): the paged scan list, one scan's split and metadata,
-// splits by rule, metadata from a CSV, and uploads (one NIfTI, or a .zip of them) with their
-// upload progress. The server refuses annotators all of it but their own scans in the list.
+// splits by rule, metadata from a CSV, uploads (one NIfTI, or a .zip of them) with their
+// upload progress, a scan's sequences (channels), and DICOM imports (a job: upload, follow,
+// correct roles, confirm or discard). The server refuses annotators all of it but their own
+// scans in the list.
 import { ApiError, OfflineError, csrfToken, request } from "./api.js";
 
 const BASE = "/api/v1/";
@@ -93,3 +95,39 @@ export function uploadScanFile(projectId, file, fields, callbacks) {
 export function isZip(file) {
   return /\.zip$/i.test(file.name);
 }
+
+/** A scan's sequences (the scan's own image first, then the declared ones, ``present`` or not). */
+export const channelsApi = {
+  list: (scanId) => request(`scans/${scanId}/channels/`),
+  /** Upload a NIfTI as a declared sequence of the scan (resampled onto its grid when needed). */
+  add: (scanId, role, file, callbacks) => {
+    const form = new FormData();
+    form.append("role", role);
+    form.append("file", file, file.name);
+    return postWithProgress(`scans/${scanId}/channels/`, form, callbacks);
+  },
+};
+
+/** DICOM imports: one background job per study (docs/dicom.md). */
+export const dicomApi = {
+  /**
+   * Upload a zipped study; resolves with the job (202), its state "queued".
+   * @param {number} projectId
+   * @param {Blob} file a .zip (a File, or a Blob zipped in the browser)
+   * @param {{split?: string, auto_confirm?: boolean}} fields
+   * @param {object} [callbacks] see postWithProgress
+   */
+  upload: (projectId, file, { split = "unassigned", auto_confirm = false } = {}, callbacks) => {
+    const form = new FormData();
+    form.append("split", split);
+    form.append("auto_confirm", auto_confirm ? "true" : "false");
+    form.append("file", file, file.name || "study.zip");
+    return postWithProgress(`projects/${projectId}/dicom-studies/`, form, callbacks);
+  },
+  list: (projectId) => request(`projects/${projectId}/dicom-imports/`),
+  get: (importId) => request(`dicom-imports/${importId}/`),
+  /** ``roles``: {series index in the import: role}. */
+  setRoles: (importId, roles) => request(`dicom-imports/${importId}/`, { method: "PATCH", json: { roles } }),
+  confirm: (importId, roles = {}) => request(`dicom-imports/${importId}/confirm/`, { method: "POST", json: { roles } }),
+  discard: (importId) => request(`dicom-imports/${importId}/`, { method: "DELETE" }),
+};

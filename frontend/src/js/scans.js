@@ -1,12 +1,15 @@
 // The Scans page of a project (/projects/<id>/scans/), for its leads and admins: upload NIfTI
-// files or a .zip of them (scan-uploads.js), the table of scans (paged and filtered on the
-// server) with their raters' progress and metadata, a scan's split and metadata edited in place,
+// files or a .zip of them (scan-uploads.js), import a DICOM study as a job with a review of its
+// series' roles (dicom-import.js), the table of scans (paged and filtered on the
+// server) with their raters' progress and metadata (and, when the project declares several
+// sequences, which each scan has, with a NIfTI upload for one it lacks), a scan's split and metadata edited in place,
 // splits dealt by rule (preview, then apply), and metadata for many scans from a CSV (preview,
 // then apply). Annotators get a refusal (console-page.js); the API refuses them all of it.
 import { ApiError } from "./api.js";
 import { loadManagedProject } from "./console-page.js";
+import { DicomImportPanel } from "./dicom-import.js";
 import { UploadQueue } from "./scan-uploads.js";
-import { scanPage, scansApi } from "./scans-api.js";
+import { channelsApi, scanPage, scansApi } from "./scans-api.js";
 import { $, markReady, runPage } from "./session.js";
 import { badge, cell, fillBody, fmt, link, row } from "./tables.js";
 
@@ -21,6 +24,11 @@ const STATUS_TEXT = {
 const SPLIT_TEXT = { unassigned: "Unassigned", train: "Train", validation: "Validation", test: "Test" };
 const METADATA = ["site", "scanner", "field_strength", "sequence", "sex", "age_band"];
 const COLUMNS = 12;
+
+/** True when the project's scans hold several sequences: the table gets a Sequences column. */
+function multiChannel() {
+  return (app.project?.channels?.length ?? 0) > 1;
+}
 
 /** Test hook (read-only use): window.mriannot. */
 const app = { project: null, vocabulary: null, queue: null, table: { rows: [], total: 0 }, plan: null, csv: null };
@@ -181,6 +189,7 @@ function renderTable({ rows, total }) {
         cell(scan.scanner || "–"),
         cell(scan.field_strength === null ? "–" : fmt(scan.field_strength, 1), { num: true }),
         cell(scan.sequence || "–"),
+        ...(multiChannel() ? [channelsCell(scan)] : []),
         cell(scan.sex || "–"),
         cell(scan.age_band || "–"),
         cell(edit),
@@ -188,7 +197,11 @@ function renderTable({ rows, total }) {
       { scan: scan.id, split: scan.split, status: scan.status },
     );
   });
-  fillBody($("scan-body"), body, { empty: total ? "No scan on this page." : "No scan matches.", columns: COLUMNS });
+  fillBody($("scan-body"), body, {
+    empty: total ? "No scan on this page." : "No scan matches.",
+    columns: COLUMNS + (multiChannel() ? 1 : 0),
+  });
+  if (multiChannel()) for (const scan of rows) loadChannels(scan);
   const first = total ? table.offset + 1 : 0;
   const last = table.offset + rows.length;
   $("page-text").textContent = `${first}–${last} of ${total}`;
@@ -239,6 +252,71 @@ function wireTable() {
     table.offset += table.limit;
     loadTable().catch((error) => showError($("table-error"), error));
   });
+}
+
+// --- a scan's sequences (channels): which it has, and a NIfTI for one it lacks ------------------------
+
+function channelsCell(scan) {
+  const td = cell("…", { className: "channel-list" });
+  td.dataset.channels = String(scan.id);
+  return td;
+}
+
+function channelsTd(scanId) {
+  return document.querySelector(`#scan-body td[data-channels="${scanId}"]`);
+}
+
+async function loadChannels(scan) {
+  try {
+    renderChannels(scan, await channelsApi.list(scan.id));
+  } catch (error) {
+    const td = channelsTd(scan.id);
+    if (td) td.textContent = "–";
+    showError($("table-error"), error);
+  }
+}
+
+function renderChannels(scan, channels) {
+  const td = channelsTd(scan.id);
+  if (!td) return; // the table was rendered again meanwhile
+  td.dataset.present = channels.filter((c) => c.present).map((c) => c.role).join(",");
+  const parts = channels.map((channel) => {
+    const span = document.createElement("span");
+    span.className = channel.present ? "" : "missing";
+    span.dataset.role = channel.role;
+    if (channel.present) {
+      span.textContent = `${channel.role} ✓`;
+      span.title = channel.reference
+        ? "the scan's own image"
+        : channel.resampled
+          ? `resampled onto the scan's grid (covers ${Math.round(100 * channel.coverage)} % of it)`
+          : "on the scan's grid";
+      return span;
+    }
+    span.textContent = `${channel.role} missing `;
+    const input = Object.assign(document.createElement("input"), { type: "file", accept: ".nii,.gz,.nii.gz", hidden: true });
+    input.dataset.channelInput = `${scan.id}-${channel.role}`;
+    const add = Object.assign(document.createElement("button"), { type: "button", className: "secondary small", textContent: "Add" });
+    add.setAttribute("aria-label", `Add the ${channel.role} of scan ${scan.id}`);
+    add.addEventListener("click", () => input.click());
+    input.addEventListener("change", async () => {
+      const file = input.files[0];
+      if (!file) return;
+      add.disabled = true;
+      add.textContent = "Uploading…";
+      try {
+        renderChannels(scan, await channelsApi.add(scan.id, channel.role, file));
+        showError($("table-error"), null);
+      } catch (error) {
+        showError($("table-error"), error);
+        add.disabled = false;
+        add.textContent = "Add";
+      }
+    });
+    span.append(add, input);
+    return span;
+  });
+  td.replaceChildren(...parts.flatMap((part, i) => (i ? [" ", part] : [part])));
 }
 
 async function changeSplit(scan, select) {
@@ -496,17 +574,20 @@ async function main() {
   if (!loaded) return;
   const { project } = loaded;
   app.project = project;
+  $("th-channels").hidden = !multiChannel();
   $("project-title").textContent = `Scans · ${project.name}`;
   $("simulated-notice").hidden = !project.is_simulated;
   app.vocabulary = await scansApi.vocabulary(project.id);
   fillVocabularies(app.vocabulary);
   wireUploads(project.id);
+  app.dicom = new DicomImportPanel(project.id, { onCreated: () => scheduleReload(), splits: Object.entries(SPLIT_TEXT) });
   wireTable();
   wireEdit();
   wireSplits(project.id);
   wireCsv(project.id);
   $("scans-page").hidden = false;
   await loadTable();
+  await app.dicom.resume().catch((error) => app.dicom.fail(error));
   markReady();
 }
 

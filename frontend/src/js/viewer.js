@@ -5,6 +5,7 @@
 // the stored scan's own (i, j, k) indices: the server stores every scan reoriented to RAS+, so
 // NiiVue's RAS permutation is the identity and the drawing bitmap is in the file's voxel order.
 import { DRAG_MODE, MULTIPLANAR_TYPE, NVImage, Niivue, SHOW_RENDER, SLICE_TYPE } from "@niivue/niivue";
+import { percentilePresets, regionWindow } from "./presets.js";
 
 export const VIEWS = {
   axial: SLICE_TYPE.AXIAL,
@@ -15,12 +16,18 @@ export const VIEWS = {
 };
 const VIEW_ORDER = ["multiplanar", "axial", "coronal", "sagittal", "render"];
 
-/** Window/level presets for MRI, computed from the volume's own intensity statistics. */
+/**
+ * Window/level presets for MRI, from the background sequence's own intensities (presets.js):
+ * percentiles, never CT numbers. ``range(volume)`` gives [lo, hi] in scaled units.
+ */
 export const WINDOW_PRESETS = {
   auto: { name: "Auto (robust 2–98 %)", range: (v) => [v.robust_min, v.robust_max] },
-  full: { name: "Full range", range: (v) => [v.global_min, v.global_max] },
+  full: { name: "Full range (min–max)", range: (v) => [v.global_min, v.global_max] },
+  brain: { name: "Brain (0.5–99.5 % of the head)", range: (v) => imagePresets(v).brain },
+  tight: { name: "Tight (20–99 % of the head)", range: (v) => imagePresets(v).tight },
+  // halves of the robust range (the review page and the sequences' tests use them too)
   narrow: {
-    name: "Narrow (half width)",
+    name: "Narrow (half the auto width)",
     range: (v) => {
       const c = (v.robust_min + v.robust_max) / 2;
       const w = (v.robust_max - v.robust_min) / 4;
@@ -31,6 +38,17 @@ export const WINDOW_PRESETS = {
   dark: { name: "Dark tissue (lower half)", range: (v) => [v.robust_min, (v.robust_min + v.robust_max) / 2] },
 };
 const PRESET_ORDER = Object.keys(WINDOW_PRESETS);
+
+function imagePresets(volume) {
+  return percentilePresets(volume.img, { slope: volume.hdr.scl_slope || 1, inter: volume.hdr.scl_inter || 0 });
+}
+
+/** The label value the grow-from-seeds tool paints "outside" seeds with; never saved. */
+export const OUTSIDE_SEED = 255;
+export const OUTSIDE_SEED_COLOR = "#e8e8e8";
+
+/** The left button's drag mode for each kind of tool (viewer.setLeftDrag). */
+export const LEFT_DRAG = { crosshair: DRAG_MODE.crosshair, measurement: DRAG_MODE.measurement, region: DRAG_MODE.roiSelection };
 
 /** The NiiVue options the annotation viewer uses (also used by the bench's bare page). */
 export const NIIVUE_OPTIONS = {
@@ -60,19 +78,29 @@ export const NIIVUE_OPTIONS = {
   maxDrawUndoBitmaps: 4, // undo/redo is ours (history.js); NiiVue only needs its current state
 };
 
-/** A NiiVue label colour table from the project's label schema (value 0 is transparent). */
-export function labelColormap(labels) {
+/**
+ * A NiiVue label colour table from the project's label schema (value 0 is transparent). Each
+ * label's alpha is its own opacity (``display.get(value).opacity``, 0 when hidden); NiiVue
+ * multiplies it by the drawing's opacity. The grow-from-seeds "outside" seeds get a pale grey.
+ */
+export function labelColormap(labels, display = new Map()) {
   const sorted = [...labels].sort((a, b) => a.value - b.value);
   const cmap = { R: [0], G: [0], B: [0], A: [0], I: [0], labels: ["background"] };
-  for (const label of sorted) {
-    const hex = label.color.replace("#", "");
+  const add = (value, color, name, alpha) => {
+    const hex = color.replace("#", "");
     cmap.R.push(parseInt(hex.slice(0, 2), 16));
     cmap.G.push(parseInt(hex.slice(2, 4), 16));
     cmap.B.push(parseInt(hex.slice(4, 6), 16));
-    cmap.A.push(255);
-    cmap.I.push(label.value);
-    cmap.labels.push(label.name);
+    cmap.A.push(Math.round(255 * Math.min(1, Math.max(0, alpha))));
+    cmap.I.push(value);
+    cmap.labels.push(name);
+  };
+  for (const label of sorted) {
+    if (label.value === OUTSIDE_SEED) continue;
+    const shown = display.get(label.value);
+    add(label.value, label.color, label.name, shown ? (shown.visible ? shown.opacity : 0) : 1);
   }
+  add(OUTSIDE_SEED, OUTSIDE_SEED_COLOR, "outside seed", 1);
   return cmap;
 }
 
@@ -100,16 +128,35 @@ export class Viewer {
     this.listeners = { location: [], window: [], view: [] };
     this.labelNames = new Map();
     this.timing = {}; // performance.now() marks of the loading steps (for the benchmark)
+    // The scan's own image. ``volume`` is the background NiiVue shows, which may be another
+    // sequence of the scan on the same grid (channels.js); the labels keep this one's header.
+    this.reference = null;
+    /** @type {{point: Function, line: Function}|null} paints the pen strokes (tools.js) */
+    this.painter = null;
+    this.labels = [];
+    /** value -> {visible, opacity} of each label (per-label show/hide and opacity) */
+    this.labelDisplay = new Map();
   }
 
   async attach() {
     await this.nv.attachToCanvas(this.canvas);
-    // NiiVue 0.69 draws each pen segment from the new point (excluded) to the previous one, so
-    // the voxel under the cursor when the stroke ends is never painted. Paint it too.
+    // The pen strokes go to our painter when one is set (tools.js: round and sphere brushes in
+    // mm, locked labels, threshold painting); NiiVue's square pen otherwise. NiiVue 0.69 draws
+    // each pen segment from the new point (excluded) to the previous one, so the voxel under the
+    // cursor when the stroke ends is never painted: both paths paint it.
+    const drawPt = this.nv.drawPt.bind(this.nv);
     const drawPenLine = this.nv.drawPenLine.bind(this.nv);
+    this.nv.drawPt = (x, y, z, penValue, bitmap = null) => {
+      if (this.painter && !bitmap) this.painter.point([x, y, z], penValue, this.nv.drawPenAxCorSag);
+      else drawPt(x, y, z, penValue, bitmap);
+    };
     this.nv.drawPenLine = (ptA, ptB, penValue) => {
+      if (this.painter) {
+        this.painter.line(ptB, ptA, penValue, this.nv.drawPenAxCorSag);
+        return;
+      }
       drawPenLine(ptA, ptB, penValue);
-      this.nv.drawPt(ptA[0], ptA[1], ptA[2], penValue);
+      drawPt(ptA[0], ptA[1], ptA[2], penValue);
     };
     this.nv.onLocationChange = (data) => this.emit("location", this.describeLocation(data));
     this.nv.onIntensityChange = () => this.emit("window", this.windowLevel());
@@ -138,6 +185,7 @@ export class Viewer {
   async loadImage(bytes, name = "scan.nii.gz") {
     await this.nv.loadFromArrayBuffer(bytes, name);
     this.volume = this.nv.volumes[0];
+    this.reference = this.volume;
     this.preset = "auto"; // NiiVue opens with the robust range, which is our "auto" preset
   }
 
@@ -161,6 +209,7 @@ export class Viewer {
       delete this.nv.drawScene;
     }
     this.volume = this.nv.volumes[0];
+    this.reference = this.volume;
     this.preset = "auto"; // NiiVue opens with the robust range, which is our "auto" preset
     if (labels) {
       if (!this.nv.loadDrawing(labels)) throw new Error("The label volume does not match the scan's grid; it cannot be shown.");
@@ -186,11 +235,34 @@ export class Viewer {
     return ok;
   }
 
-  /** The drawing as NIfTI bytes (uint8, the scan's header and affine), as NiiVue writes it. */
-  async exportLabels() {
-    const bytes = await this.nv.saveImage({ filename: "", isSaveDrawing: true });
+  /**
+   * The drawing as NIfTI bytes (uint8, the scan's header and affine), as NiiVue writes it: what
+   * ``nv.saveImage({isSaveDrawing: true})`` does, with the scan's own image as the header even
+   * when another sequence is the background. ``bitmap``: another label volume on the same grid
+   * (the edits before a pending preview) instead of the drawing. The grow-from-seeds outside
+   * seeds are sent as 0 unless ``keepSeeds``.
+   */
+  async exportLabels(bitmap = null, { keepSeeds = false } = {}) {
+    const image = this.reference ?? this.nv.volumes[0];
+    let source = bitmap ?? this.nv.drawBitmap;
+    if (source && !keepSeeds && source.includes(OUTSIDE_SEED)) {
+      // grow-from-seeds "outside" seeds are a tool's scratch, never labels
+      source = source.map((v) => (v === OUTSIDE_SEED ? 0 : v));
+    }
+    const bytes = image && source ? await image.saveToDisk("", source) : null;
     if (!(bytes instanceof Uint8Array)) throw new Error("There is no drawing to save.");
     return bytes;
+  }
+
+  /** Run NiiVue calls that each draw a frame (addVolume, setVolume, removeVolume…) with one frame at the end. */
+  batch(action) {
+    this.nv.drawScene = () => {}; // an own property hides NiiVue's method for a moment
+    try {
+      action();
+    } finally {
+      delete this.nv.drawScene;
+    }
+    this.nv.drawScene();
   }
 
   /** The drawing bitmap (RAS voxel order, x fastest): read it, or write it then call refresh(). */
@@ -207,9 +279,49 @@ export class Viewer {
     return [d[1], d[2], d[3]];
   }
 
+  /** Millimetres per voxel along the stored grid's i, j, k (the drawing's x, y, z). */
+  get spacing() {
+    const p = (this.reference ?? this.nv.back).pixDimsRAS;
+    return [Math.abs(p[1]) || 1, Math.abs(p[2]) || 1, Math.abs(p[3]) || 1];
+  }
+
+  /**
+   * The background sequence's voxels (the drawing's order) and their scaling: what threshold
+   * painting, the fills and the presets read.
+   */
+  backgroundImage() {
+    const volume = this.volume;
+    return { image: volume.img2RAS(), slope: volume.hdr.scl_slope || 1, inter: volume.hdr.scl_inter || 0 };
+  }
+
   setLabelSchema(labels) {
+    this.labels = labels;
     this.labelNames = new Map(labels.map((l) => [l.value, l.name]));
-    this.nv.setDrawColormap(labelColormap(labels));
+    this.labelNames.set(OUTSIDE_SEED, "outside seed");
+    for (const label of labels) {
+      if (!this.labelDisplay.has(label.value)) this.labelDisplay.set(label.value, { visible: true, opacity: 1 });
+    }
+    this.nv.setDrawColormap(labelColormap(labels, this.labelDisplay));
+  }
+
+  /** Show or hide one label, or set its own opacity (0..1); the drawing's opacity scales it. */
+  setLabelDisplay(value, { visible, opacity } = {}) {
+    const current = this.labelDisplay.get(value) ?? { visible: true, opacity: 1 };
+    const next = {
+      visible: visible ?? current.visible,
+      opacity: opacity === undefined ? current.opacity : Math.min(1, Math.max(0, opacity)),
+    };
+    this.labelDisplay.set(value, next);
+    this.nv.setDrawColormap(labelColormap(this.labels, this.labelDisplay));
+    this.emit("view", this);
+  }
+
+  /** The left button's drag mode: "crosshair" (and painting), "measurement" (ruler), "region" (a rectangle). */
+  setLeftDrag(kind) {
+    const config = this.nv.getMouseEventConfig() ?? NIIVUE_OPTIONS.mouseEventConfig;
+    const primary = LEFT_DRAG[kind] ?? DRAG_MODE.crosshair;
+    if (config.leftButton.primary === primary) return;
+    this.nv.setMouseEventConfig({ ...config, leftButton: { ...config.leftButton, primary } });
   }
 
   // --- views ------------------------------------------------------------------------------
@@ -284,6 +396,16 @@ export class Viewer {
     const next = PRESET_ORDER[(PRESET_ORDER.indexOf(this.preset) + 1) % PRESET_ORDER.length];
     this.applyPreset(next);
     return next;
+  }
+
+  /** Window/level from a box of voxels (a rectangle drawn in a slice): its 1–99 % intensities. */
+  windowFromBox(a, b) {
+    const { image, slope, inter } = this.backgroundImage();
+    const range = regionWindow(image, this.dims, a, b, { slope, inter });
+    if (!range) return null;
+    this.preset = "region";
+    this.setWindow(range[0], range[1]);
+    return range;
   }
 
   setWindow(lo, hi) {
