@@ -262,6 +262,8 @@ class Annotator:
                 "s": round(elapsed, 2),
             }
         )
+        if len(self.run.rows) % 100 == 0:
+            log(f"  {self.run.structure}, {self.run.method}: {len(self.run.rows)} interactions, Dice {self.dice:.3f}")
         if self.dice >= TARGET_DICE:
             self.run.reached = len(self.run.rows)
             self.run.reached_s = elapsed
@@ -339,6 +341,19 @@ class Annotator:
             up = voxels > self.size
             self.key("]" if up else "[", "size")
             self.size = int(self.page.evaluate("window.mriannot.tools.penSize"))
+
+    def history(self) -> int:
+        """Edits recorded so far: an action that changed no voxel records none."""
+        return int(self.page.evaluate("window.mriannot.tools.history.edits"))
+
+    def try_edit(self, action) -> bool:
+        """Do ``action``; undo it (Ctrl+Z) if it recorded an edit that did not raise Dice."""
+        before, position = self.dice, self.history()
+        after = action()
+        if self.history() != position and after <= before:
+            self.key("Control+z", "undo")
+            return False
+        return after > before
 
     def drag_slider(self, selector: str, value: float) -> float:
         """Move a range slider of the intensity histogram to ``value`` (one drag)."""
@@ -471,12 +486,10 @@ def tools_policy(ann: Annotator) -> None:
     ann.goto_slice(seed[2], seed)
     ann.use_tool("Shift+F", "fill3d")
     ann.use_label()
-    before = ann.dice
-    if ann.click(seed, "fill 3D") < before:
-        ann.key("Control+z", "undo")
+    ann.try_edit(lambda: ann.click(seed, "fill 3D"))
     # 2. The fill stopped short of the partial-volume edge: drag the range's far end to half-way
-    #    between the structure and what surrounds it (as a reader sees them), fill again; undo
-    #    if that made things worse.
+    #    between the structure and what surrounds it (as a reader sees them) and fill again;
+    #    undone if that made things worse (it leaked), the range is kept for what follows.
     if ann.dice < TARGET_DICE:
         image = ann.image
         inside = float(np.median(image[truth]))
@@ -485,21 +498,15 @@ def tools_policy(ann: Annotator) -> None:
         edge = (inside + around) / 2
         slider = "#range-hi" if around > inside else "#range-lo"
         ann.drag_slider(slider, edge)
-        before = ann.dice
-        if ann.click(seed, "fill 3D, wider") < before:
-            ann.key("Control+z", "undo")
-            ann.page.click("#range-auto")  # back to the automatic range
-            ann.after("click", "range: auto")
+        ann.try_edit(lambda: ann.click(seed, "fill 3D, wider"))
     # 3. Grow by the margin (1 mm, server) within that range: threshold painting on (T) masks
     #    every tool to the range; again while it helps (the last one undone when it did not).
     threshold = False
-    if ann.dice < TARGET_DICE and ann.dice > 0:
+    if 0 < ann.dice < TARGET_DICE:
         ann.key("t", "threshold on")
         threshold = True
         for _ in range(4):
-            before = ann.dice
-            if ann.key(">", "grow 1 mm in range") <= before:
-                ann.key("Control+z", "undo")
+            if not ann.try_edit(lambda: ann.key(">", "grow 1 mm in range")):
                 break
     # 4. Fill in a slice (that range) where much of the truth is still uncovered, at the deepest
     #    voxel of each piece of the truth there; undo a fill that made things worse.
@@ -516,9 +523,7 @@ def tools_policy(ann: Annotator) -> None:
             ann.goto_slice(z, (x, y, z))
             ann.use_tool("f", "fill2d")
             ann.use_label()
-            before = ann.dice
-            if ann.click((x, y, z), "fill slice") < before:
-                ann.key("Control+z", "undo")
+            ann.try_edit(lambda x=x, y=y, z=z: ann.click((x, y, z), "fill slice"))
     if threshold:
         ann.key("t", "threshold off")  # the brush paints everywhere again
     # 5. The brush for what is left.

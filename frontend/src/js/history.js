@@ -11,6 +11,7 @@ export class History {
     this.limit = limit;
     this.snapshots = [];
     this.cursor = -1;
+    this.edits = 0; // edits recorded since the page opened (the benchmark reads it)
   }
 
   /** Start over from ``bitmap`` (nothing to undo). */
@@ -21,6 +22,7 @@ export class History {
 
   /** Record the state after an edit. */
   record(bitmap) {
+    this.edits += 1;
     this.snapshots.length = this.cursor + 1;
     this.snapshots.push(rleEncode(bitmap));
     if (this.snapshots.length > this.limit) this.snapshots.shift();
