@@ -17,9 +17,9 @@ The scan is a 104 x 120 x 64 box of a 1 mm subject simulated from the MNI152 200
 Each structure is segmented twice, in a fresh assignment, in the axial view:
 
 - **brush**: the brush and eraser only (B, E, ``[``/``]`` and strokes);
-- **tools**: the new tools first (fill in 3D with its automatic range, fill in a slice,
-  threshold painting, fill between slices, islands, margin; all keyed as the help lists them),
-  then the same brush as the fallback for what is left.
+- **tools**: the new tools first (fill in 3D with its automatic range, the range on the
+  histogram, threshold painting as a mask, the server's margin, fill in a slice; keyed as the
+  help lists them), then the same brush as the fallback for what is left.
 
 An interaction is one key press (tools, labels, brush size, slice up/down, accept, undo), one
 click, or one stroke (button down, drag, up). Dice against the truth is measured in the page
@@ -38,11 +38,16 @@ radiologist sees the structure) and places every stroke on voxel centres; it nev
   (a slice more than 3 away: C, a click in the coronal view, A).
 - tools: at the structure's deepest voxel (the one farthest from its surface) it fills in 3D
   (Shift+F, the label's key, a click) with the automatic range; if that leaks (Dice drops) it
-  undoes. It then fills in a slice (F) at the deepest uncovered voxel of every slice where at
-  least a fifth of the truth is uncovered, keeping a fill only if Dice rises (else Ctrl+Z);
-  then the brush policy above finishes.
+  undoes. If Dice is under 0.90 it drags the range's far end on the histogram to half-way
+  between the structure's and its surroundings' median intensities (what a reader sees) and
+  fills again (undone if it leaks; the range is kept); turns threshold painting on (T) and
+  grows by the 1 mm margin within the range (>, server) while that helps; fills in a slice (F)
+  at the deepest missing voxel of every piece of the truth in a slice that misses a fifth of
+  it; each edit that does not raise Dice is undone (Ctrl+Z). Then threshold painting off (T)
+  and the brush policy above finishes.
 
-Usage:  .venv/bin/python bench/bench_editing_effort.py [--budget 600] [--subjects 1]
+Usage:  .venv/bin/python bench/bench_editing_effort.py [--budget 3000] [--structures lesion,ventricles]
+        [--methods brush,tools]
 Prints a table and writes bench/out/bench_editing_effort.json.
 """
 
@@ -517,9 +522,10 @@ def tools_policy(ann: Annotator) -> None:
         pieces, count = ndimage.label(truth[:, :, z])
         for k in range(1, count + 1):
             piece = pieces == k
-            if (piece & (ann.drawn_slice(z) != 1)).sum() < max(8, 0.2 * piece.sum()):
+            missing = piece & (ann.drawn_slice(z) != 1)
+            if missing.sum() < max(8, 0.2 * piece.sum()):
                 continue
-            x, y = deepest(piece)
+            x, y = deepest(missing)  # where the label is missing, as a reader clicks
             ann.goto_slice(z, (x, y, z))
             ann.use_tool("f", "fill2d")
             ann.use_label()
@@ -579,7 +585,7 @@ def logged_in_context_for(browser, base: str, username: str):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--budget", type=int, default=600, help="interactions per run at most (default 600)")
+    parser.add_argument("--budget", type=int, default=3000, help="interactions per run at most (default 3000)")
     parser.add_argument("--first-seed", type=int, default=100, help="first simulation seed tried (default 100)")
     parser.add_argument("--structures", default="lesion,ventricles", help="which structures (default both)")
     parser.add_argument("--methods", default="brush,tools", help="which methods (default both)")
