@@ -43,8 +43,8 @@ radiologist sees the structure) and places every stroke on voxel centres; it nev
   fills again (undone if it leaks; the range is kept); turns threshold painting on (T) and
   grows by the 1 mm margin within the range (>, server) while that helps; fills in a slice (F)
   at the deepest missing voxel of every piece of the truth in a slice that misses a fifth of
-  it; each edit that does not raise Dice is undone (Ctrl+Z). Then threshold painting off (T)
-  and the brush policy above finishes.
+  it, until three fills in a row add nothing; each edit that does not raise Dice is undone
+  (Ctrl+Z). Then threshold painting off (T) and the brush policy above finishes.
 
 Usage:  .venv/bin/python bench/bench_editing_effort.py [--budget 3000] [--structures lesion,ventricles]
         [--methods brush,tools]
@@ -518,9 +518,14 @@ def tools_policy(ann: Annotator) -> None:
     slices = [z for z in range(truth.shape[2]) if truth[:, :, z].any()]
     upwards = [z for z in slices if z >= seed[2]]
     downwards = [z for z in reversed(slices) if z < seed[2]]
+    fruitless = 0  # fills in a row that added nothing: after 3 a reader stops trying them
     for z in upwards + downwards:  # from the fill's slice up, then down: one jump
+        if fruitless >= 3:
+            break
         pieces, count = ndimage.label(truth[:, :, z])
         for k in range(1, count + 1):
+            if fruitless >= 3:
+                break
             piece = pieces == k
             missing = piece & (ann.drawn_slice(z) != 1)
             if missing.sum() < max(8, 0.2 * piece.sum()):
@@ -529,7 +534,8 @@ def tools_policy(ann: Annotator) -> None:
             ann.goto_slice(z, (x, y, z))
             ann.use_tool("f", "fill2d")
             ann.use_label()
-            ann.try_edit(lambda x=x, y=y, z=z: ann.click((x, y, z), "fill slice"))
+            gained = ann.try_edit(lambda x=x, y=y, z=z: ann.click((x, y, z), "fill slice"))
+            fruitless = 0 if gained else fruitless + 1
     if threshold:
         ann.key("t", "threshold off")  # the brush paints everywhere again
     # 5. The brush for what is left.
