@@ -66,6 +66,14 @@ def open_axial(page, live_server, world, assignment):
     page.keyboard.press("a")
 
 
+def open_first(page, live_server, world):
+    """The first rater's first assignment open in the axial view: (assignment, image, spacing)."""
+    assignment = world["mine"][0]
+    image, _ = scan_image(assignment.scan)
+    open_axial(page, live_server, world, assignment)
+    return assignment, image, spacing_of(assignment.scan)
+
+
 def set_brush_voxels(page, voxels: int) -> None:
     page.evaluate(f"window.mriannot.tools.setPenSize({voxels})")
 
@@ -81,12 +89,8 @@ def tap(page, point) -> list[int]:
 
 @pytest.mark.browser
 def test_round_and_sphere_brushes_in_millimetres_and_their_eraser(live_server, page, viewer_world, shot):
-    world = viewer_world
-    assignment = world["mine"][0]
-    image, _ = scan_image(assignment.scan)
-    spacing = spacing_of(assignment.scan)
+    assignment, image, spacing = open_first(page, live_server, viewer_world)
     shape = image.shape
-    open_axial(page, live_server, world, assignment)
 
     # The brush's size is in mm of the finest spacing: ] steps 1, 2, 3, 4, 5, 6, 8 voxels of 2 mm.
     page.keyboard.press("b")
@@ -148,12 +152,8 @@ def test_round_and_sphere_brushes_in_millimetres_and_their_eraser(live_server, p
 
 @pytest.mark.browser
 def test_threshold_painting_locks_and_per_label_display(live_server, page, viewer_world, shot):
-    world = viewer_world
-    assignment = world["mine"][0]
-    image, _ = scan_image(assignment.scan)
-    spacing = spacing_of(assignment.scan)
+    assignment, image, spacing = open_first(page, live_server, viewer_world)
     shape = image.shape
-    open_axial(page, live_server, world, assignment)
 
     # Grey matter painted with a big disc, then locked (Shift+L on the selected label).
     page.keyboard.press("b")
@@ -232,12 +232,8 @@ def test_threshold_painting_locks_and_per_label_display(live_server, page, viewe
 
 @pytest.mark.browser
 def test_fill_between_slices_is_previewed_then_accepted_or_rejected(live_server, page, viewer_world, shot):
-    world = viewer_world
-    assignment = world["mine"][0]
-    image, _ = scan_image(assignment.scan)
-    spacing = spacing_of(assignment.scan)
+    assignment, image, spacing = open_first(page, live_server, viewer_world)
     shape = image.shape
-    open_axial(page, live_server, world, assignment)
 
     # The same 14 mm disc on two axial slices four apart.
     page.keyboard.press("b")
@@ -284,11 +280,7 @@ def test_fill_between_slices_is_previewed_then_accepted_or_rejected(live_server,
 
 @pytest.mark.browser
 def test_mri_presets_window_from_a_region_ruler_and_volumes(live_server, page, viewer_world, shot):
-    world = viewer_world
-    assignment = world["mine"][0]
-    image, _ = scan_image(assignment.scan)
-    spacing = spacing_of(assignment.scan)
-    open_axial(page, live_server, world, assignment)
+    assignment, image, spacing = open_first(page, live_server, viewer_world)
 
     # Presets: auto, full, brain, tight from the scan's own percentiles; no CT window names.
     options = page.eval_on_selector_all("#wl-preset option", "els => els.map(e => e.value)")
