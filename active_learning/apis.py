@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field, inline_serializer
@@ -12,8 +13,10 @@ from rest_framework.views import APIView
 from labeling.apis import get_visible_project, nifti_response, require_manager
 from labeling.selectors import assignment_list, user_manages_project
 from mriannot.errors import NotAllowed, NotFound
+from mriannot.paging import page_parameters, paged_response, paginate
 
 from . import selectors, services
+from .model_card import card_markdown
 from .models import ModelVersion
 
 
@@ -50,11 +53,12 @@ class ModelVersionOutput(serializers.ModelSerializer):
 
 
 class ModelVersionListApi(APIView):
-    @extend_schema(responses=ModelVersionOutput(many=True))
+    @extend_schema(parameters=page_parameters("model versions"), responses=ModelVersionOutput(many=True))
     def get(self, request, project_id: int):
         project = get_visible_project(request, project_id)
         require_manager(request, project)
-        return Response(ModelVersionOutput(project.model_versions.all(), many=True).data)
+        page = paginate(request, project.model_versions.all())
+        return paged_response(request, ModelVersionOutput(page.items, many=True).data, page)
 
     @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT})
     def post(self, request, project_id: int):
@@ -92,20 +96,24 @@ class ModelVersionDetailApi(APIView):
 
 
 class RankingApi(APIView):
-    """The open scans in the order annotators will see them, with their scores."""
+    """The open scans in the order annotators will see them, with their scores; ``scans`` is paged
+    (``limit``, ``offset``; the total in ``X-Total-Count``, the pages in ``Link``)."""
 
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(parameters=page_parameters("scans"), responses=OpenApiTypes.OBJECT)
     def get(self, request, project_id: int):
         project = get_visible_project(request, project_id)
         require_manager(request, project)
-        model, rows = selectors.ranking(project=project)
-        return Response(
+        model, scans = selectors.ranking_queue(project=project)
+        page = paginate(request, scans.select_related("project").prefetch_related("channels"))
+        return paged_response(
+            request,
             {
                 "strategy": project.al_strategy,
                 "note": project.priority_note or "Not ranked yet.",
                 "model_version": model.version if model else None,
-                "scans": rows,
-            }
+                "scans": selectors.ranking_rows(scans=page.items, model=model),
+            },
+            page,
         )
 
     @extend_schema(request=None, responses={202: OpenApiTypes.OBJECT})
@@ -160,3 +168,30 @@ class EditingEffortApi(APIView):
         project = get_visible_project(request, project_id)
         require_manager(request, project)
         return Response(selectors.editing_effort_list(project=project))
+
+
+def _card_version(request, version_id: int) -> ModelVersion:
+    version = get_object_or_404(ModelVersion.objects.select_related("project"), pk=version_id)
+    require_manager(request, get_visible_project(request, version.project_id))
+    return version
+
+
+class ModelCardApi(APIView):
+    """The version's model card (JSON): ground truths with hashes and split, recipe, code version,
+    validation Dice per label and by metadata group, calibration, intended use, known limits."""
+
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request, version_id: int):
+        return Response(selectors.model_card(version=_card_version(request, version_id)))
+
+
+class ModelCardMarkdownApi(APIView):
+    """The same model card as Markdown (``text/markdown``)."""
+
+    @extend_schema(responses={(200, "text/markdown"): OpenApiTypes.STR})
+    def get(self, request, version_id: int):
+        version = _card_version(request, version_id)
+        text = card_markdown(selectors.model_card(version=version))
+        response = HttpResponse(text, content_type="text/markdown; charset=utf-8")
+        response["Content-Disposition"] = f'inline; filename="model-card-v{version.version}.md"'
+        return response

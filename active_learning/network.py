@@ -52,6 +52,7 @@ import torch
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "MODES",
     "NetworkConfig",
     "build_network",
     "checkpoint_metadata",
@@ -61,8 +62,8 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "mriannot.active_learning.checkpoint/1"
-
-# Slices with fewer foreground voxels than this fraction of the fullest slice do not
+#: How a network reads a scan (``NetworkConfig.mode``).
+MODES = ("whole", "patch")
 
 
 # --------------------------------------------------------------------------------------
@@ -100,6 +101,18 @@ class NetworkConfig:
         ``("T1w", "FLAIR")``), stacked channel-first; the first sets the crop. Empty: one
         unnamed channel, the scan's own image (checkpoints written before channels had names
         read back so).
+    mode : {"whole", "patch"}
+        ``"whole"``: the network reads one whole working volume of ``working_shape``
+        (:mod:`active_learning.working_grid`; every checkpoint written before patches existed
+        reads back so). ``"patch"``: it trains on patches of ``patch_shape`` at the scan's own
+        resolution (:mod:`active_learning.native_grid`) and predicts by sliding window with
+        Gaussian blending.
+    patch_shape : tuple of 3 int
+        Training patch and sliding-window size with ``mode="patch"``; each divisible by
+        ``prod(strides)``.
+    target_spacing_mm : tuple of 3 float or None
+        With ``mode="patch"``: scans whose spacing differs are resampled to it; None keeps
+        every scan's own spacing.
     """
 
     labels: tuple[int, ...] = (0, 1, 2, 3, 4)
@@ -112,6 +125,9 @@ class NetworkConfig:
     crop_margin_mm: float = 4.0
     clip_z: float = 5.0
     input_roles: tuple[str, ...] = ()
+    mode: str = "whole"
+    patch_shape: tuple[int, int, int] = (48, 48, 48)
+    target_spacing_mm: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         labels = tuple(_int(v, "labels") for v in self.labels)
@@ -146,6 +162,18 @@ class NetworkConfig:
         roles = tuple(self.input_roles)
         if not all(isinstance(r, str) and r for r in roles) or len(set(roles)) != len(roles):
             raise ValueError(f"input_roles: expected distinct non-empty names, got {roles}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode: expected one of {MODES}, got {self.mode!r}")
+        patch = tuple(_int(v, "patch_shape") for v in self.patch_shape)
+        if len(patch) != 3 or min(patch) < 1 or any(n % factor for n in patch):
+            raise ValueError(f"patch_shape: expected 3 positive sizes divisible by {factor}, got {patch}")
+        target = self.target_spacing_mm
+        if target is not None:
+            target = tuple(float(v) for v in target)
+            if len(target) != 3 or not all(np.isfinite(target)) or min(target) <= 0:
+                raise ValueError(f"target_spacing_mm: expected None or 3 positive sizes in mm, got {target}")
+        object.__setattr__(self, "patch_shape", patch)
+        object.__setattr__(self, "target_spacing_mm", target)
         # Normalise to plain tuples and Python scalars (JSON round trip, equality).
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "working_shape", shape)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from django.db.models import F, OuterRef, QuerySet, Subquery
+
 from labeling.models import Assignment, PrelabelPolicy, Project, Scan, ScanStatus
 from labeling.selectors import MissingChannels, scan_channel_list
 from mriannot.jobs import JobStatus
@@ -49,14 +51,26 @@ def unscored_reason(*, scan: Scan, model: ModelVersion | None) -> str | None:
     return None
 
 
-def ranking(*, project: Project) -> tuple[ModelVersion | None, list[dict]]:
-    """The open scans in the order annotators will see them, with their scores under the latest
-    model (unscored scans last; ``unscored_reason`` says why when the scan lacks a sequence the
-    model reads)."""
+def ranking_queue(*, project: Project) -> tuple[ModelVersion | None, QuerySet[Scan]]:
+    """The latest model and the open scans in the order annotators will see them: by score under
+    that model, higher first, unscored scans last, then oldest first (ordered and sliced in the
+    database, so a page costs the same whatever the project's size)."""
     model = latest_model(project=project)
-    scores = {s.scan_id: s for s in ScanScore.objects.filter(scan__project=project, model_version=model)}
+    score = ScanScore.objects.filter(scan=OuterRef("pk"), model_version=model).order_by("-id").values("score")[:1]
+    scans = (
+        open_scans(project=project)
+        .annotate(rank_score=Subquery(score))
+        .order_by(F("rank_score").desc(nulls_last=True), "id")
+    )
+    return model, scans
+
+
+def ranking_rows(*, scans: list[Scan], model: ModelVersion | None) -> list[dict]:
+    """The ranking's rows of these scans, with their scores under ``model`` (one query for all;
+    ``unscored_reason`` says why when the scan lacks a sequence the model reads)."""
+    scores = {s.scan_id: s for s in ScanScore.objects.filter(scan__in=scans, model_version=model).order_by("id")}
     rows = []
-    for scan in open_scans(project=project).select_related("project").prefetch_related("channels"):
+    for scan in scans:
         score = scores.get(scan.pk)
         rows.append(
             {
@@ -71,8 +85,13 @@ def ranking(*, project: Project) -> tuple[ModelVersion | None, list[dict]]:
                 "unscored_reason": None if score else unscored_reason(scan=scan, model=model),
             }
         )
-    rows.sort(key=lambda r: (r["score"] is None, -(r["score"] or 0)))
-    return model, rows
+    return rows
+
+
+def ranking(*, project: Project) -> tuple[ModelVersion | None, list[dict]]:
+    """Every open scan's row of the ranking, in order (:func:`ranking_queue`, :func:`ranking_rows`)."""
+    model, scans = ranking_queue(project=project)
+    return model, ranking_rows(scans=list(scans.select_related("project").prefetch_related("channels")), model=model)
 
 
 def prelabel_for(*, assignment: Assignment) -> ScanScore | None:
@@ -164,3 +183,68 @@ def validation_by_metadata(*, version: ModelVersion) -> list[dict]:
         }
         for row in breakdown(values, metadata)
     ]
+
+
+_MODE_DESCRIPTION = {
+    "patch": "patches at the scans' own resolution, sliding-window inference with Gaussian blending",
+    "whole": "one whole working volume of about 3.4 mm (versions trained before patches)",
+}
+
+
+def model_card(*, version: ModelVersion) -> dict:
+    """The version's model card as a JSON-ready dict (:func:`active_learning.model_card.card_markdown`
+    renders it): ground truths trained and validated on (ids, scans, sha256, split), recipe and code
+    version, validation Dice per label and per metadata group, calibration, intended use, limits."""
+    from consensus.models import GroundTruth
+
+    from .model_card import CARD_FORMAT, INTENDED_USE, KNOWN_LIMITS
+
+    project = version.project
+    hyper = version.hyperparameters or {}
+    truths = {
+        t["id"]: t
+        for t in GroundTruth.objects.filter(
+            pk__in=[*version.ground_truth_ids, *version.validation_ground_truth_ids]
+        ).values("id", "scan_id", "sha256")
+    }
+
+    def rows(ids):
+        return [
+            {"id": i, "scan": truths.get(i, {}).get("scan_id"), "sha256": truths.get(i, {}).get("sha256")} for i in ids
+        ]
+
+    network = hyper.get("network", {})
+    mode = network.get("mode", "whole") if network else None
+    calibration = hyper.get("calibration") or {}
+    return {
+        "format": CARD_FORMAT,
+        "id": version.pk,
+        "version": version.version,
+        "project": {"id": project.pk, "name": project.name},
+        "status": version.status,
+        "trigger": version.trigger,
+        "finished_at": version.finished_at.isoformat() if version.finished_at else None,
+        "code_version": version.code_version,
+        "labels": {str(k): v for k, v in project.label_classes.order_by("value").values_list("value", "name")},
+        "model": {
+            "mode": mode,
+            "description": _MODE_DESCRIPTION.get(mode),
+            "channels": version.channel_roles,
+            "patch_shape": network.get("patch_shape") if mode == "patch" else None,
+            "target_spacing_mm": network.get("target_spacing_mm") if mode == "patch" else None,
+        },
+        "data": {"train": rows(version.ground_truth_ids), "validation": rows(version.validation_ground_truth_ids)},
+        "recipe": {
+            "network": network,
+            "training": hyper.get("training", {}),
+            **{k: hyper[k] for k in ("steps_trained", "training_seconds") if k in hyper},
+        },
+        "validation": {
+            "dice": version.validation_dice,
+            "dice_per_scan": version.validation_dice_per_scan,
+            "by_metadata": validation_by_metadata(version=version),
+            "calibration": calibration,
+        },
+        "intended_use": INTENDED_USE,
+        "known_limits": KNOWN_LIMITS,
+    }

@@ -46,7 +46,7 @@ from mriannot.jobs import JobStatus, job_execute, job_progress, job_send_if_stal
 from mriannot.queue import enqueue_on_commit
 from mriannot.version import code_version
 
-from . import network, training, uncertainty, working_grid
+from . import native_grid, network, training, uncertainty, working_grid
 from .models import EditingEffort, ModelVersion, ScanScore
 from .selectors import latest_model, open_scans, prelabel_for, scan_input_files
 from .tasks import model_version_train_task, scores_update_task
@@ -59,17 +59,37 @@ STRATEGY_KERNEL = {  # project strategy -> the score it ranks by
 }
 
 
+#: A new version's network: patches at the scans' own resolution (``bench/bench_lesion_model.py``,
+#: docs/active_learning.md). ``MRIANNOT_AL_NETWORK`` overrides any of it (``{"mode": "whole"}``: the
+#: earlier whole-volume network on the 3.4 mm working grid).
+PATCH_NETWORK = {"mode": "patch", "patch_shape": (64, 64, 64)}
+#: Its training: 75 steps of 2 patches per training scan, 1,000 to 4,000 steps, and at most 14 min
+#: of optimiser loop whatever the machine (a 20-scan version at 2 mm fits 15 min on 2 CPU cores).
+PATCH_TRAINING = {
+    "steps": 1000,
+    "steps_per_scan": 75,
+    "max_steps": 4000,
+    "batch_size": 2,
+    "learning_rate": 1e-2,
+    "time_budget_s": 840.0,
+}
+#: MC-dropout passes per scan, and the top-k voxels a scan's uncertainty is the mean of.
+MC_SAMPLES = 8
+SCORE_TOP_K = 200
+
+
 def network_config(*, project: Project) -> network.NetworkConfig:
     """The network of a new version: the project's labels, and one input channel per sequence it
-    declares (none declared: the scan's image)."""
-    overrides = getattr(settings, "MRIANNOT_AL_NETWORK", {})
+    declares (none declared: the scan's image); patches at the scans' resolution unless overridden."""
+    overrides = {**PATCH_NETWORK, **getattr(settings, "MRIANNOT_AL_NETWORK", {})}
     return network.NetworkConfig(
         labels=tuple(label_values(project=project)), input_roles=tuple(project.channels or ()), **overrides
     )
 
 
-def training_config(*, seed: int) -> training.TrainingConfig:
-    overrides = getattr(settings, "MRIANNOT_AL_TRAINING", {})
+def training_config(*, seed: int, mode: str = "patch") -> training.TrainingConfig:
+    defaults = PATCH_TRAINING if mode == "patch" else {}
+    overrides = {**defaults, **getattr(settings, "MRIANNOT_AL_TRAINING", {})}
     return training.TrainingConfig(seed=seed, **overrides)
 
 
@@ -173,9 +193,9 @@ def _load_pairs(truths: list[GroundTruth], config: network.NetworkConfig) -> tup
     for truth in truths:
         image = _read_input(truth.scan, config.input_roles)
         labels, _ = _read_volume(truth.file)
-        working, geometry = working_grid.to_working(image, config=config, spacing=truth.scan.spacing)
-        images.append(working)
-        targets.append(working_grid.labels_to_working(labels, geometry, config=config))
+        volume, geometry = native_grid.network_input(image, config=config, spacing=truth.scan.spacing)
+        images.append(volume)
+        targets.append(native_grid.network_target(labels, geometry, config=config))
     return images, targets
 
 
@@ -195,7 +215,7 @@ def _train(version: ModelVersion) -> ModelVersion:
         )
     _progress(version.pk, 0.02, f"preparing {len(train_truths)} training scans{skip_note}")
     images, targets = _load_pairs(train_truths, config)
-    hyper = training_config(seed=version.version)
+    hyper = training_config(seed=version.version, mode=config.mode)
     result = training.train_segmentation(
         images,
         targets,
@@ -206,9 +226,11 @@ def _train(version: ModelVersion) -> ModelVersion:
     _progress(version.pk, 0.9, f"validating on {len(val_truths)} scans")
     dice: dict[str, float | None] = {}
     dice_per_scan: dict[str, dict[str, float | None]] = {}
+    calibration: dict = {}
     if val_truths:
         val_images, val_targets = _load_pairs(val_truths, config)
-        per_scan = training.evaluate_dice_per_scan(result.model, val_images, val_targets, config=config)
+        per_scan, bins = training.evaluate_validation(result.model, val_images, val_targets, config=config)
+        calibration = uncertainty.calibration_summary(bins)
         dice = {
             str(k): (None if not np.isfinite(v) else float(v))
             for k, v in training.mean_dice(per_scan, labels=config.labels[1:]).items()
@@ -224,6 +246,7 @@ def _train(version: ModelVersion) -> ModelVersion:
         "validation_ground_truth_ids": [t.pk for t in val_truths],
         "validation_dice": dice,
         "validation_dice_per_scan": dice_per_scan,
+        "calibration": calibration,
         "code_version": code_version(),
     }
     weights = write_file(
@@ -237,7 +260,13 @@ def _train(version: ModelVersion) -> ModelVersion:
         version.validation_ground_truth_ids = metadata["validation_ground_truth_ids"]
         version.validation_dice = dice
         version.validation_dice_per_scan = dice_per_scan
-        version.hyperparameters = {**result.hyperparameters(), "skipped_missing_channels": skipped}
+        version.hyperparameters = {
+            **result.hyperparameters(),
+            "skipped_missing_channels": skipped,
+            "steps_trained": len(result.losses),
+            "training_seconds": round(result.seconds, 1),
+            "calibration": calibration,
+        }
         version.code_version = metadata["code_version"]
         version.mark_done(f"trained on {len(train_truths)} scans in {result.seconds:.0f} s{skip_note}")
         version.save()
@@ -344,10 +373,13 @@ def scores_update(*, project_id: int) -> dict:
                 message=f"scoring scan {computed} of {len(to_score)}"
             )
             image = _read_input(scan, roles)
-            working, geometry = working_grid.to_working(image, config=config, spacing=scan.spacing)
-            samples = training.mc_dropout_probabilities(model, working, n_samples=8, seed=scan.pk)
-            summary = uncertainty.scan_uncertainty(samples, margin=3)
-            prelabel = working_grid.probabilities_to_labels(samples.mean(axis=0), geometry, config=config)
+            volume, geometry = native_grid.network_input(image, config=config, spacing=scan.spacing)
+            mean, aleatoric = training.mc_dropout_moments(
+                model, volume, n_samples=MC_SAMPLES, seed=scan.pk, config=config
+            )
+            top_k = SCORE_TOP_K if config.mode == "patch" else None  # whole-volume versions: as before
+            summary = uncertainty.uncertainty_from_moments(mean, aleatoric, margin=3, top_k=top_k)
+            prelabel = native_grid.network_prelabel(mean, geometry, config=config)
             name = write_file(
                 f"prelabels/{scan.pk}/{model_version.version}.nii.gz",
                 volumes.label_map_to_bytes(prelabel, np.asarray(scan.affine, dtype=np.float64)),

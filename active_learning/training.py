@@ -46,9 +46,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from active_learning.native_grid import network_input, network_prelabel
 from active_learning.network import NetworkConfig, build_network, mc_dropout
-from active_learning.uncertainty import ScanUncertainty, scan_uncertainty
-from active_learning.working_grid import probabilities_to_labels, to_working
+from active_learning.uncertainty import ScanUncertainty, calibration_bins, uncertainty_from_moments
 
 __all__ = [
     "TrainingConfig",
@@ -56,6 +56,8 @@ __all__ = [
     "dice_per_label",
     "evaluate_dice",
     "evaluate_dice_per_scan",
+    "evaluate_validation",
+    "mc_dropout_moments",
     "mc_dropout_probabilities",
     "mean_dice",
     "predict_labels",
@@ -69,6 +71,9 @@ ProgressCallback = Callable[[float, str], None]
 _GRAD_CLIP = 12.0
 _POLY_EXPONENT = 0.9
 _PROGRESS_REPORTS = 20
+_BUDGET_PROBE_STEPS = 10
+#: Sliding-window overlap (nnU-Net's step 0.5) and MONAI's Gaussian blending.
+SW_OVERLAP = 0.5
 SCAN_SAMPLING = ("uniform", "loss")
 
 
@@ -104,6 +109,13 @@ class TrainingConfig:
         (mixed with uniform) or keep shuffled passes.
     loss_share : float
         With ``"loss"``: the share of the draw probability given by the losses.
+    time_budget_s : float or None
+        Wall-clock budget of the optimiser loop: after ``_BUDGET_PROBE_STEPS`` steps the
+        step count is cut to what fits (and the learning-rate schedule follows the new count).
+        None: always ``steps_for(n)`` steps (reproducible; the benchmark and tests).
+    augment : bool
+        Patch networks only: MONAI intensity transforms on every patch (Gaussian noise,
+        gamma contrast, Gaussian smoothing; each with probability 0.15, as nnU-Net).
     """
 
     steps: int = 500
@@ -119,6 +131,8 @@ class TrainingConfig:
     foreground_oversampling: float = 0.33
     scan_sampling: str = "loss"
     loss_share: float = 0.5
+    time_budget_s: float | None = None
+    augment: bool = True
 
     def __post_init__(self) -> None:
         for name in ("steps", "steps_per_scan", "max_steps", "batch_size", "seed"):
@@ -152,7 +166,11 @@ class TrainingConfig:
             raise ValueError(f"scan_sampling: expected one of {SCAN_SAMPLING}, got {self.scan_sampling!r}")
         if not 0 <= float(self.loss_share) <= 1:
             raise ValueError(f"loss_share: expected [0, 1], got {self.loss_share}")
+        if self.time_budget_s is not None and not float(self.time_budget_s) > 0:
+            raise ValueError(f"time_budget_s: expected None or > 0 seconds, got {self.time_budget_s}")
         object.__setattr__(self, "loss_share", float(self.loss_share))
+        object.__setattr__(self, "time_budget_s", None if self.time_budget_s is None else float(self.time_budget_s))
+        object.__setattr__(self, "augment", bool(self.augment))
         object.__setattr__(self, "steps", int(self.steps))
         object.__setattr__(self, "steps_per_scan", int(self.steps_per_scan))
         object.__setattr__(self, "max_steps", int(self.max_steps))
@@ -219,7 +237,8 @@ class TrainingResult:
 
 
 def _working_image(image: Any, config: NetworkConfig | None, name: str) -> np.ndarray:
-    """A working image as ``(C, X, Y, Z)`` float32 (a 3-D one is one channel)."""
+    """A network input as ``(C, X, Y, Z)`` float32 (a 3-D one is one channel): the working grid
+    for whole-volume networks, any size for patch networks."""
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
     image = np.asarray(image)
@@ -227,7 +246,7 @@ def _working_image(image: Any, config: NetworkConfig | None, name: str) -> np.nd
         image = image[None]
     if image.ndim != 4 or image.shape[0] < 1:
         raise ValueError(f"{name}: expected a working image (X, Y, Z) or (C, X, Y, Z), got {image.shape}")
-    if config is not None and image.shape[1:] != config.working_shape:
+    if config is not None and config.mode == "whole" and image.shape[1:] != config.working_shape:
         raise ValueError(
             f"{name}: shape {image.shape[1:]} differs from working_shape {config.working_shape}; "
             "map scans with active_learning.working_grid.to_working first"
@@ -237,6 +256,50 @@ def _working_image(image: Any, config: NetworkConfig | None, name: str) -> np.nd
     if not np.issubdtype(image.dtype, np.number) or not np.isfinite(image).all():
         raise ValueError(f"{name}: expected finite real intensities")
     return image.astype(np.float32, copy=False)
+
+
+def _pad_to(x: np.ndarray, y: np.ndarray, patch: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Pad an image ``(C, *s)`` (with each channel's lowest value) and its target (background)
+    at the end of every axis shorter than the patch."""
+    pad = [max(0, p - n) for p, n in zip(patch, y.shape, strict=True)]
+    if not any(pad):
+        return x, y
+    widths = [(0, w) for w in pad]
+    x = np.stack([np.pad(c, widths, constant_values=float(c.min())) for c in x])
+    return x, np.pad(y, widths)
+
+
+def _fitted_patch(config: NetworkConfig, shapes: Sequence[Sequence[int]]) -> tuple[int, ...]:
+    """``config.patch_shape``, cut on each axis to the largest volume rounded up to a multiple of
+    ``prod(strides)`` (as nnU-Net caps its patch at the image size): small scans are not padded
+    to a patch they would fill a fraction of."""
+    factor = int(np.prod(config.strides))
+    largest = [max(s[axis] for s in shapes) for axis in range(3)]
+    return tuple(min(p, -(-n // factor) * factor) for p, n in zip(config.patch_shape, largest, strict=True))
+
+
+def _augmenter(seed: int):
+    """MONAI intensity transforms applied to each patch (nnU-Net's probabilities), seeded."""
+    from monai.transforms import Compose, RandAdjustContrast, RandGaussianNoise, RandGaussianSmooth
+
+    transform = Compose(
+        [
+            RandGaussianNoise(prob=0.15, std=0.1),
+            RandGaussianSmooth(prob=0.15, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)),
+            RandAdjustContrast(prob=0.15, gamma=(0.7, 1.5), retain_stats=True),
+        ]
+    )
+    transform.set_random_state(seed=seed)
+    return transform
+
+
+def _duration(seconds: float) -> str:
+    """``"40 s"``, ``"3 min"``, ``"1 h 05 min"``."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _check_model(model: Any) -> torch.nn.Module:
@@ -327,13 +390,14 @@ def train_segmentation(
     if len(targets) != len(images):
         raise ValueError(f"targets: expected {len(images)} (one per image), got {len(targets)}")
     xs = [_working_image(im, config, f"images[{i}]") for i, im in enumerate(images)]
+    patch_mode = config.mode == "patch"
     ys = []
     for i, target in enumerate(targets):
         target = np.asarray(target)
-        if target.shape != config.working_shape or not np.issubdtype(target.dtype, np.integer):
+        shape = xs[i].shape[1:] if patch_mode else config.working_shape
+        if target.shape != shape or not np.issubdtype(target.dtype, np.integer):
             raise ValueError(
-                f"targets[{i}]: expected integer class indices of shape "
-                f"{config.working_shape}, got {target.dtype} {target.shape}"
+                f"targets[{i}]: expected integer class indices of shape {shape}, got {target.dtype} {target.shape}"
             )
         if target.size and (target.min() < 0 or target.max() >= config.n_classes):
             raise ValueError(
@@ -341,21 +405,28 @@ def train_segmentation(
                 f"{target.min()}..{target.max()} (pass labels_to_working output, not labels)"
             )
         ys.append(target.astype(np.int64))
-    patch = training.patch_shape or config.working_shape
-    factor = int(np.prod(config.strides))
-    if any(p > n for p, n in zip(patch, config.working_shape, strict=True)) or any(p % factor for p in patch):
-        raise ValueError(
-            f"patch_shape: {patch} must fit working_shape {config.working_shape} and be "
-            f"divisible by prod(strides) = {factor}"
-        )
+    if patch_mode:
+        patch = _fitted_patch(config, [y.shape for y in ys])
+        pairs = [_pad_to(x, y, patch) for x, y in zip(xs, ys, strict=True)]
+        xs, ys = [p[0] for p in pairs], [p[1] for p in pairs]
+    else:
+        patch = training.patch_shape or config.working_shape
+        factor = int(np.prod(config.strides))
+        if any(p > n for p, n in zip(patch, config.working_shape, strict=True)) or any(p % factor for p in patch):
+            raise ValueError(
+                f"patch_shape: {patch} must fit working_shape {config.working_shape} and be "
+                f"divisible by prod(strides) = {factor}"
+            )
     if callback is not None and not callable(callback):
         raise TypeError("callback: expected a callable(fraction, message) or None")
 
     # Voxels of each class per scan, for foreground oversampling.
     class_voxels = [[np.flatnonzero(y == c) for c in range(1, config.n_classes)] for y in ys]
     steps = training.steps_for(len(xs))
+    planned = steps
     report_every = max(1, steps // _PROGRESS_REPORTS)
     rng = np.random.default_rng(training.seed)
+    augment = _augmenter(training.seed) if patch_mode and training.augment else None
     start_time = time.perf_counter()
     losses: list[float] = []
     with torch.random.fork_rng(devices=[]):
@@ -368,7 +439,8 @@ def train_segmentation(
         loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
         queue: list[int] = []
         scan_loss = np.full(len(xs), np.nan)
-        for step in range(steps):
+        step = 0
+        while step < steps:
             lr = training.learning_rate * (1.0 - step / steps) ** _POLY_EXPONENT
             for group in optimiser.param_groups:
                 group["lr"] = lr
@@ -393,6 +465,8 @@ def train_segmentation(
                     jitter = rng.uniform(-training.intensity_jitter, training.intensity_jitter, (len(px), 2))
                     a, b = jitter[:, :1, None, None], jitter[:, 1:, None, None]
                     px = px * (1.0 + a).astype(np.float32) + b.astype(np.float32)
+                if augment is not None:
+                    px = np.asarray(augment(np.ascontiguousarray(px, dtype=np.float32)), dtype=np.float32)
                 batch_x.append(np.ascontiguousarray(px, dtype=np.float32))
                 batch_y.append(np.ascontiguousarray(py))
             tx = torch.from_numpy(np.stack(batch_x))
@@ -407,12 +481,20 @@ def train_segmentation(
                 raise FloatingPointError(f"training diverged at step {step}: loss {value}")
             losses.append(value)
             scan_loss[batch_index] = value
-            if callback is not None and (step + 1) % report_every == 0 and step + 1 < steps:
-                callback((step + 1) / steps, f"step {step + 1}/{steps}, loss {value:.4f}")
+            step += 1
+            elapsed = time.perf_counter() - start_time
+            if training.time_budget_s is not None and step == _BUDGET_PROBE_STEPS and step < steps:
+                fits = step + int((training.time_budget_s - elapsed) / (elapsed / step))
+                steps = max(step + 1, min(steps, fits))
+                report_every = max(1, steps // _PROGRESS_REPORTS)
+            if callback is not None and step % report_every == 0 and step < steps:
+                remaining = elapsed / step * (steps - step)
+                callback(step / steps, f"step {step}/{steps}, loss {value:.4f}, about {_duration(remaining)} left")
     model.eval()
     seconds = time.perf_counter() - start_time
     if callback is not None:
-        callback(1.0, f"trained {steps} steps on {len(xs)} scans in {seconds:.1f} s")
+        cut = f" (time budget: {steps} of {planned} planned)" if steps < planned else ""
+        callback(1.0, f"trained {steps} steps on {len(xs)} scans in {seconds:.1f} s{cut}")
     return TrainingResult(
         model=model,
         config=config,
@@ -428,8 +510,36 @@ def train_segmentation(
 # --------------------------------------------------------------------------------------
 
 
-def predict_probabilities(model: torch.nn.Module, image: np.ndarray) -> np.ndarray:
-    """Softmax of one deterministic pass (dropout off) on a working image.
+def _sliding_window(model: torch.nn.Module, x: torch.Tensor, config: NetworkConfig, predictor) -> torch.Tensor:
+    """MONAI ``sliding_window_inference`` over ``x`` ``(1, C, *s)`` with windows of
+    ``config.patch_shape``, overlap 0.5 and Gaussian blending [2]_; a volume smaller than a
+    window is padded with each channel's lowest value and the output cropped back."""
+    from monai.inferers import sliding_window_inference
+
+    shape = tuple(x.shape[2:])
+    roi = _fitted_patch(config, [shape])
+    pad = [max(0, p - n) for p, n in zip(roi, shape, strict=True)]
+    if any(pad):
+        lows = x.amin(dim=(2, 3, 4), keepdim=True)
+        padded = lows.expand(*x.shape[:2], *(n + w for n, w in zip(shape, pad, strict=True))).clone()
+        padded[(slice(None), slice(None), *(slice(0, n) for n in shape))] = x
+        x = padded
+    out = sliding_window_inference(
+        x, roi_size=roi, sw_batch_size=1, predictor=predictor, overlap=SW_OVERLAP, mode="gaussian"
+    )
+    return out[(slice(None), slice(None), *(slice(0, n) for n in shape))]
+
+
+def _patch_mode(config: NetworkConfig | None) -> bool:
+    if config is not None and not isinstance(config, NetworkConfig):
+        raise TypeError(f"config: expected a NetworkConfig or None, got {type(config).__name__}")
+    return config is not None and config.mode == "patch"
+
+
+def predict_probabilities(
+    model: torch.nn.Module, image: np.ndarray, *, config: NetworkConfig | None = None
+) -> np.ndarray:
+    """Softmax of one deterministic pass (dropout off).
 
     Parameters
     ----------
@@ -437,8 +547,11 @@ def predict_probabilities(model: torch.nn.Module, image: np.ndarray) -> np.ndarr
         From :func:`train_segmentation` or ``load_checkpoint``; its train/eval mode is
         restored afterwards.
     image : ndarray of shape (X, Y, Z) or (C, X, Y, Z), float
-        Working image (:func:`active_learning.working_grid.to_working`), the model's input
-        channels; not modified.
+        The network's input (``to_working``, or ``to_native`` for a patch network), the
+        model's input channels; not modified.
+    config : NetworkConfig, keyword-only, optional
+        A patch network's config: predict by sliding window (Gaussian blending). None or a
+        whole-volume config: one pass over the whole image.
 
     Returns
     -------
@@ -450,9 +563,34 @@ def predict_probabilities(model: torch.nn.Module, image: np.ndarray) -> np.ndarr
     try:
         model.eval()
         with torch.inference_mode():
+            if _patch_mode(config):
+                return _sliding_window(model, x, config, lambda w: torch.softmax(model(w), dim=1))[0].numpy()
             return torch.softmax(model(x), dim=1)[0].numpy()
     finally:
         model.train(was_training)
+
+
+def _check_mc(n_samples: Any, seed: Any, batch_size: Any) -> int:
+    for name, value, low in (("n_samples", n_samples, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    if batch_size is None:
+        batch_size = n_samples
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    return int(batch_size)
+
+
+def _mc_passes(model: torch.nn.Module, x: torch.Tensor, n_samples: int, batch_size: int) -> torch.Tensor:
+    """Softmax of ``n_samples`` dropout passes of a batch ``(b, C, *s)``: ``(T, b, K, *s)``."""
+    outputs = []
+    done = 0
+    while done < n_samples:
+        count = min(batch_size, n_samples - done)
+        batch = x.repeat(count, *([1] * (x.ndim - 1)))
+        outputs.append(torch.softmax(model(batch), dim=1).reshape(count, *x.shape[:1], -1, *x.shape[2:]))
+        done += count
+    return torch.cat(outputs)
 
 
 def mc_dropout_probabilities(
@@ -462,6 +600,7 @@ def mc_dropout_probabilities(
     n_samples: int = 8,
     seed: int = 0,
     batch_size: int | None = None,
+    config: NetworkConfig | None = None,
 ) -> np.ndarray:
     """Softmax of ``n_samples`` passes with dropout sampling (MC dropout [3]_).
 
@@ -471,7 +610,7 @@ def mc_dropout_probabilities(
         With dropout layers; only they are set to sample, normalisation stays in
         evaluation mode; every mode is restored afterwards.
     image : ndarray of shape (X, Y, Z) or (C, X, Y, Z), float
-        Working image, the model's input channels; not modified.
+        The network's input, its input channels; not modified.
     n_samples : int, keyword-only
         Number of passes T (default 8; MONAI Label uses 5).
     seed : int, keyword-only
@@ -480,30 +619,70 @@ def mc_dropout_probabilities(
     batch_size : int, keyword-only, optional
         Passes per forward call (default: all T in one batch; smaller batches use less
         memory and draw different, equally valid masks).
+    config : NetworkConfig, keyword-only, optional
+        A patch network's config: every window gets T passes, blended per pass (Gaussian).
+        Memory ``T x C`` maps of the image; scoring uses :func:`mc_dropout_moments`.
 
     Returns
     -------
     ndarray of shape (T, C, X, Y, Z), float32
     """
     model = _check_model(model)
-    for name, value, low in (("n_samples", n_samples, 1), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
-    if batch_size is None:
-        batch_size = n_samples
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    batch_size = _check_mc(n_samples, seed, batch_size)
     x = torch.from_numpy(_working_image(image, None, "image").copy())[None]
-    outputs = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         with mc_dropout(model), torch.inference_mode():
-            done = 0
-            while done < n_samples:
-                count = min(int(batch_size), n_samples - done)
-                outputs.append(torch.softmax(model(x.expand(count, -1, -1, -1, -1)), dim=1))
-                done += count
-    return torch.cat(outputs).numpy()
+            if _patch_mode(config):
+
+                def predictor(window: torch.Tensor) -> torch.Tensor:
+                    passes = _mc_passes(model, window, n_samples, batch_size)  # (T, b, K, *s)
+                    return passes.transpose(0, 1).flatten(1, 2)  # (b, T*K, *s)
+
+                out = _sliding_window(model, x, config, predictor)[0]
+                return out.reshape(n_samples, -1, *out.shape[1:]).numpy()
+            return _mc_passes(model, x, n_samples, batch_size)[:, 0].numpy()
+
+
+def mc_dropout_moments(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    *,
+    n_samples: int = 8,
+    seed: int = 0,
+    config: NetworkConfig | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The two maps entropy and BALD need, without keeping T softmax maps.
+
+    Per window (patch networks; the whole image otherwise) T dropout passes give the mean
+    softmax and the mean of the per-pass entropies, and the sliding window blends both
+    (Gaussian). The blended mean equals the mean of the blended passes; the blended entropy is
+    the windows' weighted mean entropy, equal to ``mean H`` of the blended passes where one
+    window covers a voxel and at most it where windows overlap (entropy is concave), so BALD
+    can read slightly higher there. Predictive entropy is ``H(mean)``, BALD ``H(mean) - mean H``
+    (:func:`active_learning.uncertainty.uncertainty_from_moments`).
+
+    Returns
+    -------
+    mean_probabilities : ndarray of shape (C, X, Y, Z), float32
+    expected_entropy : ndarray of shape (X, Y, Z), float32
+        Mean over passes of each pass's entropy, nats.
+    """
+    model = _check_model(model)
+    _check_mc(n_samples, seed, None)
+    x = torch.from_numpy(_working_image(image, None, "image").copy())[None]
+
+    def predictor(window: torch.Tensor) -> torch.Tensor:
+        passes = _mc_passes(model, window, n_samples, n_samples)  # (T, b, K, *s)
+        entropy = -(passes * torch.log(passes.clamp_min(1e-12))).sum(dim=2, keepdim=True)
+        return torch.cat([passes.mean(dim=0), entropy.mean(dim=0)], dim=1)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        with mc_dropout(model), torch.inference_mode():
+            out = _sliding_window(model, x, config, predictor) if _patch_mode(config) else predictor(x)
+    out = out[0].numpy()
+    return out[:-1], out[-1]
 
 
 def score_scan(
@@ -513,17 +692,20 @@ def score_scan(
     n_samples: int = 8,
     margin: float = 3,
     seed: int = 0,
+    config: NetworkConfig | None = None,
+    top_k: int | None = None,
 ) -> ScanUncertainty:
-    """MC-dropout uncertainty of one working image, summarised over the predicted
-    foreground dilated by ``margin`` voxels (:func:`active_learning.uncertainty.scan_uncertainty`).
+    """MC-dropout uncertainty of one network input, summarised over the predicted
+    foreground dilated by ``margin`` voxels (:func:`active_learning.uncertainty.uncertainty_from_moments`);
+    ``config`` of a patch network: by sliding window.
 
     Returns
     -------
     ScanUncertainty
         ``entropy`` and ``bald`` in nats.
     """
-    samples = mc_dropout_probabilities(model, image, n_samples=n_samples, seed=seed)
-    return scan_uncertainty(samples, margin=margin)
+    mean, aleatoric = mc_dropout_moments(model, image, n_samples=n_samples, seed=seed, config=config)
+    return uncertainty_from_moments(mean, aleatoric, margin=margin, top_k=top_k)
 
 
 def predict_labels(
@@ -541,7 +723,8 @@ def predict_labels(
     image : ndarray of shape (X, Y, Z) or (C, X, Y, Z), real
         The scan as stored (original resolution), the model's input channels; not modified.
     config : NetworkConfig
-        The model's config (from ``load_checkpoint``).
+        The model's config (from ``load_checkpoint``): a whole-volume network reads the
+        working grid, a patch network the native grid by sliding window.
     spacing : sequence of 3 float, keyword-only
         Voxel size in mm.
 
@@ -550,9 +733,9 @@ def predict_labels(
     ndarray of shape image.shape, uint8
         Values among ``config.labels``; background outside the crop box.
     """
-    working, geometry = to_working(image, config=config, spacing=spacing)
-    probabilities = predict_probabilities(model, working)
-    return probabilities_to_labels(probabilities, geometry, config=config)
+    volume, geometry = network_input(image, config=config, spacing=spacing)
+    probabilities = predict_probabilities(model, volume, config=config)
+    return network_prelabel(probabilities, geometry, config=config)
 
 
 # --------------------------------------------------------------------------------------
@@ -620,10 +803,32 @@ def evaluate_dice_per_scan(
         raise ValueError(f"targets: expected {len(images)} (one per image), got {len(targets)}")
     out = []
     for image, target in zip(images, targets, strict=True):
-        predicted = predict_probabilities(model, image).argmax(axis=0)
+        predicted = predict_probabilities(model, image, config=config).argmax(axis=0)
         scores = dice_per_label(predicted, np.asarray(target), labels=range(1, config.n_classes))
         out.append({value: scores[index] for index, value in enumerate(config.labels[1:], start=1)})
     return out
+
+
+def evaluate_validation(
+    model: torch.nn.Module,
+    images: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    *,
+    config: NetworkConfig,
+) -> tuple[list[dict[int, float]], list[dict[str, list]]]:
+    """:func:`evaluate_dice_per_scan` and, from the same predictions, each scan's calibration bins
+    (:func:`active_learning.uncertainty.calibration_bins`)."""
+    images, targets = list(images), list(targets)
+    if len(images) != len(targets):
+        raise ValueError(f"targets: expected {len(images)} (one per image), got {len(targets)}")
+    dice, bins = [], []
+    for image, target in zip(images, targets, strict=True):
+        probabilities = predict_probabilities(model, image, config=config)
+        target = np.asarray(target)
+        scores = dice_per_label(probabilities.argmax(axis=0), target, labels=range(1, config.n_classes))
+        dice.append({value: scores[index] for index, value in enumerate(config.labels[1:], start=1)})
+        bins.append(calibration_bins(probabilities, target))
+    return dice, bins
 
 
 def mean_dice(per_scan: Sequence[dict[int, float]], *, labels: Sequence[int]) -> dict[int, float]:

@@ -47,6 +47,8 @@ __all__ = [
     "STRATEGIES",
     "ScanUncertainty",
     "bald",
+    "calibration_bins",
+    "calibration_summary",
     "combined_scores",
     "diversity_order",
     "expected_entropy",
@@ -59,6 +61,7 @@ __all__ = [
     "rater_disagreement",
     "scan_uncertainty",
     "scoring_region",
+    "uncertainty_from_moments",
 ]
 
 #: Strategy names understood by the project (the Django layer maps them to functions).
@@ -276,19 +279,148 @@ def scan_uncertainty(samples: Any, *, margin: float = 3) -> ScanUncertainty:
     (3, 0.1874)
     """
     samples = _check_samples(samples)
-    mean = samples.mean(axis=0)
+    return uncertainty_from_moments(samples.mean(axis=0), _entropy(samples, axis=1).mean(axis=0), margin=margin)
+
+
+def _region_mean(values: np.ndarray, region: np.ndarray, top_k: int | None) -> float:
+    inside = values[region]
+    if top_k is None or top_k >= inside.size:
+        return float(inside.sum() / inside.size)
+    return float(np.partition(inside, inside.size - top_k)[inside.size - top_k :].mean())
+
+
+def uncertainty_from_moments(
+    mean_probabilities: Any, expected_entropy: Any, *, margin: float = 3, top_k: int | None = None
+) -> ScanUncertainty:
+    """Summarise a scan from the mean softmax and the mean per-pass entropy of T MC passes.
+
+    Predictive entropy ``H(mean)``, BALD ``H(mean) - expected_entropy`` (clipped at 0), each
+    averaged over the scoring region (:func:`scoring_region`), or over its ``top_k`` highest
+    voxels: a scan with a few uncertain lesion voxels inside a large, confident brain then
+    scores by those voxels, not by the brain's size.
+
+    Parameters
+    ----------
+    mean_probabilities : ndarray of shape (C, *spatial), float
+    expected_entropy : ndarray of shape spatial, float
+        Mean over passes of each pass's entropy (nats; :func:`expected_entropy` of the samples).
+    margin : float, keyword-only
+    top_k : int or None, keyword-only
+        None: the mean over the region.
+
+    Examples
+    --------
+    >>> mean = np.array([[0.5, 1.0, 1.0, 0.9], [0.5, 0.0, 0.0, 0.1]])
+    >>> u = uncertainty_from_moments(mean, np.zeros(4), margin=3, top_k=1)
+    >>> round(u.entropy, 4), u.whole_volume   # nothing predicted: whole volume, the top voxel
+    (0.6931, True)
+    """
+    mean = _check_samples(_as_numpy(mean_probabilities)[None])[0]
+    aleatoric = _as_numpy(expected_entropy).astype(np.float64)
+    if aleatoric.shape != mean.shape[1:]:
+        raise ValueError(f"expected_entropy: shape {aleatoric.shape} differs from {mean.shape[1:]}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1):
+        raise ValueError(f"top_k: expected None or an integer >= 1, got {top_k!r}")
     region, whole = scoring_region(mean, margin=margin)
     total = _entropy(mean, axis=0)
-    aleatoric = _entropy(samples, axis=1).mean(axis=0)
     mutual = np.maximum(total - aleatoric, 0.0)
-    n = int(region.sum())
     return ScanUncertainty(
-        entropy=float(total[region].sum() / n),
-        bald=float(mutual[region].sum() / n),
+        entropy=_region_mean(total, region, top_k),
+        bald=_region_mean(mutual, region, top_k),
         foreground_voxels=int((np.argmax(mean, axis=0) != 0).sum()),
-        region_voxels=n,
+        region_voxels=int(region.sum()),
         whole_volume=whole,
     )
+
+
+# --------------------------------------------------------------------------------------
+# Calibration
+# --------------------------------------------------------------------------------------
+
+CALIBRATION_BINS = 10
+
+
+def calibration_bins(probabilities: Any, target: Any, *, n_bins: int = CALIBRATION_BINS) -> dict[str, list]:
+    """Reliability-diagram counts of one scan over the voxels predicted OR labelled as foreground.
+
+    Background far from any structure is confidently right and would make every model look
+    calibrated, so those voxels are left out. Per equal-width bin of confidence (the highest
+    class probability): voxels, summed confidence, voxels whose argmax is the true class.
+
+    Parameters
+    ----------
+    probabilities : ndarray of shape (C, *spatial), float
+    target : ndarray of shape spatial, integer class indices
+
+    Returns
+    -------
+    dict with lists ``count``, ``confidence``, ``correct`` of ``n_bins`` numbers (add them up
+    over scans, then :func:`calibration_summary`).
+
+    Examples
+    --------
+    >>> p = np.array([[0.9, 0.3, 0.6], [0.1, 0.7, 0.4]]); t = np.array([0, 1, 0])
+    >>> calibration_bins(p, t, n_bins=2)["count"]   # voxels 0 and 2: background in both: left out
+    [0, 1]
+    """
+    probs = _as_numpy(probabilities).astype(np.float64)
+    target = np.asarray(target)
+    if probs.ndim < 2 or probs.shape[1:] != target.shape:
+        raise ValueError(f"target: shape {target.shape} does not match probabilities {probs.shape}")
+    predicted = probs.argmax(axis=0)
+    region = (predicted != 0) | (target != 0)
+    confidence = probs.max(axis=0)[region]
+    correct = (predicted == target)[region]
+    index = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    return {
+        "count": np.bincount(index, minlength=n_bins).tolist(),
+        "confidence": np.bincount(index, weights=confidence, minlength=n_bins).tolist(),
+        "correct": np.bincount(index, weights=correct.astype(float), minlength=n_bins).tolist(),
+    }
+
+
+def calibration_summary(bins: Sequence[dict[str, list]]) -> dict[str, Any]:
+    """Expected calibration error (Guo et al., ICML 2017) over scans' :func:`calibration_bins`.
+
+    Returns
+    -------
+    dict
+        ``ece`` (sum over bins of ``n_b / N * |accuracy_b - confidence_b|``; None without voxels),
+        ``voxels`` (N), ``bins`` (per bin: ``low``, ``high``, ``count``, ``confidence``,
+        ``accuracy``; None where empty) and ``region`` (which voxels).
+
+    >>> calibration_summary([{"count": [0, 2], "confidence": [0, 1.4], "correct": [0, 1]}])["ece"]
+    0.2
+    """
+    bins = list(bins)
+    n_bins = len(bins[0]["count"]) if bins else CALIBRATION_BINS
+    count = np.zeros(n_bins)
+    confidence = np.zeros(n_bins)
+    correct = np.zeros(n_bins)
+    for b in bins:
+        count += b["count"]
+        confidence += b["confidence"]
+        correct += b["correct"]
+    total = float(count.sum())
+    rows = []
+    for i in range(n_bins):
+        n = count[i]
+        rows.append(
+            {
+                "low": i / n_bins,
+                "high": (i + 1) / n_bins,
+                "count": int(n),
+                "confidence": float(confidence[i] / n) if n else None,
+                "accuracy": float(correct[i] / n) if n else None,
+            }
+        )
+    ece = float(sum(abs(correct[i] - confidence[i]) for i in range(n_bins)) / total) if total else None
+    return {
+        "ece": None if ece is None else round(ece, 6),
+        "voxels": int(total),
+        "bins": rows,
+        "region": "validation voxels predicted or labelled as foreground",
+    }
 
 
 # --------------------------------------------------------------------------------------

@@ -189,24 +189,7 @@ def to_working(
     ...            config=cfg)[0].shape
     (2, 8, 8, 8)
     """
-    if not isinstance(config, NetworkConfig):
-        raise TypeError(f"config: expected a NetworkConfig, got {type(config).__name__}")
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
-    image = np.asarray(image)
-    stacked = image.ndim == 4
-    if stacked and image.shape[0] < 1:
-        raise ValueError(f"image: expected at least one channel, got shape {image.shape}")
-    channels = (
-        [_check_image(c, f"image[{i}]") for i, c in enumerate(image)] if stacked else [_check_image(image, "image")]
-    )
-    spacing = _check_spacing(spacing)
-
-    mask = _foreground(channels[0])
-    if config.crop_foreground:
-        crop = _crop_box(mask, spacing, config.crop_margin_mm)
-    else:
-        crop = tuple((0, n) for n in channels[0].shape)
+    channels, stacked, spacing, mask, crop = _prepare(image, config, spacing)
     extent_mm = [(b - a) * s for (a, b), s in zip(crop, spacing, strict=True)]
     scale = min(w / e for w, e in zip(config.working_shape, extent_mm, strict=True))
     content = tuple(int(min(max(round(e * scale), 1), w)) for e, w in zip(extent_mm, config.working_shape, strict=True))
@@ -214,16 +197,9 @@ def to_working(
 
     outs, stats = [], []
     for index, channel in enumerate(channels):
-        values = channel[mask if index == 0 else _foreground(channel)]
-        mean = float(values.mean(dtype=np.float64))
-        std = float(values.std(dtype=np.float64))
-        if not std > 0:
-            std = 1.0
+        z, mean, std = _z_crop(channel, mask if index == 0 else None, crop, config)
         stats.append((mean, std))
-        cropped = channel[tuple(slice(a, b) for a, b in crop)]
-        z = (torch.from_numpy(np.ascontiguousarray(cropped)).double() - mean) / std
-        z = z.clamp_(-config.clip_z, config.clip_z).float()[None, None]
-        z = _resize(z, content)[0, 0]
+        z = _resize(z[None, None], content)[0, 0]
         out = torch.full(config.working_shape, float(z.min()), dtype=torch.float32)
         out[tuple(slice(o, o + c) for o, c in zip(offset, content, strict=True))] = z
         outs.append(out.numpy())
@@ -237,6 +213,42 @@ def to_working(
         std=stats[0][1],
     )
     return (np.stack(outs) if stacked else outs[0]), geometry
+
+
+def _prepare(image: Any, config: NetworkConfig, spacing: Sequence[float]):
+    """Checked channels (a list of 3-D float32), whether the input was stacked, the spacing, the
+    first channel's foreground and the crop box (shared by the working and the native grid)."""
+    if not isinstance(config, NetworkConfig):
+        raise TypeError(f"config: expected a NetworkConfig, got {type(config).__name__}")
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    image = np.asarray(image)
+    stacked = image.ndim == 4
+    if stacked and image.shape[0] < 1:
+        raise ValueError(f"image: expected at least one channel, got shape {image.shape}")
+    channels = (
+        [_check_image(c, f"image[{i}]") for i, c in enumerate(image)] if stacked else [_check_image(image, "image")]
+    )
+    spacing = _check_spacing(spacing)
+    mask = _foreground(channels[0])
+    if config.crop_foreground:
+        crop = _crop_box(mask, spacing, config.crop_margin_mm)
+    else:
+        crop = tuple((0, n) for n in channels[0].shape)
+    return channels, stacked, spacing, mask, crop
+
+
+def _z_crop(channel: np.ndarray, mask: np.ndarray | None, crop, config: NetworkConfig):
+    """The crop of one channel z-scored on its foreground (``mask``, or its own Otsu foreground),
+    clipped; with the mean and SD used."""
+    values = channel[_foreground(channel) if mask is None else mask]
+    mean = float(values.mean(dtype=np.float64))
+    std = float(values.std(dtype=np.float64))
+    if not std > 0:
+        std = 1.0
+    cropped = torch.from_numpy(np.ascontiguousarray(channel[tuple(slice(a, b) for a, b in crop)]))
+    z = ((cropped.double() - mean) / std).clamp_(-config.clip_z, config.clip_z).float()
+    return z, mean, std
 
 
 def _check_image(image: np.ndarray, name: str) -> np.ndarray:
@@ -261,6 +273,23 @@ def _check_geometry(geometry: WorkingGeometry, config: NetworkConfig) -> None:
         )
 
 
+def _crop_classes(labels: Any, geometry, config: NetworkConfig) -> np.ndarray:
+    """The crop box of a label map as class indices (uint8), after checking shape and values."""
+    labels = _check_volume(labels, "labels")
+    if labels.shape != geometry.original_shape:
+        raise ValueError(f"labels: shape {labels.shape} differs from the image shape {geometry.original_shape}")
+    if labels.dtype == bool:
+        labels = labels.astype(np.uint8)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels: expected an integer label map, got dtype {labels.dtype}")
+    unknown = sorted(set(np.unique(labels).tolist()) - set(config.labels))
+    if unknown:
+        raise ValueError(f"labels: values {unknown} are not among the configured labels {config.labels}")
+    lut = np.zeros(256, dtype=np.uint8)
+    lut[list(config.labels)] = np.arange(config.n_classes)
+    return lut[labels[geometry.crop_slices].astype(np.int64)]
+
+
 def labels_to_working(labels: np.ndarray, geometry: WorkingGeometry, *, config: NetworkConfig) -> np.ndarray:
     """Map a label map to class indices on the working grid (majority of each voxel).
 
@@ -282,21 +311,8 @@ def labels_to_working(labels: np.ndarray, geometry: WorkingGeometry, *, config: 
     ValueError
         Wrong shape, or values that are not in ``config.labels`` (the message lists them).
     """
-    labels = _check_volume(labels, "labels")
     _check_geometry(geometry, config)
-    if labels.shape != geometry.original_shape:
-        raise ValueError(f"labels: shape {labels.shape} differs from the image shape {geometry.original_shape}")
-    if labels.dtype == bool:
-        labels = labels.astype(np.uint8)
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"labels: expected an integer label map, got dtype {labels.dtype}")
-    present = np.unique(labels)
-    unknown = sorted(set(present.tolist()) - set(config.labels))
-    if unknown:
-        raise ValueError(f"labels: values {unknown} are not among the configured labels {config.labels}")
-    lut = np.zeros(256, dtype=np.int64)
-    lut[list(config.labels)] = np.arange(config.n_classes)
-    classes = torch.from_numpy(lut[labels[geometry.crop_slices].astype(np.int64)])
+    classes = torch.from_numpy(_crop_classes(labels, geometry, config).astype(np.int64))
     onehot = F.one_hot(classes, config.n_classes).permute(3, 0, 1, 2)[None].float()
     fractions = _resize(onehot, geometry.content_shape)[0]
     out = np.zeros(config.working_shape, dtype=np.uint8)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
 
 from labeling.models import Scan, ScanStatus
 from labeling.selectors import managed_project_ids, user_is_site_admin
@@ -22,14 +23,33 @@ def latest_done_run(*, scan: Scan) -> ConsensusRun | None:
     return scan.consensus_runs.filter(status=JobStatus.DONE).order_by("-finished_at", "-id").first()
 
 
+def flagged_scan_queue(*, project) -> QuerySet[Scan]:
+    """Scans waiting for adjudication, most ambiguous first (the newest finished run's ambiguity;
+    none counts as 0), then oldest first: ordered and sliced in the database, each scan with
+    ``latest_run_id``."""
+    latest = ConsensusRun.objects.filter(scan=OuterRef("pk"), status=JobStatus.DONE).order_by("-finished_at", "-id")
+    return (
+        Scan.objects.filter(project=project, status=ScanStatus.FLAGGED)
+        .annotate(
+            latest_run_id=Subquery(latest.values("pk")[:1]),
+            latest_ambiguity=Coalesce(Subquery(latest.values("ambiguity")[:1]), Value(0.0)),
+        )
+        .order_by("-latest_ambiguity", "id")
+    )
+
+
+def flagged_scan_runs(*, scans: list[Scan]) -> list[tuple[Scan, ConsensusRun | None]]:
+    """Scans of :func:`flagged_scan_queue` with their newest finished run (one query for all; the
+    runs carry only ``ambiguity`` and ``flag_reasons``)."""
+    ids = [s.latest_run_id for s in scans if s.latest_run_id is not None]
+    # Only what the queue shows: a run's agreement report and kernel output are large JSON.
+    runs = ConsensusRun.objects.only("id", "scan_id", "ambiguity", "flag_reasons").in_bulk(ids)
+    return [(scan, runs.get(scan.latest_run_id)) for scan in scans]
+
+
 def flagged_scans(*, project) -> list[tuple[Scan, ConsensusRun | None]]:
-    """Scans waiting for adjudication with their newest finished run, most ambiguous first."""
-    rows = [
-        (scan, latest_done_run(scan=scan))
-        for scan in Scan.objects.filter(project=project, status=ScanStatus.FLAGGED).order_by("id")
-    ]
-    rows.sort(key=lambda row: -(row[1].ambiguity or 0.0) if row[1] else 0.0)
-    return rows
+    """Every scan waiting for adjudication with its newest finished run, most ambiguous first."""
+    return flagged_scan_runs(scans=list(flagged_scan_queue(project=project)))
 
 
 #: A rater is flagged when their mean Dice against the consensus is below the project median
@@ -60,7 +80,39 @@ def _latest_runs(project) -> list[ConsensusRun]:
     return list(latest.values())
 
 
+#: How long a project's agreement tables are kept (seconds); any change they depend on makes new ones.
+AGREEMENT_CACHE_S = 24 * 3600
+
+
 def project_agreement(*, project) -> dict:
+    """:func:`project_agreement_compute`, cached (Django's cache, per process by default).
+
+    The key names everything the tables are made of: the project (and when it was made, so that
+    a reused id is another key), its finished consensus runs (how many, the newest id and finish
+    time), and its newest audit event, which every change to scan metadata, the label schema or
+    the raters writes. A change makes a new key, so a cached answer is never stale; the first
+    request after a change pays the full computation.
+    """
+    from django.core.cache import cache
+    from django.db.models import Count, Max
+
+    from labeling.models import AuditEvent
+
+    runs = ConsensusRun.objects.filter(scan__project=project, status=JobStatus.DONE).aggregate(
+        n=Count("id"), top=Max("id"), last=Max("finished_at")
+    )
+    event = AuditEvent.objects.filter(project=project).order_by("-id").values_list("id", flat=True).first()
+    created = project.created_at.timestamp() if getattr(project, "created_at", None) else 0
+    stamp = runs["last"].timestamp() if runs["last"] else 0
+    key = f"mriannot:agreement:{project.pk}:{created}:{runs['n']}:{runs['top']}:{stamp}:{event}"
+    data = cache.get(key)
+    if data is None:
+        data = project_agreement_compute(project=project)
+        cache.set(key, data, timeout=AGREEMENT_CACHE_S)
+    return data
+
+
+def project_agreement_compute(*, project) -> dict:
     """Inter-rater agreement of a project, from the newest finished consensus run of each scan.
 
     Returns plain tables (lists of dicts) ready for JSON or CSV:

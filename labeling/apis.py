@@ -25,6 +25,7 @@ from rest_framework.views import APIView
 
 from mriannot.errors import LockedOut, NotAllowed, TooLarge, ValidationFailed
 from mriannot.fields import MAX_ID, TEXT_MAX_CHARS, FiniteFloatField, IdField, query_id
+from mriannot.paging import page_parameters, paged_response, paginate
 from mriannot.schema import id_parameter, name_nested_serializers
 
 from . import auth_services, dicom_imports, selectors, services, splits
@@ -226,12 +227,17 @@ class AssignmentOutput(serializers.ModelSerializer):
         ]
 
     def get_head_revision(self, assignment: Assignment) -> int | None:
+        if hasattr(assignment, "head_revision_id"):  # annotated by selectors.assignment_list_rows
+            return assignment.head_revision_id
         head = selectors.assignment_head(assignment=assignment)
         return head.pk if head else None
 
     @extend_schema_field(ReturnCommentOutput(allow_null=True))
     def get_return_comment(self, assignment: Assignment) -> dict | None:
-        comment = selectors.return_comments(assignments=[assignment]).get(assignment.pk)
+        returned = self.context.get("return_comments")  # a list's comments, read at once
+        if returned is None:
+            returned = selectors.return_comments(assignments=[assignment])
+        comment = returned.get(assignment.pk)
         return ReturnCommentOutput(comment).data if comment else None
 
 
@@ -425,11 +431,12 @@ class ProjectListApi(APIView):
             help_text="the sequences every scan holds, the scan's own image first; empty: one image per scan",
         )
 
-    @extend_schema(responses=ProjectListOutput(many=True))
+    @extend_schema(parameters=page_parameters("projects"), responses=ProjectListOutput(many=True))
     def get(self, request):
-        projects = list(selectors.project_list(user=request.user).prefetch_related("label_classes"))
-        progress = selectors.project_progress(user=request.user, projects=projects)
-        return Response(ProjectListOutput(projects, many=True, context={"request": request, "progress": progress}).data)
+        page = paginate(request, selectors.project_list(user=request.user).prefetch_related("label_classes"))
+        progress = selectors.project_progress(user=request.user, projects=page.items)
+        context = {"request": request, "progress": progress}
+        return paged_response(request, ProjectListOutput(page.items, many=True, context=context).data, page)
 
     @extend_schema(request=InputSerializer, responses={201: ProjectOutput})
     def post(self, request):
@@ -494,12 +501,12 @@ class MemberListApi(APIView):
         username = serializers.CharField(max_length=150)
         role = serializers.ChoiceField(choices=Role.choices)
 
-    @extend_schema(responses=MemberOutput(many=True))
+    @extend_schema(parameters=page_parameters("members"), responses=MemberOutput(many=True))
     def get(self, request, project_id: int):
         project = get_visible_project(request, project_id)
         require_manager(request, project)
-        members = Membership.objects.filter(project=project).select_related("user")
-        return Response(MemberOutput(members, many=True).data)
+        page = paginate(request, Membership.objects.filter(project=project).select_related("user"))
+        return paged_response(request, MemberOutput(page.items, many=True).data, page)
 
     @extend_schema(request=InputSerializer, responses={201: MemberOutput})
     def post(self, request, project_id: int):
@@ -689,9 +696,9 @@ def scan_rows(request, scans: list[Scan], *, project: Project) -> list[dict]:
 class ScanListApi(APIView):
     """The project's scans (GET) and a new scan (POST, leads and admins).
 
-    GET answers a list, oldest first. ``limit`` and ``offset`` page it: the total of scans that
-    match the filters is in the ``X-Total-Count`` header, and ``Link`` names the next and previous
-    pages (RFC 8288). Without ``limit`` every scan is listed (as before paging). A rater sees only
+    GET answers a list, oldest first, paged as every list (``mriannot/paging.py``): ``limit``
+    (default 100, at most 500) and ``offset``; the total of scans that match the filters is in the
+    ``X-Total-Count`` header, and ``Link`` names the next and previous pages (RFC 8288). A rater sees only
     the scans they rate, with their own assignment's status (blinding), and cannot filter by
     scan status.
     """
@@ -743,23 +750,8 @@ class ScanListApi(APIView):
             split=params.get("split"),
             text=params.get("q"),
         )
-        limit, offset = params.get("limit"), params["offset"]
-        if limit is None:
-            page = list(scans)
-            total = len(page)
-        else:
-            total = scans.count()
-            page = list(scans[offset : offset + limit]) if offset < total else []
-        response = Response(scan_rows(request, page, project=project))
-        response["X-Total-Count"] = str(total)
-        links = []
-        if limit is not None and offset + limit < total:
-            links.append(f'<{_page_url(request, offset + limit, limit)}>; rel="next"')
-        if limit is not None and offset > 0:
-            links.append(f'<{_page_url(request, max(offset - limit, 0), limit)}>; rel="prev"')
-        if links:
-            response["Link"] = ", ".join(links)
-        return response
+        page = paginate(request, scans)
+        return paged_response(request, scan_rows(request, page.items, project=project), page)
 
     @extend_schema(request={"multipart/form-data": InputSerializer}, responses={201: ScanOutput})
     def post(self, request, project_id: int):
@@ -779,12 +771,6 @@ class ScanListApi(APIView):
             metadata=ScanMetadataInput.metadata(data.validated_data),
         )
         return Response(ScanOutput(scan).data, status=status.HTTP_201_CREATED)
-
-
-def _page_url(request, offset: int, limit: int) -> str:
-    query = request.query_params.copy()
-    query["offset"], query["limit"] = str(offset), str(limit)
-    return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
 
 
 class ScanDetailApi(APIView):
@@ -913,7 +899,7 @@ class WorklistApi(APIView):
     """The current user's own assignments, open first, in priority order."""
 
     @extend_schema(
-        parameters=[id_parameter("project")],
+        parameters=[id_parameter("project"), *page_parameters("assignments")],
         responses=inline_serializer(
             "WorklistItem",
             {
@@ -935,9 +921,11 @@ class WorklistApi(APIView):
         project = None
         if request.query_params.get("project"):
             project = get_visible_project(request, query_id(request, "project"))
-        items = list(selectors.worklist(user=request.user, project=project))
+        page = paginate(request, selectors.worklist(user=request.user, project=project))
+        items = page.items
         returned = selectors.return_comments(assignments=items)
-        return Response(
+        return paged_response(
+            request,
             [
                 {
                     "assignment": a.pk,
@@ -952,13 +940,18 @@ class WorklistApi(APIView):
                     "return_comment": ReturnCommentOutput(returned[a.pk]).data if a.pk in returned else None,
                 }
                 for a in items
-            ]
+            ],
+            page,
         )
 
 
 class AssignmentListApi(APIView):
+    """Assignments the user may see (a lead: the project's; a rater: their own), paged, each with
+    its head revision and return comment read for the whole page at once (a constant number of
+    queries, whatever the page or project size)."""
+
     @extend_schema(
-        parameters=[id_parameter("project"), id_parameter("scan")],
+        parameters=[id_parameter("project"), id_parameter("scan"), *page_parameters("assignments")],
         responses=AssignmentOutput(many=True),
     )
     def get(self, request):
@@ -967,7 +960,10 @@ class AssignmentListApi(APIView):
             qs = qs.filter(scan__project_id=query_id(request, "project"))
         if "scan" in request.query_params:
             qs = qs.filter(scan_id=query_id(request, "scan"))
-        return Response(AssignmentOutput(qs, many=True).data)
+        page = paginate(request, selectors.assignment_list_rows(assignments=qs))
+        returned = selectors.return_comments(assignments=page.items)
+        data = AssignmentOutput(page.items, many=True, context={"return_comments": returned}).data
+        return paged_response(request, data, page)
 
 
 class AssignmentDetailApi(APIView):
@@ -982,13 +978,14 @@ class RevisionListApi(APIView):
 
     parser_classes = [*NIFTI_PARSERS, MultiPartParser]
 
-    @extend_schema(responses=RevisionOutput(many=True))
+    @extend_schema(parameters=page_parameters("revisions"), responses=RevisionOutput(many=True))
     def get(self, request, assignment_id: int):
         assignment = get_object_or_404(selectors.assignment_list(user=request.user), pk=assignment_id)
         revisions = (
             selectors.revision_list(user=request.user).filter(assignment=assignment).select_related("created_by")
         )
-        return Response(RevisionOutput(revisions, many=True).data)
+        page = paginate(request, revisions)
+        return paged_response(request, RevisionOutput(page.items, many=True).data, page)
 
     @extend_schema(
         parameters=[
@@ -1113,13 +1110,16 @@ class CommentListApi(APIView):
             "a rater: their own, the default)",
         )
 
-    @extend_schema(parameters=[id_parameter("assignment")], responses=CommentOutput(many=True))
+    @extend_schema(
+        parameters=[id_parameter("assignment"), *page_parameters("comments")], responses=CommentOutput(many=True)
+    )
     def get(self, request, scan_id: int):
         scan = get_object_or_404(selectors.scan_list(user=request.user), pk=scan_id)
         comments = selectors.comment_list(user=request.user).filter(scan=scan).select_related("assignment__annotator")
         if "assignment" in request.query_params:
             comments = comments.filter(assignment_id=query_id(request, "assignment"))
-        return Response(CommentOutput(comments, many=True).data)
+        page = paginate(request, comments)
+        return paged_response(request, CommentOutput(page.items, many=True).data, page)
 
     @extend_schema(request=InputSerializer, responses={201: CommentOutput})
     def post(self, request, scan_id: int):
@@ -1150,11 +1150,14 @@ class AuditEventOutput(serializers.ModelSerializer):
 
 
 class AuditListApi(APIView):
-    @extend_schema(responses=AuditEventOutput(many=True))
+    """The project's audit trail, newest first, paged."""
+
+    @extend_schema(parameters=page_parameters("events"), responses=AuditEventOutput(many=True))
     def get(self, request, project_id: int):
         project = get_visible_project(request, project_id)
         require_manager(request, project)
-        return Response(AuditEventOutput(selectors.audit_list(project=project)[:500], many=True).data)
+        page = paginate(request, selectors.audit_list(project=project))
+        return paged_response(request, AuditEventOutput(page.items, many=True).data, page)
 
 
 # --- the lead's pages: project home, people, assignments, accounts ------------------------------

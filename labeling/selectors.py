@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Case, Count, Min, Q, QuerySet, Value, When
+from django.db.models import Case, Count, Min, OuterRef, Q, QuerySet, Subquery, Value, When
 
 from .models import (
     AnnotationRevision,
@@ -87,6 +87,13 @@ def assignment_list(*, user: AbstractBaseUser) -> QuerySet[Assignment]:
         Q(scan__project_id__in=managed_project_ids(user=user))
         | Q(annotator=user, scan__project_id__in=member_project_ids(user=user))
     )
+
+
+def assignment_list_rows(*, assignments: QuerySet[Assignment]) -> QuerySet[Assignment]:
+    """Assignments as the assignment list answers them: each with ``head_revision_id`` (its
+    latest revision, or None), read in the same query rather than one query per assignment."""
+    head = AnnotationRevision.objects.filter(assignment=OuterRef("pk")).order_by("-number").values("pk")[:1]
+    return assignments.annotate(head_revision_id=Subquery(head))
 
 
 def revision_list(*, user: AbstractBaseUser) -> QuerySet[AnnotationRevision]:

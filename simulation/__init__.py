@@ -53,6 +53,7 @@ from __future__ import annotations
 
 from ._shared import BACKGROUND, CSF, GREY_MATTER, LABELS, LESION, WHITE_MATTER
 from .anatomy import Anatomy, mni152_anatomy
+from .lesions import simulate_lesion_case
 from .raters import RATER_PROFILES, drop_label_components, rater_seed, simulate_panel, simulate_rater
 from .subjects import CONTRASTS, Subject, simulate_subject
 
@@ -70,6 +71,7 @@ __all__ = [
     "drop_label_components",
     "mni152_anatomy",
     "rater_seed",
+    "simulate_lesion_case",
     "simulate_panel",
     "simulate_rater",
     "simulate_subject",

@@ -2,16 +2,53 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+
 import numpy as np
 import pytest
+
+#: The scaled layout (scripts/test_scaled.sh): files in an S3 bucket, two workers on separate queues.
+S3_LAYOUT = bool(os.environ.get("MRIANNOT_S3_BUCKET"))
+
+
+class S3Folder:
+    """A test's own prefix in the S3 bucket, standing in for its media folder."""
+
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+
+    def files(self) -> list[str]:
+        from django.core.files.storage import default_storage
+
+        client = default_storage.connection.meta.client
+        names = []
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=default_storage.bucket_name, Prefix=self.prefix + "/"
+        ):
+            names += [item["Key"][len(self.prefix) + 1 :] for item in page.get("Contents", [])]
+        return sorted(names)
 
 
 @pytest.fixture(autouse=True)
 def _media_root(request, tmp_path):
-    """Every test writes files into its own folder, so 'nothing was stored' can be checked."""
+    """Every test writes files into its own folder (its own prefix of the bucket on the scaled
+    layout), so 'nothing was stored' can be checked."""
     if not request.config.pluginmanager.hasplugin("django"):
-        return None  # pure kernel tests run with -p no:django
+        yield None  # pure kernel tests run with -p no:django
+        return
     settings = request.getfixturevalue("settings")
+    if S3_LAYOUT:
+        # The same storage (and its S3 connection: making one costs a second) under a prefix of
+        # the test's own; S3Storage puts ``location`` before every name. Set here rather than
+        # with the test's monkeypatch, which some tests undo.
+        from django.core.files.storage import storages
+
+        storage = storages["default"]
+        previous, storage.location = storage.location, f"tests/{uuid.uuid4().hex}"
+        yield S3Folder(storage.location)
+        storage.location = previous
+        return
     media = tmp_path / "media"
     media.mkdir()
     settings.STORAGES = {
@@ -19,7 +56,7 @@ def _media_root(request, tmp_path):
         "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(media)}},
     }
     settings.MEDIA_ROOT = str(media)
-    return media
+    yield media
 
 
 @pytest.fixture(autouse=True)
@@ -55,6 +92,8 @@ def _audit_trail_flushable(request):
 @pytest.fixture
 def stored_files(_media_root):
     """A function listing every file under the test's storage folder (relative paths)."""
+    if isinstance(_media_root, S3Folder):
+        return _media_root.files
     return lambda: sorted(str(p.relative_to(_media_root)) for p in _media_root.rglob("*") if p.is_file())
 
 
@@ -93,16 +132,28 @@ def celery_session_app(redis_server):
 
 @pytest.fixture
 def celery_worker(celery_session_app, transactional_db):
-    """A real Celery worker (in this process, solo pool) on a real Redis, listening on every queue."""
+    """A real Celery worker (in this process, solo pool) on a real Redis, listening on every queue;
+    on the scaled layout two workers, on separate queues (consensus and default; export and
+    training), as a site would split them."""
     from celery.contrib.testing.worker import start_worker
 
-    with start_worker(
-        celery_session_app,
-        pool="solo",
-        perform_ping_check=False,
-        queues=["default", "consensus", "training", "export"],
-        shutdown_timeout=30,
-    ) as worker:
+    if not S3_LAYOUT:
+        with start_worker(
+            celery_session_app,
+            pool="solo",
+            perform_ping_check=False,
+            queues=["default", "consensus", "training", "export"],
+            shutdown_timeout=30,
+        ) as worker:
+            yield worker
+        return
+    options = {"pool": "solo", "perform_ping_check": False, "shutdown_timeout": 30}
+    with (
+        start_worker(
+            celery_session_app, queues=["consensus", "default"], hostname="consensus@test", **options
+        ) as worker,
+        start_worker(celery_session_app, queues=["export", "training"], hostname="export@test", **options),
+    ):
         yield worker
 
 

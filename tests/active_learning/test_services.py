@@ -11,6 +11,7 @@ import pytest
 from active_learning import selectors, services, uncertainty
 from active_learning.models import EditingEffort, ModelVersion, ScanScore
 from consensus import services as consensus_services
+from consensus.models import GroundTruth
 from labeling import services as labeling_services
 from labeling import volumes
 from labeling.models import ALStrategy, Assignment, Split
@@ -69,7 +70,9 @@ def test_cold_start_orders_by_diversity_and_says_so():
 
 
 @pytest.mark.django_db
-def test_train_score_rank_and_prelabel():
+@pytest.mark.parametrize("mode", ["patch", "whole"])  # new versions; the earlier whole-volume ones
+def test_train_score_rank_and_prelabel(mode, settings):
+    settings.MRIANNOT_AL_NETWORK = {**TINY_NETWORK, "mode": mode, "patch_shape": (16, 16, 16)}
     world, scans = _project()
     for scan in scans[:3]:
         _ground_truth(world, scan)
@@ -83,6 +86,27 @@ def test_train_score_rank_and_prelabel():
     assert len(version.ground_truth_ids) == 2 and len(version.validation_ground_truth_ids) == 1
     assert set(version.validation_dice) == {"1", "2", "3"}
     assert version.hyperparameters["training"]["steps"] == 6
+    assert version.hyperparameters["network"]["mode"] == mode
+
+    # The model card names the ground truths (ids, scans, hashes, split), the recipe and the
+    # validation results; the Markdown card shows the per-label Dice.
+    lead = world.client(world.lead)
+    card = lead.get(f"/api/v1/models/{version.pk}/card/").json()
+    truths = {t.pk: t for t in GroundTruth.objects.filter(scan__in=scans[:3])}
+    assert [r["id"] for r in card["data"]["train"]] == version.ground_truth_ids
+    assert [(r["scan"], r["sha256"]) for r in card["data"]["validation"]] == [
+        (truths[i].scan_id, truths[i].sha256) for i in version.validation_ground_truth_ids
+    ]
+    assert card["validation"]["dice"] == version.validation_dice and card["model"]["mode"] == mode
+    assert card["recipe"]["steps_trained"] == 6 and card["code_version"] == version.code_version
+    assert card["validation"]["calibration"]["voxels"] > 0 and 0 <= card["validation"]["calibration"]["ece"] <= 1
+    markdown = lead.get(f"/api/v1/models/{version.pk}/card.md")
+    assert markdown.status_code == 200 and markdown["Content-Type"].startswith("text/markdown")
+    text = markdown.content.decode()
+    names = dict(world.project.label_classes.values_list("value", "name"))
+    for value, dice in version.validation_dice.items():
+        assert f"| {names[int(value)]} | {'–' if dice is None else f'{dice:.3f}'} |" in text
+    assert world.client(world.annotators[0]).get(f"/api/v1/models/{version.pk}/card/").status_code == 403
 
     result = services.scores_update(project_id=world.project.pk)
     assert (

@@ -79,6 +79,14 @@ def test_lead_trains_a_model_from_the_dashboard_and_follows_it(live_server, page
     assert cells[6] == " · ".join(
         f"{names[value]}: {'–' if dice is None else f'{dice:.3f}'}" for value, dice in version.validation_dice.items()
     )
+    # The version's model card: a link to its Markdown, which lists the per-label validation Dice.
+    assert cells[8] == "model card", cells
+    href = row.locator("a.model-card-link").get_attribute("href")
+    assert href == f"/api/v1/models/{version.pk}/card.md"
+    card = page.request.get(f"{live_server.url}{href}")  # with the lead's session
+    assert card.ok and card.headers["content-type"].startswith("text/markdown")
+    for value, dice in version.validation_dice.items():
+        assert f"| {names[value]} | {'–' if dice is None else f'{dice:.3f}'} |" in card.text()
     ranking = world.client(world.lead).get(f"/api/v1/projects/{project.pk}/ranking/").json()
     assert ranking["note"].startswith("Model v1") and page.inner_text("#al-note") == ranking["note"]
     # Validation Dice by scan metadata: the one validation scan, in the one group of each column.

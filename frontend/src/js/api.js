@@ -80,12 +80,40 @@ export async function request(path, { method = "GET", json, body, contentType, e
   return response.json();
 }
 
+/** The path (relative to /api/v1/) of a response's ``Link: <...>; rel="next"``, or null on the last page. */
+export function nextPage(response) {
+  const link = response.headers.get("Link") || "";
+  const match = link.match(/<([^>]+)>\s*;\s*rel="next"/);
+  if (!match) return null;
+  const url = new URL(match[1], window.location.origin);
+  return url.pathname.replace(/^\/api\/v1\//, "") + url.search;
+}
+
+/**
+ * Every item of a paged list (mriannot/paging.py): the first page, then each ``rel="next"``.
+ * @param {string} path relative to /api/v1/
+ * @param {object} [options]
+ * @param {string} [options.key] the list's name when the answer is an object (e.g. "scans");
+ *   the object of the first page is returned with the lists of every page joined
+ */
+export async function requestAll(path, { key } = {}) {
+  let response = await request(path, { expect: "response" });
+  const first = await response.json();
+  const items = key ? first[key] : first;
+  for (let next = nextPage(response); next; next = nextPage(response)) {
+    response = await request(next, { expect: "response" });
+    const body = await response.json();
+    items.push(...(key ? body[key] : body));
+  }
+  return first;
+}
+
 export const api = {
   login: (username, password) => request("auth/login/", { method: "POST", json: { username, password } }),
   logout: () => request("auth/logout/", { method: "POST", expect: "none" }),
   me: () => request("me/"),
-  worklist: (projectId) => request(projectId ? `me/worklist/?project=${projectId}` : "me/worklist/"),
-  projects: () => request("projects/"),
+  worklist: (projectId) => requestAll(projectId ? `me/worklist/?project=${projectId}` : "me/worklist/"),
+  projects: () => requestAll("projects/"),
   project: (id) => request(`projects/${id}/`),
   assignment: (id) => request(`assignments/${id}/`),
   scan: (id) => request(`scans/${id}/`),
@@ -129,7 +157,7 @@ export const api = {
     request(`assignments/${assignmentId}/submit/`, { method: "POST", json: revisionId ? { revision: revisionId } : {} }),
   /** A scan's comments the user may read (a lead: every thread, or one with ``assignmentId``). */
   comments: (scanId, assignmentId = null) =>
-    request(assignmentId ? `scans/${scanId}/comments/?assignment=${assignmentId}` : `scans/${scanId}/comments/`),
+    requestAll(assignmentId ? `scans/${scanId}/comments/?assignment=${assignmentId}` : `scans/${scanId}/comments/`),
   /** Add a comment: to a rater's thread (``assignmentId``; a rater: their own), or a note among leads. */
   addComment: (scanId, text, assignmentId = null) =>
     request(`scans/${scanId}/comments/`, { method: "POST", json: assignmentId ? { text, assignment: assignmentId } : { text } }),

@@ -1,7 +1,7 @@
 // The API of a lead's project pages (/api/v1/): projects, settings, label schema, members,
 // assignments, accounts. The server refuses annotators all of it (403) and hides projects
 // from non-members (404). Requests go through api.js's request(): errors are ApiError / OfflineError.
-import { request } from "./api.js";
+import { request, requestAll } from "./api.js";
 
 export const consoleApi = {
   createProject: (fields) => request("projects/", { method: "POST", json: fields }),
@@ -15,7 +15,7 @@ export const consoleApi = {
     request(`projects/${projectId}/labels/${labelId}/`, { method: "PATCH", json: fields }),
   deleteLabel: (projectId, labelId) => request(`projects/${projectId}/labels/${labelId}/`, { method: "DELETE" }),
 
-  members: (projectId) => request(`projects/${projectId}/members/`),
+  members: (projectId) => requestAll(`projects/${projectId}/members/`),
   addMember: (projectId, username, role) =>
     request(`projects/${projectId}/members/`, { method: "POST", json: { username, role } }),
   setRole: (projectId, memberId, role) =>
@@ -26,8 +26,8 @@ export const consoleApi = {
   createUser: (username, password, email) => request("users/", { method: "POST", json: { username, password, email } }),
 
   raterStats: (projectId) => request(`projects/${projectId}/raters/`),
-  assignments: (projectId) => request(`assignments/?project=${projectId}`),
-  scans: (projectId) => request(`projects/${projectId}/scans/`),
+  assignments: (projectId) => requestAll(`assignments/?project=${projectId}&limit=500`),
+  scans: (projectId) => requestAll(`projects/${projectId}/scans/?limit=500`),
   reassign: (assignmentId, annotator) =>
     request(`assignments/${assignmentId}/reassign/`, { method: "POST", json: { annotator } }),
   /** One more rater for a scan; annotator "" = the least-loaded annotator who does not rate it yet. */

@@ -1,7 +1,7 @@
 // The API of the lead and admin pages (/api/v1/): agreement, review, consensus runs, ground
 // truths, exports. The server answers 403 (or 404) to annotators for all of it (blinding).
 // Requests go through api.js's request(), so errors are the same ApiError / OfflineError.
-import { request } from "./api.js";
+import { request, requestAll } from "./api.js";
 
 const BASE = "/api/v1/";
 
@@ -12,17 +12,17 @@ export const leadApi = {
   agreement: (projectId) => request(`projects/${projectId}/agreement/`),
   /** Address of one agreement table as CSV (a plain link: the browser downloads it). */
   agreementCsvUrl: (projectId, table) => `${BASE}projects/${projectId}/agreement/?table=${encodeURIComponent(table)}`,
-  flaggedScans: (projectId) => request(`projects/${projectId}/flagged-scans/`),
-  models: (projectId) => request(`projects/${projectId}/models/`),
+  flaggedScans: (projectId) => requestAll(`projects/${projectId}/flagged-scans/`),
+  models: (projectId) => requestAll(`projects/${projectId}/models/`),
   model: (versionId) => request(`models/${versionId}/`),
   /** Ask for a new model version (202; a version already queued or training is returned instead). */
   requestModel: (projectId) => request(`projects/${projectId}/models/`, { method: "POST" }),
   /** The open scans in worklist order, and the note saying what orders them. */
-  ranking: (projectId) => request(`projects/${projectId}/ranking/`),
+  ranking: (projectId) => requestAll(`projects/${projectId}/ranking/`, { key: "scans" }),
 
   review: (scanId) => request(`scans/${scanId}/review/`),
   /** Every rater's assignment of a scan (status, latest revision, why it was sent back). */
-  assignments: (scanId) => request(`assignments/?scan=${scanId}`),
+  assignments: (scanId) => requestAll(`assignments/?scan=${scanId}`),
   /** Send a rater's submission back for rework; the comment (required) says why. */
   returnAssignment: (assignmentId, comment) =>
     request(`assignments/${assignmentId}/return/`, { method: "POST", json: { comment } }),
@@ -53,7 +53,7 @@ export const leadApi = {
     });
   },
 
-  exports: (projectId) => request(`projects/${projectId}/exports/`),
+  exports: (projectId) => requestAll(`projects/${projectId}/exports/`),
   /** @param {{format:string, include_raters:boolean, include_posterior:boolean, only_adjudicated:boolean}} options */
   requestExport: (projectId, options) => request(`projects/${projectId}/exports/`, { method: "POST", json: options }),
   export: (exportId) => request(`exports/${exportId}/`),

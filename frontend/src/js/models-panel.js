@@ -25,6 +25,18 @@ function diceText(perLabel) {
   return entries.map(([value, dice]) => `${labelNames[value] ?? value}: ${fmt(dice)}`).join(" · ");
 }
 
+/** A trained version's model card (Markdown: ground truths, recipe, validation, calibration, limits). */
+function cardLink(v) {
+  if (v.status !== "done") return "–";
+  const link = document.createElement("a");
+  link.href = `/api/v1/models/${v.id}/card.md`;
+  link.textContent = "model card";
+  link.target = "_blank";
+  link.rel = "noopener";
+  link.className = "model-card-link";
+  return link;
+}
+
 function renderVersions(versions) {
   const rows = [...versions]
     .sort((a, b) => b.version - a.version)
@@ -39,11 +51,12 @@ function renderVersions(versions) {
           cell(fmt(meanDice(v.validation_dice)), { num: true, title: diceText(v.validation_dice) }),
           cell(v.status === "failed" ? v.error || v.message : diceText(v.validation_dice), { className: "small" }),
           cell(v.finished_at ? new Date(v.finished_at).toLocaleString() : "–"),
+          cell(cardLink(v)),
         ],
         { version: v.version, status: v.status },
       ),
     );
-  fillBody($("models-body"), rows, { empty: "No model yet: the worklists are in cold-start order.", columns: 8 });
+  fillBody($("models-body"), rows, { empty: "No model yet: the worklists are in cold-start order.", columns: 9 });
 }
 
 /** The newest trained version's validation Dice by scan metadata (from its detail). */
