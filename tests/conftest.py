@@ -130,6 +130,18 @@ def celery_session_app(redis_server):
     return app
 
 
+def _polling_work_controller():
+    from celery.contrib.testing.worker import TestWorkController
+
+    class PollingWorkController(TestWorkController):
+        """A test worker without the event loop: it drains Redis itself (Celery's ``synloop``)."""
+
+        def should_use_eventloop(self):
+            return False
+
+    return PollingWorkController
+
+
 @pytest.fixture
 def celery_worker(celery_session_app, transactional_db):
     """A real Celery worker (in this process, solo pool) on a real Redis, listening on every queue;
@@ -147,7 +159,14 @@ def celery_worker(celery_session_app, transactional_db):
         ) as worker:
             yield worker
         return
-    options = {"pool": "solo", "perform_ping_check": False, "shutdown_timeout": 30}
+    # Two workers in one process must not share kombu's event loop (a module-level hub: one
+    # worker's shutdown or start closes the other's epoll); each polls Redis on its own instead.
+    options = {
+        "pool": "solo",
+        "perform_ping_check": False,
+        "shutdown_timeout": 30,
+        "WorkController": _polling_work_controller(),
+    }
     with (
         start_worker(
             celery_session_app, queues=["consensus", "default"], hostname="consensus@test", **options
