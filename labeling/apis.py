@@ -24,7 +24,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from mriannot.errors import LockedOut, NotAllowed, TooLarge, ValidationFailed
-from mriannot.fields import MAX_ID, TEXT_MAX_CHARS, FiniteFloatField, IdField, query_id
+from mriannot.fields import TEXT_MAX_CHARS, FiniteFloatField, IdField, query_id
 from mriannot.paging import page_parameters, paged_response, paginate
 from mriannot.schema import id_parameter, name_nested_serializers
 
@@ -56,8 +56,6 @@ User = get_user_model()
 
 #: The scan metadata columns (labeling/metadata.py), as every scan answer carries them.
 SCAN_METADATA_COLUMNS = scan_metadata.COLUMNS
-#: The most scans one page of the scan list holds.
-SCAN_PAGE_MAX = 500
 
 
 # --- shared helpers ----------------------------------------------------------------------------
@@ -709,8 +707,6 @@ class ScanListApi(APIView):
         status = serializers.ChoiceField(choices=ScanStatus.choices, required=False, help_text="leads only")
         split = serializers.ChoiceField(choices=Split.choices, required=False)
         q = serializers.CharField(max_length=64, required=False, allow_blank=True, help_text="in subject or session id")
-        limit = serializers.IntegerField(min_value=1, max_value=SCAN_PAGE_MAX, required=False)
-        offset = serializers.IntegerField(min_value=0, max_value=MAX_ID, required=False, default=0)
 
     class InputSerializer(ScanMetadataInput):
         file = serializers.FileField(help_text="NIfTI image, .nii or .nii.gz")
@@ -725,14 +721,7 @@ class ScanListApi(APIView):
             OpenApiParameter("status", str, enum=ScanStatus.values, description="leads only"),
             OpenApiParameter("split", str, enum=Split.values),
             OpenApiParameter("q", {"type": "string", "maxLength": 64}, description="in subject or session id"),
-            OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": SCAN_PAGE_MAX}),
-            OpenApiParameter("offset", {"type": "integer", "minimum": 0, "maximum": MAX_ID}),
-            OpenApiParameter(
-                "X-Total-Count", int, OpenApiParameter.HEADER, response=[200], description="scans that match"
-            ),
-            OpenApiParameter(
-                "Link", str, OpenApiParameter.HEADER, response=[200], description="next and previous pages"
-            ),
+            *page_parameters("scans that match"),
         ],
         responses=ScanRowOutput(many=True),
     )

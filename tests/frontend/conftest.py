@@ -40,7 +40,7 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
-def _missing(reason: str):
+def missing_tool(reason: str):
     """Skip on a developer machine without the tool; fail in CI, where it must be there."""
     if IN_CI:
         pytest.fail(reason)
@@ -62,7 +62,7 @@ def frontend_dist() -> Path:
     if _sources_newer_than_build():
         npm = shutil.which("npm")
         if npm is None:
-            _missing("npm is not installed: cannot build the front end (see scripts/test.sh)")
+            missing_tool("npm is not installed: cannot build the front end (see scripts/test.sh)")
         if not (FRONTEND / "node_modules").is_dir():
             subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=FRONTEND, check=True)
         subprocess.run([npm, "run", "build", "--silent"], cwd=FRONTEND, check=True)
@@ -93,7 +93,7 @@ def playwright_instance():
 @pytest.fixture(scope="session")
 def browser(playwright_instance):
     if not Path(CHROMIUM).exists():
-        _missing(f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")
+        missing_tool(f"Chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")
     browser = playwright_instance.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield browser
     browser.close()

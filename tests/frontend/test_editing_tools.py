@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tests.frontend.conftest import FRONTEND, IN_CI
+from tests.frontend.conftest import FRONTEND, missing_tool
 from tests.frontend.helpers import (
     canvas_point,
     click,
@@ -355,9 +355,7 @@ def test_the_automatic_fill_range_on_simulated_scans(tmp_path):
     """
     node = shutil.which("node")
     if node is None:
-        if IN_CI:
-            pytest.fail("node is not installed")
-        pytest.skip("node is not installed")
+        missing_tool("node is not installed")
     import simulation
 
     anatomy = simulation.mni152_anatomy(resolution=2)

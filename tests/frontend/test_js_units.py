@@ -5,17 +5,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-import pytest
-
-from tests.frontend.conftest import FRONTEND, IN_CI
+from tests.frontend.conftest import FRONTEND, missing_tool
 
 
 def test_javascript_unit_tests_pass():
     node = shutil.which("node")
     if node is None:
-        if IN_CI:
-            pytest.fail("node is not installed")
-        pytest.skip("node is not installed")
+        missing_tool("node is not installed")
     result = subprocess.run(
         [node, "--test", "tests/"], check=False, cwd=FRONTEND, capture_output=True, text=True, timeout=120
     )
