@@ -41,6 +41,29 @@ def paint(page, label_key: str, y: float = 0.5) -> None:
     stroke(page, canvas_point(page, 0.44, y), canvas_point(page, 0.56, y))
 
 
+def test_logout_lands_on_the_login_page_even_with_a_request_in_flight(live_server, page, viewer_world):
+    """A page's request that fails with 401 because the user just logged out must not send the browser
+    to a log-in page that would come back to the page they left."""
+    log_in(page, live_server.url, "rater1", viewer_world["password"])
+    held = {}
+    # Hold the worklist's request, and the log-in page's load after the log-out, so that the worklist
+    # request fails (401) while the browser is on its way to the log-in page.
+    page.route("**/api/v1/me/worklist/**", lambda route: held.setdefault("worklist", route))
+    page.route("**/login/", lambda route: held.setdefault("login", route))
+    page.goto(f"{live_server.url}/", wait_until="commit")
+    page.wait_for_selector("#logout:not([hidden])")
+    while "worklist" not in held:
+        page.wait_for_timeout(50)
+    page.click("#logout")
+    while "login" not in held:
+        page.wait_for_timeout(50)
+    page.unroute("**/login/")
+    held["worklist"].continue_()
+    held["login"].continue_()
+    page.wait_for_selector("#login-button")
+    assert page.url == f"{live_server.url}/login/"
+
+
 def test_login_worklist_and_logout(live_server, page, viewer_world, shot):
     world = viewer_world
     page.goto(f"{live_server.url}/")

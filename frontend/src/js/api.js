@@ -108,9 +108,16 @@ export async function requestAll(path, { key } = {}) {
   return first;
 }
 
+/** Set once the user logs out: a request still in flight then fails with 401, and must not send
+ * the browser to a log-in page that would come back here. */
+let loggingOut = false;
+
 export const api = {
   login: (username, password) => request("auth/login/", { method: "POST", json: { username, password } }),
-  logout: () => request("auth/logout/", { method: "POST", expect: "none" }),
+  logout: () => {
+    loggingOut = true;
+    return request("auth/logout/", { method: "POST", expect: "none" });
+  },
   me: () => request("me/"),
   worklist: (projectId) => requestAll(projectId ? `me/worklist/?project=${projectId}` : "me/worklist/"),
   projects: () => requestAll("projects/"),
@@ -168,8 +175,12 @@ export function isAuthError(error) {
   return error instanceof ApiError && (error.status === 401 || (error.status === 403 && error.code === "not_authenticated"));
 }
 
-/** Send the browser to the log-in page, coming back here afterwards. */
+/** Send the browser to the log-in page, coming back here afterwards (not after a log-out). */
 export function redirectToLogin() {
+  if (loggingOut) {
+    window.location.assign("/login/");
+    return;
+  }
   const next = window.location.pathname + window.location.search;
   window.location.assign(`/login/?next=${encodeURIComponent(next)}`);
 }
