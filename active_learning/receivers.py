@@ -8,10 +8,10 @@ import logging
 
 from django.dispatch import receiver
 
-from consensus.signals import ground_truth_created
+from consensus.signals import ground_truth_created, model_cards_requested
 from labeling.signals import assignment_submitted, scans_added, split_usage_requested
 
-from .selectors import split_usage
+from .selectors import export_model_cards, split_usage
 from .services import editing_effort_record, retrain_if_due, scores_update_request
 
 log = logging.getLogger(__name__)
@@ -48,3 +48,9 @@ def on_split_usage(sender, project, scan_ids, **kwargs) -> list[dict]:
     Not wrapped like the others: a split change must not go ahead on a failed answer.
     """
     return split_usage(project=project, scan_ids=scan_ids)
+
+
+@receiver(model_cards_requested, dispatch_uid="active_learning.model_cards")
+def on_model_cards_requested(sender, project, revision_ids, **kwargs) -> list[dict]:
+    """The model cards an export carries. Not wrapped: an export must not go out without them."""
+    return export_model_cards(project=project, revision_ids=revision_ids)

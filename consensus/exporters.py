@@ -9,7 +9,11 @@ image per channel (T1w, FLAIR, ...), all on the grid of the first. DICOM-SEG liv
 
 The BIDS layout passes the BIDS validator (``bids-validator-deno``) without errors: every image
 has a sidecar, files BIDS has no name for (datasheet, agreement, manifest, a channel of
-unspecified contrast) are listed in ``.bidsignore``.
+unspecified contrast, the model cards) are listed in ``.bidsignore``.
+
+Every format carries the model cards of the model versions behind the export (the versions
+whose pre-labels a rater started from, and the project's current one) as
+``models/v<version>/model_card.json`` and ``model_card.md``; the datasheet names them.
 
 References: nnU-Net ``documentation/dataset_format.md``; MONAI
 ``monai/data/decathlon_datalist.py``; BIDS 1.10 derivatives (``src/derivatives/imaging.md``,
@@ -55,6 +59,23 @@ class ExportCase:
     posterior_labels: tuple[int, ...] = ()
     raters: tuple[tuple[str, bytes], ...] = ()  # (rater pseudonym, label map bytes)
     dicom_source: bytes | None = None  # zip of the de-identified DICOM slices of the first channel
+    #: A case whose volumes are read when its turn comes: ``load()`` returns the same case with its
+    #: bytes (the others hold the roles and rater pseudonyms with empty bytes). The writers load one
+    #: case at a time and drop it, so an export holds one case's volumes, not every case's.
+    load: Callable[[], ExportCase] | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A model version's card as the export carries it: the JSON facts and the same card as Markdown."""
+
+    version: int
+    card: dict
+    markdown: str
+
+    @property
+    def folder(self) -> str:
+        return f"models/v{self.version}"
 
 
 @dataclass(frozen=True)
@@ -64,6 +85,7 @@ class ExportSpec:
     ``channels``: the role of each image of a case, in order (every case has them all); empty
     when the project declares none (one image per case, whose role may differ between cases).
     ``authors``: the people named in BIDS ``dataset_description.json``.
+    ``model_cards``: written under ``models/``; ``datasheet["models"]`` says why each is there.
     """
 
     format: str
@@ -76,6 +98,12 @@ class ExportSpec:
     datasheet: dict = field(default_factory=dict)
     channels: tuple[str, ...] = ()
     authors: tuple[str, ...] = ()
+    model_cards: tuple[ModelCard, ...] = ()
+
+
+def _loaded(case: ExportCase) -> ExportCase:
+    """The case with its volumes (see :attr:`ExportCase.load`)."""
+    return case.load() if case.load is not None else case
 
 
 def _slug(text: str) -> str:
@@ -172,10 +200,13 @@ def write_export(
     spec = replace(spec, channels=_channels(spec, cases))
     root.mkdir(parents=True, exist_ok=True)
     if spec.format == "dicomseg":
-        from .dicomseg import write_dicomseg as writer
+        from .dicomseg import write_dicomseg
+
+        base = write_dicomseg(root, spec, [_loaded(c) for c in cases], progress or (lambda f, m: None))
     else:
         writer = {"nnunet": _write_nnunet, "monai": _write_monai, "bids": _write_bids}[spec.format]
-    base = writer(root, spec, cases, progress or (lambda f, m: None))
+        base = writer(root, spec, cases, progress or (lambda f, m: None))
+    _write_model_cards(root / base, spec)
     _write_agreement_csv(root / base, cases)
     _write_datasheet(root / base, spec, cases)
     _write_manifest(root / base)
@@ -195,6 +226,7 @@ def _write_nnunet(root: Path, spec: ExportSpec, cases, progress) -> str:
     out = root / base
     n_train = 0
     for i, case in enumerate(cases):
+        case = _loaded(case)  # one case's volumes at a time
         test = case.split == "test"
         images, labels = ("imagesTs", "labelsTs") if test else ("imagesTr", "labelsTr")
         for k, (_, raw) in enumerate(case.images):
@@ -232,6 +264,7 @@ def _write_monai(root: Path, spec: ExportSpec, cases, progress) -> str:
     key = {"train": "training", "unassigned": "training", "validation": "validation", "test": "test"}
     identity = {v: v for v in spec.labels} | {0: 0}
     for i, case in enumerate(cases):
+        case = _loaded(case)  # one case's volumes at a time
         if len(case.images) == 1:
             image = _write(out, f"images/{case.case_id}.nii.gz", case.images[0][1])
         else:
@@ -255,6 +288,7 @@ def _write_bids(root: Path, spec: ExportSpec, cases, progress) -> str:
     ]
     lut = ("\n".join(rows) + "\n").encode()
     for i, case in enumerate(cases):
+        case = _loaded(case)  # one case's volumes at a time
         stem = f"{case.case_id}/anat/{case.case_id}_space-orig"
         sources = []
         for k, (role, raw) in enumerate(case.images):
@@ -337,10 +371,18 @@ def _write_bids(root: Path, spec: ExportSpec, cases, progress) -> str:
     _write(out, "descriptions.tsv", ("\n".join(descriptions) + "\n").encode())
     _write(out, "descriptions.json", _json({"Description": "What each desc-<label> of this dataset names."}))
     ignore = ["/datasheet.json", "/agreement.csv", "/MANIFEST.sha256"]
+    if spec.model_cards:
+        ignore.append("/models")  # the folder itself: the validator reports "/models/" otherwise
     if any(role not in BIDS_SUFFIX for case in cases for role, _ in case.images):
         ignore += ["*_desc-preproc_other.nii.gz", "*_desc-preproc_other.json"]
     _write(out, ".bidsignore", ("\n".join(ignore) + "\n").encode())
     return base
+
+
+def _write_model_cards(out: Path, spec: ExportSpec) -> None:
+    for card in spec.model_cards:
+        _write(out, f"{card.folder}/model_card.json", _json(card.card))
+        _write(out, f"{card.folder}/model_card.md", card.markdown.encode())
 
 
 AGREEMENT_COLUMNS = (
@@ -422,6 +464,7 @@ def _write_datasheet(out: Path, spec: ExportSpec, cases) -> None:
             f"| {row['rater']} | {row['scans']} | {_fmt(row.get('dice'))} | {_fmt(row.get('sensitivity'))} | "
             f"{_fmt(row.get('specificity'))} |"
         )
+    lines += _models_section(d.get("models", []))
     lines += [
         "",
         "## Preprocessing",
@@ -444,6 +487,30 @@ def _write_datasheet(out: Path, spec: ExportSpec, cases) -> None:
         "",
     ]
     _write(out, "README.md", "\n".join(lines).encode())
+
+
+def _models_section(models: list[dict]) -> list[str]:
+    """The datasheet's paragraph on the model versions whose cards the export carries."""
+    if not models:
+        return []
+    lines = [
+        "",
+        "### Models behind the labels",
+        "",
+        "Model cards of the model versions whose pre-labels raters started from, and of the project's",
+        "current model, are in `models/` (JSON and Markdown).",
+        "",
+        "| model version | card | raters started from its pre-labels on | trained on (cases of this export) |",
+        "|---|---|---|---|",
+    ]
+    for m in models:
+        role = " (current)" if m.get("current") else ""
+        started = ", ".join(m.get("prelabel_cases", [])) or "none"
+        trained = f"{m.get('training_ground_truths', 0)} ground truths"
+        if m.get("trained_on_cases"):
+            trained += f" ({', '.join(m['trained_on_cases'])})"
+        lines.append(f"| v{m['version']}{role} | `{m['card']}` | {started} | {trained} |")
+    return lines
 
 
 def _excluded_note(excluded: list[dict]) -> str:
@@ -492,6 +559,10 @@ def verify_export(folder: Path, *, spec: ExportSpec) -> list[str]:
     for rel, digest in listed.items():
         if rel in on_disk and hashlib.sha256((folder / rel).read_bytes()).hexdigest() != digest:
             problems.append(f"{rel}: sha256 does not match the manifest")
+    for card in spec.model_cards:
+        for rel in (f"{card.folder}/model_card.json", f"{card.folder}/model_card.md"):
+            if not (folder / rel).is_file():
+                problems.append(f"{rel}: the model card of v{card.version} is missing")
     if spec.format == "dicomseg":
         from .dicomseg import verify_dicomseg
 

@@ -263,6 +263,9 @@ def start_s3(folder: Path, *, bucket: str = S3_BUCKET, timeout: float = 60.0) ->
             "-s3",
             f"-s3.port={ports['s3']}",
             f"-s3.config={config}",
+            # Its Iceberg and Lance catalogs listen on fixed ports: a second store would clash.
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
         ],
         stdout=open(folder / "weed.log", "ab"),  # the child owns it
         stderr=subprocess.STDOUT,

@@ -7,6 +7,10 @@ bucket, which publishes an object whole or not at all) the file is uploaded at i
 read back, and removed again if it is not the bytes that were sent. A content-addressed file
 that is already there is reused only if it holds exactly those bytes.
 
+:func:`file_write_from` does the same for a file too big to hold in memory (an export's zip):
+it is copied from an open file or a path in chunks of 1 MiB, hashed on the way, and checked
+against that hash when read back; at no point is the whole file in memory.
+
 :func:`files_cleanup` (``manage.py files_cleanup``, run by the launcher at start) removes
 temporary files, files under the data folders that no row's file field names, and Django's
 upload leftovers, once they are older than a grace period.
@@ -20,12 +24,14 @@ import re
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from django.apps import apps
 from django.conf import settings
-from django.core.files.base import ContentFile
+from django.core.files.base import ContentFile, File
 from django.core.files.storage import FileSystemStorage, Storage, default_storage
 from django.db import models
 
@@ -66,7 +72,7 @@ def file_write(*, name: str, data: bytes, reuse: bool = False, storage: Storage 
                 pass
         return Stored(name=name, created=False, reused=True)
     if path is not None:
-        _write_local(path, data, digest, storage)
+        _write_local(path, (data,), storage, digest=digest)
         return Stored(name=name, created=not existed)
     if existed:
         storage.delete(name)
@@ -80,6 +86,54 @@ def file_write(*, name: str, data: bytes, reuse: bool = False, storage: Storage 
         storage.delete(name)
         raise StorageUnavailable(f"{name} did not read back intact", reason="not_intact")
     return Stored(name=name, created=not existed)
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """Where :func:`file_write_from` put a file, with its size and sha256 (read on the way)."""
+
+    name: str
+    created: bool
+    size: int
+    sha256: str
+
+
+def file_write_from(*, name: str, source: str | os.PathLike | BinaryIO, storage: Storage | None = None) -> StoredFile:
+    """Store the file ``source`` (a path, or a seekable binary file open for reading; all of it is stored) at
+    exactly ``name``, replacing what is there, verified, in chunks: memory stays at a chunk
+    whatever the size. The guarantees of :func:`file_write` hold (a temporary name, fsync,
+    read back against the sha256 of what was read from ``source``, ``os.replace``; on object
+    storage an upload that does not read back is removed)."""
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as handle:
+            return file_write_from(name=name, source=handle, storage=storage)
+    storage = storage or default_storage
+    path = storage.path(name) if isinstance(storage, FileSystemStorage) else None
+    existed = storage.exists(name)
+    source.seek(0)
+    if path is not None:
+        size, digest = _write_local(path, iter(lambda: source.read(_CHUNK), b""), storage)
+        return StoredFile(name=name, created=not existed, size=size, sha256=digest)
+    size, digest = 0, hashlib.sha256()
+    while chunk := source.read(_CHUNK):
+        size += len(chunk)
+        digest.update(chunk)
+    source.seek(0)  # File.chunks() reads from the start too
+    _save_object(storage, name, File(source, name=os.path.basename(name)), size, digest.hexdigest(), existed)
+    return StoredFile(name=name, created=not existed, size=size, sha256=digest.hexdigest())
+
+
+def _save_object(storage: Storage, name: str, content: File, size: int, digest: str, existed: bool) -> None:
+    """Upload ``content`` at exactly ``name`` on a storage without local paths, and check it reads back."""
+    if existed:
+        storage.delete(name)
+    saved = storage.save(name, content)
+    if saved != name:  # another writer took the name in between
+        storage.delete(saved)
+        raise StorageUnavailable(f"{name} is being written by another request", reason="busy", retry_after_s=5)
+    if not _holds(storage, name, size, digest):
+        storage.delete(name)
+        raise StorageUnavailable(f"{name} did not read back intact", reason="not_intact")
 
 
 def file_delete(*, name: str, storage: Storage | None = None) -> None:
@@ -108,18 +162,28 @@ def _holds(storage: Storage, name: str, size: int, digest: str) -> bool:
         return False
 
 
-def _write_local(path: str, data: bytes, digest: str, storage: Storage) -> None:
+def _write_local(path: str, chunks: Iterable[bytes], storage: Storage, *, digest: str | None = None) -> tuple[int, str]:
+    """Write ``chunks`` under a temporary name beside ``path``, fsync, read back against the size and
+    sha256 of the chunks (``digest`` when the caller knows it already), move into place. Returns
+    (size, sha256)."""
     directory = os.path.dirname(path)
     mode = getattr(storage, "directory_permissions_mode", None)
     os.makedirs(directory, **({"mode": mode} if mode is not None else {}), exist_ok=True)
     temp = f"{path}{TEMP_MARK}{uuid.uuid4().hex}"
+    hasher = hashlib.sha256() if digest is None else None
+    size = 0
     try:
         with open(temp, "xb") as handle:
-            handle.write(data)
+            for chunk in chunks:
+                handle.write(chunk)
+                size += len(chunk)
+                if hasher is not None:
+                    hasher.update(chunk)
             handle.flush()
             os.fsync(handle.fileno())
+        digest = digest if hasher is None else hasher.hexdigest()
         with open(temp, "rb") as handle:
-            intact = os.fstat(handle.fileno()).st_size == len(data) and _sha256(handle) == digest
+            intact = os.fstat(handle.fileno()).st_size == size and _sha256(handle) == digest
         if not intact:
             raise StorageUnavailable(f"{os.path.basename(path)} did not read back intact", reason="not_intact")
         if getattr(storage, "file_permissions_mode", None) is not None:
@@ -139,6 +203,7 @@ def _write_local(path: str, data: bytes, digest: str, storage: Storage) -> None:
             os.close(fd)
     except OSError:  # pragma: no cover - a file system that cannot sync a folder
         pass
+    return size, digest
 
 
 # --- the sweep --------------------------------------------------------------------------------------

@@ -148,6 +148,71 @@ def test_object_storage_removes_an_upload_that_does_not_read_back():
     assert not bucket.exists(NAME)
 
 
+# --- a file too big for memory (an export's zip) ---------------------------------------------------
+
+BIG = 32 * 1024 * 1024  # far bigger than the memory bound below (about 3 MiB is used: a few 1 MiB chunks)
+
+
+def test_a_big_file_is_stored_from_disk_in_chunks_never_whole(_media_root, stored_files, tmp_path):
+    import tracemalloc
+
+    source = tmp_path / "export.zip"
+    with open(source, "wb") as handle:
+        for _ in range(BIG // (1024 * 1024)):
+            handle.write(os.urandom(1024 * 1024))
+    tracemalloc.start()
+    try:
+        stored = storage.file_write_from(name="exports/1.zip", source=source)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024, f"{peak / 2**20:.1f} MiB held while storing a {BIG / 2**20:.0f} MiB file"
+    digest = hashlib.sha256()
+    with open(source, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    assert stored == storage.StoredFile(name="exports/1.zip", created=True, size=BIG, sha256=digest.hexdigest())
+    assert (_media_root / "exports/1.zip").stat().st_size == BIG
+    assert stored_files() == ["exports/1.zip"]
+
+
+def test_a_file_stored_from_a_handle_replaces_the_previous_one_whole(_media_root, stored_files, tmp_path):
+    storage.file_write(name=NAME, data=b"previous attempt")
+    with open(tmp_path / "new", "w+b") as handle:
+        handle.write(DATA)  # left at its end: the whole file is stored all the same
+        stored = storage.file_write_from(name=NAME, source=handle)
+    assert not stored.created and stored.size == len(DATA) and stored.sha256 == _sha(DATA)
+    assert (_media_root / NAME).read_bytes() == DATA
+    assert stored_files() == [NAME]
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, None])
+def test_a_cut_off_copy_leaves_the_previous_file_and_no_temporary_file(
+    _media_root, stored_files, monkeypatch, tmp_path, code
+):
+    storage.file_write(name=NAME, data=b"previous attempt")
+    (tmp_path / "new").write_bytes(DATA)
+    _cut_writes(monkeypatch, code)  # a full disk, or a write that silently stops half way
+    with pytest.raises((OSError, StorageUnavailable)):
+        storage.file_write_from(name=NAME, source=tmp_path / "new")
+    assert (_media_root / NAME).read_bytes() == b"previous attempt"
+    assert stored_files() == [NAME]
+
+
+def test_object_storage_takes_a_file_in_chunks_and_removes_one_that_does_not_read_back(tmp_path):
+    (tmp_path / "new").write_bytes(DATA)
+    bucket = InMemoryStorage()
+    bucket.save(NAME, ContentFile(b"previous attempt"))
+    stored = storage.file_write_from(name=NAME, source=tmp_path / "new", storage=bucket)
+    assert stored == storage.StoredFile(name=NAME, created=False, size=len(DATA), sha256=_sha(DATA))
+    with bucket.open(NAME, "rb") as handle:
+        assert handle.read() == DATA
+    truncating = _TruncatingStorage()
+    with pytest.raises(StorageUnavailable):
+        storage.file_write_from(name=NAME, source=tmp_path / "new", storage=truncating)
+    assert not truncating.exists(NAME)
+
+
 # --- which errors are storage faults -------------------------------------------------------------
 
 

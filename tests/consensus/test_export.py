@@ -325,3 +325,61 @@ def test_the_service_hands_the_dicom_series_to_the_dicomseg_writer(project_with_
     export = Export.objects.create(project=world.project, format="dicomseg", options={}, requested_by=world.lead)
     assert services.export_execute(export_id=export.pk).status == JobStatus.DONE
     assert seen == {"case_001": b"de-identified slices", "case_002": None, "case_003": None}
+
+
+def test_the_export_zip_is_stored_from_its_file_and_downloaded_as_a_stream(project_with_truths, monkeypatch):
+    """The zip goes from its temporary file to storage in chunks (never read whole into memory),
+    and the download streams it from storage."""
+    import hashlib
+
+    from django.http import FileResponse
+
+    from consensus.services import exports
+    from mriannot import storage
+
+    sources = []
+
+    def spy(*, name, source, storage=None):
+        sources.append(source)
+        return real(name=name, source=source, storage=storage)
+
+    def guarded(path):
+        assert path.name != "export.zip", "the export's zip was read into memory whole"
+        return read_bytes(path)
+
+    real, read_bytes = storage.file_write_from, Path.read_bytes
+    monkeypatch.setattr(exports, "file_write_from", spy)
+    monkeypatch.setattr(Path, "read_bytes", guarded)
+    export, zf = _export(project_with_truths, "nnunet")
+    (source,) = sources
+    assert isinstance(source, Path) and source.name == "export.zip"
+    with export.file.open("rb") as handle:
+        data = handle.read()
+    assert export.size == len(data) and export.sha256 == hashlib.sha256(data).hexdigest()
+    assert zf.testzip() is None
+
+    download = project_with_truths.client(project_with_truths.lead).get(f"/api/v1/exports/{export.pk}/download/")
+    assert isinstance(download, FileResponse) and download.streaming
+    assert b"".join(download.streaming_content) == data
+
+
+def test_the_writer_holds_one_scans_volumes_at_a_time(project_with_truths, monkeypatch):
+    """Each case's volumes are read from storage when its turn comes and dropped after: an export
+    of 1,000 scans does not hold 1,000 scans' images, rater labels and posteriors at once."""
+    import weakref
+
+    from consensus.services import exports
+
+    live, most, real = set(), [], exports._case_volumes
+
+    def counted(*args, **kwargs):
+        case = real(*args, **kwargs)
+        live.add(case.case_id)
+        most.append(len(live))
+        weakref.finalize(case, live.discard, case.case_id)
+        return case
+
+    monkeypatch.setattr(exports, "_case_volumes", counted)
+    _, zf = _export(project_with_truths, "nnunet", include_raters=True, include_posterior=True)
+    assert len(most) == 3 and max(most) == 1
+    assert sum(n.startswith("Dataset500_TestProject/raters/") for n in zf.namelist()) == 9

@@ -24,10 +24,12 @@ SHAPE = (24, 20, 16)  # 2 mm voxels (factories.AFFINE)
 PROJECT_CHANNELS = {"one-channel": [], "two-channels": ["T1w", "FLAIR"]}
 
 
+#: The dispatch uid of active learning's answer to the export's request for model cards.
 @pytest.fixture(params=list(PROJECT_CHANNELS))
 def project(request, db):
     """Three scans (train, validation, test), three raters each, a finished consensus; in the
-    two-channel project each scan also holds a FLAIR, one of them on a finer grid (resampled)."""
+    two-channel project each scan also holds a FLAIR, one of them on a finer grid (resampled).
+    The project has a current model, whose card every export carries (``models/v1/``)."""
     from consensus import services
     from consensus.models import ConsensusRun
     from labeling import services as labeling_services
@@ -54,8 +56,27 @@ def project(request, db):
         factories.submit_panel(world, scan, [truth, np.roll(truth, 1, axis=0), truth])
     for run in ConsensusRun.objects.all():
         services.consensus_run_execute(run_id=run.pk)
+    _current_model(world)
     world.channels = channels
     return world
+
+
+def _current_model(world):
+    from django.utils import timezone
+
+    from active_learning.models import ModelVersion
+    from consensus.models import GroundTruth
+    from mriannot.jobs import JobStatus
+
+    truths = list(GroundTruth.objects.filter(scan__project=world.project).order_by("id").values_list("id", flat=True))
+    return ModelVersion.objects.create(
+        project=world.project,
+        version=1,
+        status=JobStatus.DONE,
+        finished_at=timezone.now(),
+        ground_truth_ids=truths[:1],
+        validation_ground_truth_ids=truths[1:2],
+    )
 
 
 def _export(world, format: str, tmp_path: Path, **options) -> Path:
@@ -97,6 +118,7 @@ def assert_bids_valid(folder: Path, cwd: Path) -> None:
 @pytest.mark.slow
 def test_bids_export_passes_the_bids_validator(project, tmp_path):
     folder = _export(project, "bids", tmp_path, include_raters=True, include_posterior=True)
+    assert (folder / "models/v1/model_card.json").is_file()  # ignored by the validator (.bidsignore)
     assert_bids_valid(folder, tmp_path)
     suffixes = {"T1w": "T1w", "FLAIR": "FLAIR"}
     roles = project.channels or ["T1w"]
@@ -114,6 +136,7 @@ def test_nnunet_export_passes_nnunets_dataset_check(project, tmp_path, monkeypat
         (tmp_path / name).mkdir()
         monkeypatch.setenv(name, str(tmp_path / name))
     folder = _export(project, "nnunet", tmp_path, include_raters=True, include_posterior=True)
+    assert (folder / "models/v1/model_card.md").is_file()  # beside the layout nnU-Net checks
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
     capfd.readouterr()
