@@ -239,6 +239,22 @@ class AssignmentOutput(serializers.ModelSerializer):
         return ReturnCommentOutput(comment).data if comment else None
 
 
+class AssignmentListOutput(AssignmentOutput):
+    """An assignment in the list: for the lead of the project named by ``?project=``, also every
+    rater of its scan (``scan_raters``, usernames; null for anyone else: blinding)."""
+
+    scan_subject_id = serializers.CharField(source="scan.subject_id", read_only=True)
+    scan_raters = serializers.SerializerMethodField()
+
+    class Meta(AssignmentOutput.Meta):
+        fields = [*AssignmentOutput.Meta.fields, "scan_subject_id", "scan_raters"]
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField(), allow_null=True))
+    def get_scan_raters(self, assignment: Assignment) -> list[str] | None:
+        raters = self.context.get("scan_raters")
+        return None if raters is None else raters.get(assignment.scan_id, [])
+
+
 class RevisionOutput(serializers.ModelSerializer):
     created_by = serializers.CharField(source="created_by.username")
 
@@ -913,6 +929,7 @@ class WorklistApi(APIView):
         page = paginate(request, selectors.worklist(user=request.user, project=project))
         items = page.items
         returned = selectors.return_comments(assignments=items)
+        revisions = selectors.revision_counts(assignment_ids=[a.pk for a in items])
         return paged_response(
             request,
             [
@@ -924,7 +941,7 @@ class WorklistApi(APIView):
                     "subject_id": a.scan.subject_id,
                     "status": a.status,
                     "priority": a.priority,
-                    "revisions": a.revision_count,
+                    "revisions": revisions.get(a.pk, 0),
                     "priority_note": a.scan.project.priority_note,
                     "return_comment": ReturnCommentOutput(returned[a.pk]).data if a.pk in returned else None,
                 }
@@ -940,18 +957,42 @@ class AssignmentListApi(APIView):
     queries, whatever the page or project size)."""
 
     @extend_schema(
-        parameters=[id_parameter("project"), id_parameter("scan"), *page_parameters("assignments")],
-        responses=AssignmentOutput(many=True),
+        parameters=[
+            id_parameter("project"),
+            id_parameter("scan"),
+            OpenApiParameter(
+                "status",
+                str,
+                enum=["open", *AssignmentStatus.values],
+                description="only assignments in this status; 'open': every status but submitted",
+            ),
+            *page_parameters("assignments"),
+        ],
+        responses=AssignmentListOutput(many=True),
     )
     def get(self, request):
         qs = selectors.assignment_list(user=request.user)
+        context = {}
         if "project" in request.query_params:
-            qs = qs.filter(scan__project_id=query_id(request, "project"))
+            project_id = query_id(request, "project")
+            qs = qs.filter(scan__project_id=project_id)
+            context["manages"] = selectors.user_manages_project_id(user=request.user, project_id=project_id)
         if "scan" in request.query_params:
             qs = qs.filter(scan_id=query_id(request, "scan"))
+        wanted = request.query_params.get("status")
+        if wanted == "open":
+            qs = qs.exclude(status=AssignmentStatus.SUBMITTED)
+        elif wanted is not None:
+            if wanted not in AssignmentStatus.values:
+                raise ValidationFailed(
+                    f"status must be 'open' or one of {', '.join(AssignmentStatus.values)}.", code="invalid_status"
+                )
+            qs = qs.filter(status=wanted)
         page = paginate(request, selectors.assignment_list_rows(assignments=qs))
-        returned = selectors.return_comments(assignments=page.items)
-        data = AssignmentOutput(page.items, many=True, context={"return_comments": returned}).data
+        context["return_comments"] = selectors.return_comments(assignments=page.items)
+        if context.get("manages"):  # the project's lead: every rater of each scan (one query a page)
+            context["scan_raters"] = selectors.scan_rater_names(scan_ids={a.scan_id for a in page.items})
+        data = AssignmentListOutput(page.items, many=True, context=context).data
         return paged_response(request, data, page)
 
 
@@ -1175,9 +1216,15 @@ class ProjectSummaryApi(APIView):
 
 class RaterStatsApi(APIView):
     """Per rater: open, in progress and submitted assignments, median time per scan (first save to
-    submission, seconds) and scans per day (per day with a submission). Leads and admins."""
+    submission, seconds) and scans per day (per day with a submission). Leads and admins.
+
+    One row per rater (annotators of the project and anyone with assignments in it), by username,
+    paged as every list. The figures are SQL aggregates over the project's assignments
+    (``selectors.rater_stats``): a constant number of queries, and no assignment read into Python.
+    """
 
     @extend_schema(
+        parameters=page_parameters("raters"),
         responses=inline_serializer(
             "RaterStats",
             {
@@ -1192,12 +1239,13 @@ class RaterStatsApi(APIView):
                 "scans_per_day": serializers.FloatField(allow_null=True),
             },
             many=True,
-        )
+        ),
     )
     def get(self, request, project_id: int):
         project = get_visible_project(request, project_id)
         require_manager(request, project)
-        return Response(selectors.rater_stats(project=project))
+        page = paginate(request, selectors.rater_stats(project=project))
+        return paged_response(request, page.items, page)
 
 
 class AssignmentReassignApi(APIView):

@@ -224,6 +224,9 @@ class Scan(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [models.UniqueConstraint(fields=["project", "sha256"], name="scan_once_per_project")]
+        # The scans of one stage (the flagged queue, the home page's counts by stage, the scans
+        # table filtered by status): an index range, not every scan of the project (issue 17).
+        indexes = [models.Index(fields=["project", "status"], name="scan_project_status")]
 
     def __str__(self) -> str:
         return f"scan {self.pk} ({self.subject_id or self.sha256[:12]})"
@@ -281,6 +284,9 @@ class Assignment(models.Model):
     class Meta:
         ordering = ["-priority", "id"]
         constraints = [models.UniqueConstraint(fields=["scan", "annotator"], name="one_assignment_per_rater")]
+        # Counts by status of a project's assignments (home page, People page) read the index
+        # alone, not each assignment's row (issue 17).
+        indexes = [models.Index(fields=["scan", "status"], name="assignment_scan_status")]
 
     def __str__(self) -> str:
         return f"assignment {self.pk} of scan {self.scan_id} to user {self.annotator_id} ({self.status})"

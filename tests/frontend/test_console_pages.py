@@ -175,6 +175,21 @@ def test_a_lead_creates_a_project_writes_its_schema_adds_raters_and_reads_its_ho
     ]
     shot(page, "home")
 
+    # --- people again: the server's per-rater figures, the open assignments, the scans to add a rater to
+    page.click('#project-nav a[data-page="people"]')
+    page.wait_for_url(f"{base}/projects/{project.pk}/people/")
+    wait_ready(page)
+    figures = page.eval_on_selector_all(
+        "#raters-body tr",
+        "(rows) => rows.map((r) => [r.dataset.rater, ...[...r.cells].slice(2, 5).map((c) => c.textContent)])",
+    )
+    assert figures == [["rater1", "1", "0", "1"], ["rater2", "1", "0", "1"]]  # to do, in progress, submitted
+    open_rows = page.eval_on_selector_all("#open-body tr", "(rows) => rows.map((r) => r.dataset.annotator)")
+    assert sorted(open_rows) == ["rater1", "rater2"]
+    assert page.inner_text("#open-body").count("no other annotator free") == 2  # both annotators rate that scan
+    options = page.eval_on_selector_all("#extra-scan option", "(os) => os.map((o) => o.textContent)")
+    assert len(options) == 2 and all(o.endswith("2 rater(s)") for o in options), options
+
     # rater3 leads this project and rates in another: lands on the worklist, which links both.
     page.click("#logout")
     page.wait_for_url("**/login/")

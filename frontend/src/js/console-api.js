@@ -3,6 +3,13 @@
 // from non-members (404). Requests go through api.js's request(): errors are ApiError / OfflineError.
 import { request, requestAll } from "./api.js";
 
+/** One page of a list and its total (``X-Total-Count``): for pages that show the first items of a long list. */
+async function firstPage(path) {
+  const response = await request(path, { expect: "response" });
+  const items = await response.json();
+  return { items, total: Number(response.headers.get("X-Total-Count") ?? items.length) };
+}
+
 export const consoleApi = {
   createProject: (fields) => request("projects/", { method: "POST", json: fields }),
   updateProject: (projectId, fields) => request(`projects/${projectId}/`, { method: "PATCH", json: fields }),
@@ -25,9 +32,17 @@ export const consoleApi = {
   /** Site admins only. */
   createUser: (username, password, email) => request("users/", { method: "POST", json: { username, password, email } }),
 
-  raterStats: (projectId) => request(`projects/${projectId}/raters/`),
-  assignments: (projectId) => requestAll(`assignments/?project=${projectId}&limit=500`),
-  scans: (projectId) => requestAll(`projects/${projectId}/scans/?limit=500`),
+  /** One row per rater with their figures, computed by the server (SQL aggregates), whatever the project's size. */
+  raterStats: (projectId) => requestAll(`projects/${projectId}/raters/`),
+  /** The first page of the project's open assignments (each with its scan's raters) and how many there are. */
+  openAssignments: (projectId, limit = 100) =>
+    firstPage(`assignments/?project=${projectId}&status=open&limit=${limit}`),
+  /** The first page of the project's scans (optionally of one status), each with its raters, and the total. */
+  scans: (projectId, { status = "", limit = 500 } = {}) =>
+    firstPage(`projects/${projectId}/scans/?limit=${limit}${status ? `&status=${encodeURIComponent(status)}` : ""}`),
+  scan: (scanId) => request(`scans/${scanId}/`),
+  /** How many raters a scan has (the total of its assignments). */
+  raterCount: async (scanId) => (await firstPage(`assignments/?scan=${scanId}&limit=1`)).total,
   reassign: (assignmentId, annotator) =>
     request(`assignments/${assignmentId}/reassign/`, { method: "POST", json: { annotator } }),
   /** One more rater for a scan; annotator "" = the least-loaded annotator who does not rate it yet. */

@@ -1,8 +1,9 @@
 // A project's People page (/projects/<id>/people/), for its leads and admins: members and their
 // roles (add an existing account by username, change a role, remove a member), for site admins
 // a form that creates an account, and the assignments: per rater what is open, in progress and
-// submitted, how long a scan takes them and how many they submit a day; reassigning an open
-// assignment; one more rater for a scan (e.g. a third when two disagree).
+// submitted, how long a scan takes them and how many they submit a day (computed by the server);
+// reassigning an open assignment (the first page of them); one more rater for a scan (e.g. a third
+// when two disagree: the flagged scans are offered first).
 import { ApiError } from "./api.js";
 import { consoleApi } from "./console-api.js";
 import { loadManagedProject } from "./console-page.js";
@@ -10,7 +11,7 @@ import { $, markReady, runPage } from "./session.js";
 import { badge, cell, fillBody, fmt, row } from "./tables.js";
 
 /** Test hook (read-only use): window.mriannot. */
-const app = { project: null, me: null, members: [], stats: [], assignments: [], scans: [] };
+const app = { project: null, me: null, members: [], stats: [], open: [], openTotal: 0, scans: [] };
 window.mriannot = app;
 
 const ROLES = [
@@ -162,45 +163,61 @@ function renderStats() {
 }
 
 function renderOpen() {
-  const scans = new Map(app.scans.map((s) => [s.id, s]));
-  const open = app.assignments.filter((a) => a.status !== "submitted");
-  const rows = open.map((a) => {
-    const scan = scans.get(a.scan);
-    const raters = new Set(app.assignments.filter((b) => b.scan === a.scan).map((b) => b.annotator));
+  const rows = app.open.map((a) => {
+    const raters = new Set(a.scan_raters || [a.annotator]);
     const choices = annotators().filter((name) => !raters.has(name));
+    const scanName = a.scan_subject_id || `scan ${a.scan}`;
     const form = document.createElement("span");
     form.className = "row";
     if (choices.length) {
       const select = selectOf(choices.map((name) => [name, name]));
       select.setAttribute("aria-label", `New rater of assignment ${a.id}`);
       const go = button("Reassign");
-      go.addEventListener("click", () =>
-        act(() => consoleApi.reassign(a.id, select.value), `Scan ${scan?.subject_id || a.scan} now goes to ${select.value}.`),
-      );
+      go.addEventListener("click", () => act(() => consoleApi.reassign(a.id, select.value), `Scan ${scanName} now goes to ${select.value}.`));
       form.append(select, go);
     } else {
       form.append(Object.assign(document.createElement("span"), { className: "muted small", textContent: "no other annotator free" }));
     }
-    return row(
-      [cell(scan?.subject_id || `scan ${a.scan}`), cell(a.annotator), cell(badge(STATUS_TEXT[a.status] || a.status, `status-${a.status}`)), cell(form)],
-      { assignment: a.id, annotator: a.annotator },
-    );
+    return row([cell(scanName), cell(a.annotator), cell(badge(STATUS_TEXT[a.status] || a.status, `status-${a.status}`)), cell(form)], {
+      assignment: a.id,
+      annotator: a.annotator,
+    });
   });
+  if (app.openTotal > app.open.length) {
+    // A large project: the first page only (worklist order); the rest are on later pages of the API.
+    const more = cell(`${app.open.length} of ${app.openTotal} open assignments shown (highest priority first).`, { className: "muted small" });
+    more.colSpan = 4;
+    rows.push(row([more], { more: app.openTotal - app.open.length }));
+  }
   fillBody($("open-body"), rows, { empty: "No open assignment.", columns: 4 });
+}
+
+/** The scans the extra-rater form offers: the flagged first, then the project's first page, and the one a link named. */
+async function extraScans(id, linked) {
+  const [flagged, first] = await Promise.all([consoleApi.scans(id, { status: "flagged" }), consoleApi.scans(id)]);
+  const scans = new Map();
+  for (const s of [...flagged.items, ...first.items]) if (!scans.has(s.id)) scans.set(s.id, s);
+  if (linked && !scans.has(linked)) {
+    try {
+      const [scan, raters] = await Promise.all([consoleApi.scan(linked), consoleApi.raterCount(linked)]);
+      if (scan.project === id) scans.set(scan.id, { ...scan, raters_assigned: raters });
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error; // a scan that is gone or not this project's: not offered
+    }
+  }
+  return [...scans.values()];
 }
 
 function renderExtraForm() {
   const scanSelect = $("extra-scan");
   const previous = scanSelect.value || new URLSearchParams(window.location.search).get("scan") || "";
-  const counts = new Map();
-  for (const a of app.assignments) counts.set(a.scan, (counts.get(a.scan) || 0) + 1);
   // Flagged scans first: they are the ones that usually want another rater.
   const scans = [...app.scans].sort((a, b) => (b.status === "flagged") - (a.status === "flagged") || a.id - b.id);
   scanSelect.replaceChildren(
     ...scans.map((s) =>
       Object.assign(document.createElement("option"), {
         value: String(s.id),
-        textContent: `${s.subject_id || `scan ${s.id}`} · ${SCAN_STATUS_TEXT[s.status] || s.status} · ${counts.get(s.id) || 0} rater(s)`,
+        textContent: `${s.subject_id || `scan ${s.id}`} · ${SCAN_STATUS_TEXT[s.status] || s.status} · ${s.raters_assigned ?? 0} rater(s)`,
       }),
     ),
   );
@@ -229,15 +246,19 @@ function wireExtraForm() {
   });
 }
 
+// Every figure comes from the server, one bounded request each: the rater table is computed there
+// (SQL aggregates), the open assignments and the scans are first pages. Nothing reads all of the
+// project's assignments or scans, so the page costs the same at 100 scans and at 10,000.
 async function refresh() {
   const id = app.project.id;
-  const [members, stats, assignments, scans] = await Promise.all([
+  const linked = Number(new URLSearchParams(window.location.search).get("scan")) || null;
+  const [members, stats, open, scans] = await Promise.all([
     consoleApi.members(id),
     consoleApi.raterStats(id),
-    consoleApi.assignments(id),
-    consoleApi.scans(id),
+    consoleApi.openAssignments(id),
+    extraScans(id, linked),
   ]);
-  Object.assign(app, { members, stats, assignments, scans });
+  Object.assign(app, { members, stats, open: open.items, openTotal: open.total, scans });
   fillBody($("members-body"), members.map(memberRow), { empty: "No members.", columns: 3 });
   renderStats();
   renderOpen();
