@@ -4,7 +4,8 @@ Builds one project grown to 500, 2,000 and 10,000 scans (3 raters each) with a b
 keeps the app's invariants (every scan stored once by content hash, through the storage API;
 3 distinct raters per scan; each submitted assignment with its revision; each flagged or
 ground-truth scan with a finished consensus run and its rater performances, cloned from one
-real consensus run made through the services; every upload in the audit trail; a model version
+real consensus run made through the services, and the agreement rows a finished run writes for
+the dashboard; every upload in the audit trail; a model version
 with a score per open scan). Files share content where the app allows it (revisions and
 ground truths name one label map). Then it times every page's API calls in process (Django's
 test client: no HTTP server, so these are the server's own costs), counting SQL queries and
@@ -13,6 +14,7 @@ answer bytes, at each size, on SQLite and on PostgreSQL (a private cluster,
 
     nice .venv/bin/python bench/bench_scale.py                      # 500, 2000, 10000; both databases
     nice .venv/bin/python bench/bench_scale.py --sizes 500 2000 --databases sqlite
+    nice .venv/bin/python bench/bench_scale.py --databases sqlite --calls agreement   # those calls only
 
 Prints a table and writes bench/out/bench_scale.json. Targets (issue 17): every page API p95
 under 200 ms at 10,000 scans on PostgreSQL, the dashboard under 1 s, paged calls flat.
@@ -132,6 +134,7 @@ def grow_project(*, base: dict, n_scans: int, seed: int = 0) -> None:
 
     from active_learning.models import ScanScore
     from consensus.models import ConsensusRun, GroundTruth, GroundTruthSource, RaterPerformance
+    from consensus.services.runs import agreement_rows, agreement_rows_create
     from labeling.models import AnnotationRevision, Assignment, AssignmentStatus, AuditEvent, Scan, ScanStatus
     from mriannot.jobs import JobStatus
     from mriannot.storage import file_write
@@ -265,6 +268,25 @@ def grow_project(*, base: dict, n_scans: int, seed: int = 0) -> None:
                     for p, revision in zip(performances, sorted(by_scan[run.scan_id], key=lambda r: r.pk), strict=False)
                 ]
             )
+            # the agreement rows a finished run writes (consensus.services.runs.agreement_rows_write);
+            # each bulk run is its scan's only finished run, so its rows are current
+            agreement_rows_create(
+                rows=[
+                    row
+                    for run in runs
+                    for raters in [sorted(by_scan[run.scan_id], key=lambda r: r.pk)]
+                    for row in agreement_rows(
+                        run=run,
+                        project_id=project.pk,
+                        rater_ids=[r.created_by_id for r in raters],
+                        performances=[
+                            (r.created_by_id, p.dice, p.sensitivity, p.specificity)
+                            for p, r in zip(performances, raters, strict=False)
+                        ],
+                        current=True,
+                    )
+                ]
+            )
             GroundTruth.objects.bulk_create(
                 [
                     GroundTruth(
@@ -343,7 +365,13 @@ def calls(base: dict) -> list[tuple[str, str, str, int]]:
     ]
 
 
-def measure(base: dict) -> list[dict]:
+def _body(response) -> bytes:
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
+def measure(base: dict, *, only: list[str] | None = None) -> list[dict]:
+    """Time every call of :func:`calls` (only those whose name holds one of ``only``, when given;
+    the save and submit are timed when ``only`` is not given or names them)."""
     from django.db import connection, reset_queries
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
@@ -353,13 +381,15 @@ def measure(base: dict) -> list[dict]:
     clients = {}
     rows = []
     for name, user, path, repeats in calls(base):
+        if only and not any(part in name for part in only):
+            continue
         if user not in clients:
             from django.contrib.auth import get_user_model
 
             clients[user] = Client()
             clients[user].force_login(get_user_model().objects.get(username=user))
         client = clients[user]
-        client.get(path)  # warm: the first call of a kind pays imports and caches
+        _body(client.get(path))  # warm: the first call of a kind pays imports and caches
         times, queries, size = [], 0, 0
         for _ in range(repeats):
             if len(times) >= 3 and sum(times) > BUDGET_S:  # a slow call: fewer samples (n says how many)
@@ -368,11 +398,14 @@ def measure(base: dict) -> list[dict]:
             with CaptureQueriesContext(connection) as captured:
                 t0 = time.perf_counter()
                 response = client.get(path)
+                body = _body(response)  # a streamed answer is timed until its last byte
                 times.append(time.perf_counter() - t0)
-            assert response.status_code == 200, (path, response.status_code, response.content[:300])
+            assert response.status_code == 200, (path, response.status_code, body[:300])
             queries = len(captured.captured_queries)
-            size = len(response.content)
+            size = len(body)
         rows.append(_row(name, times, queries, size))
+    if only and not any(part in name for part in only for name in ("save (viewer)", "submit (viewer)")):
+        return rows
     # a save and a submit: an annotator's open assignment of a scan that others still rate
     import numpy as np
 
@@ -425,7 +458,7 @@ def _row(name: str, times: list[float], queries: int, size: int) -> dict:
     }
 
 
-def run_database(kind: str, sizes: list[int], out: dict) -> None:
+def run_database(kind: str, sizes: list[int], out: dict, *, only: list[str] | None = None) -> None:
     """Build and measure at every size on one database, in this process (Django is set up once)."""
     from mriannot.scaled import start_postgres
 
@@ -449,7 +482,7 @@ def run_database(kind: str, sizes: list[int], out: dict) -> None:
             grow_project(base=base, n_scans=size)
             built = time.perf_counter() - t1
             print(f"[{kind}] {size} scans built in {built:.0f} s (total {time.perf_counter() - t0:.0f} s)", flush=True)
-            rows = measure(base)
+            rows = measure(base, only=only)
             out.setdefault(kind, {})[str(size)] = {"build_s": round(built, 1), "calls": rows}
             _print(kind, size, rows)
             _save(out)
@@ -507,6 +540,9 @@ def main() -> int:
     parser.add_argument("--one", choices=["sqlite", "postgres"], help=argparse.SUPPRESS)  # a child process
     parser.add_argument("--out", type=Path, default=OUT, help="where the JSON goes (bench/out/bench_scale.json)")
     parser.add_argument("--table", nargs="+", type=Path, help="print the markdown table of these JSON files, and stop")
+    parser.add_argument(
+        "--calls", nargs="+", metavar="TEXT", help="time only the calls whose name holds one of these (e.g. agreement)"
+    )
     args = parser.parse_args()
     if args.table:
         merged: dict = {}
@@ -518,7 +554,7 @@ def main() -> int:
     if args.one:
         out = json.loads(out_path.read_text()) if out_path.exists() else {}
         out.setdefault("meta", {})["machine"] = f"{os.cpu_count()} CPUs"
-        run_database(args.one, sorted(args.sizes), out)
+        run_database(args.one, sorted(args.sizes), out, only=args.calls)
         return 0
     import subprocess
 
@@ -526,6 +562,7 @@ def main() -> int:
         out_path.unlink()
     for kind in args.databases:  # one process per database: Django is set up once per process
         command = [sys.executable, __file__, "--one", kind, "--out", str(out_path), "--sizes", *map(str, args.sizes)]
+        command += ["--calls", *args.calls] if args.calls else []
         subprocess.run(command, check=True)
     return 0
 

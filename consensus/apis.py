@@ -8,7 +8,7 @@ import io
 
 import numpy as np
 from django.core.files.storage import default_storage
-from django.http import FileResponse, HttpResponse
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -194,10 +194,14 @@ class FlaggedScanListApi(APIView):
 
 
 AGREEMENT_TABLES = ("scans", "pairs", "per_label", "per_rater", "rater_matrix", "over_time", "by_metadata")
+#: The tables that grow with the project: streamed from the database, row by row.
+AGREEMENT_STREAMED = {"scans": selectors.AGREEMENT_SCAN_FIELDS, "pairs": selectors.AGREEMENT_PAIR_FIELDS}
 
 
 class ProjectAgreementApi(APIView):
-    """Inter-rater agreement of a project (leads and admins). ``?table=<name>`` gives one table as CSV."""
+    """Inter-rater agreement of a project (leads and admins): the aggregates, with the least
+    agreed scans (``scans_shown`` of ``totals.scans``). ``?table=<name>`` gives one table whole as
+    CSV (``scans`` and ``pairs`` streamed)."""
 
     @extend_schema(
         parameters=[
@@ -208,16 +212,19 @@ class ProjectAgreementApi(APIView):
     def get(self, request, project_id: int):
         project = get_visible_project(request, project_id)
         require_manager(request, project)
-        data = selectors.project_agreement(project=project)
         table = request.query_params.get("table")
-        if table is not None:
-            if table not in AGREEMENT_TABLES:
-                raise ValidationFailed(
-                    f"Unknown table {table!r}; download one of: {', '.join(AGREEMENT_TABLES)} (?table=<name>).",
-                    code="unknown_table",
-                )
-            return csv_response(data[table], f"project-{project.pk}-{table}.csv")
-        return Response(data)
+        if table is None:
+            return Response(selectors.project_agreement(project=project))
+        if table not in AGREEMENT_TABLES:
+            raise ValidationFailed(
+                f"Unknown table {table!r}; download one of: {', '.join(AGREEMENT_TABLES)} (?table=<name>).",
+                code="unknown_table",
+            )
+        filename = f"project-{project.pk}-{table}.csv"
+        if table in AGREEMENT_STREAMED:
+            rows = selectors.agreement_table_rows(project=project, table=table)
+            return csv_stream_response(rows, AGREEMENT_STREAMED[table], filename)
+        return csv_response(selectors.project_agreement(project=project)[table], filename)
 
 
 def csv_response(rows: list[dict], filename: str) -> HttpResponse:
@@ -229,6 +236,26 @@ def csv_response(rows: list[dict], filename: str) -> HttpResponse:
     writer.writeheader()
     writer.writerows(rows)
     response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def csv_stream_response(rows, fields, filename: str) -> StreamingHttpResponse:
+    """CSV of an iterator of dicts with these fields, written as it is read (a few thousand rows a chunk)."""
+
+    def chunks():
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(fields))
+        writer.writeheader()
+        for i, row in enumerate(rows, 1):
+            writer.writerow(row)
+            if i % 2000 == 0:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+    response = StreamingHttpResponse(chunks(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 

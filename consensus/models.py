@@ -133,3 +133,94 @@ class Export(Job):
 
     def __str__(self) -> str:
         return f"{self.format} export {self.pk} of project {self.project_id} ({self.status})"
+
+
+# --- Agreement aggregates ----------------------------------------------------------------------
+#
+# The agreement dashboard reads these rows, not the runs' JSON: they are written in the
+# transaction that marks a run done (consensus.services.runs.agreement_rows_write), one set per
+# finished run, and ``current`` marks the set of the newest finished run of each scan (the one the
+# dashboard counts). Names (usernames, label names) and scan metadata are joined when read, so a
+# rename or a metadata edit needs no rewrite.
+
+
+class AgreementRun(models.Model):
+    """A finished run's scan-level agreement figures: a row of the dashboard's scans table."""
+
+    run = models.OneToOneField(ConsensusRun, on_delete=models.CASCADE, related_name="agreement_row")
+    project = models.ForeignKey("labeling.Project", on_delete=models.CASCADE, related_name="+")
+    scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="+")
+    current = models.BooleanField(default=False, help_text="the newest finished run of the scan")
+    finished_on = models.DateField()
+    mean_pairwise_dice = models.FloatField(null=True)
+    fleiss_kappa = models.FloatField(null=True)
+    krippendorff_alpha = models.FloatField(null=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["project", "current", "mean_pairwise_dice"], name="agreement_run_order")]
+
+    def __str__(self) -> str:
+        return f"agreement of consensus run {self.run_id}"
+
+
+class _AgreementRow(models.Model):
+    """What every per-label agreement row holds: its run, project and scan, and whether that run
+    is the scan's newest finished one."""
+
+    run = models.ForeignKey(ConsensusRun, on_delete=models.CASCADE, related_name="+")
+    project = models.ForeignKey("labeling.Project", on_delete=models.CASCADE, related_name="+")
+    scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="+")
+    current = models.BooleanField(default=False)
+
+    class Meta:
+        abstract = True
+
+
+class AgreementLabel(_AgreementRow):
+    """A finished run's multi-rater figures for one label (Fleiss' kappa, Krippendorff's alpha)."""
+
+    label = models.IntegerField()
+    fleiss_kappa = models.FloatField(null=True)
+    krippendorff_alpha = models.FloatField(null=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["project", "current", "label"], name="agreement_label_current")]
+
+    def __str__(self) -> str:
+        return f"label {self.label} agreement of consensus run {self.run_id}"
+
+
+class AgreementPair(_AgreementRow):
+    """Two raters' agreement on one label of a scan, in one finished run."""
+
+    finished_on = models.DateField()
+    label = models.IntegerField()
+    rater_a = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    rater_b = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    dice = models.FloatField(null=True)
+    jaccard = models.FloatField(null=True)
+    hausdorff95 = models.FloatField(null=True)
+    assd = models.FloatField(null=True)
+    surface_dice = models.FloatField(null=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["project", "current", "label"], name="agreement_pair_current")]
+
+    def __str__(self) -> str:
+        return f"label {self.label} pair of consensus run {self.run_id}"
+
+
+class AgreementRaterScore(_AgreementRow):
+    """A rater's figures against the consensus for one label, in one finished run."""
+
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    label = models.IntegerField()
+    dice = models.FloatField(null=True)
+    sensitivity = models.FloatField(null=True)
+    specificity = models.FloatField(null=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["project", "current", "annotator"], name="agreement_rater_current")]
+
+    def __str__(self) -> str:
+        return f"rater {self.annotator_id} label {self.label} of consensus run {self.run_id}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 
 import numpy as np
@@ -30,7 +31,17 @@ from mriannot.version import code_version
 
 from .. import agreement, flagging
 from ..fusion import KERNELS, Fusion, ambiguity, fuse, method_defaults, rater_performance
-from ..models import ConsensusRun, GroundTruthSource, Method, RaterPerformance, run_file_path
+from ..models import (
+    AgreementLabel,
+    AgreementPair,
+    AgreementRaterScore,
+    AgreementRun,
+    ConsensusRun,
+    GroundTruthSource,
+    Method,
+    RaterPerformance,
+    run_file_path,
+)
 from ..tasks import consensus_run_execute_task
 from .ground_truth import _ground_truth_create, current_ground_truth
 
@@ -298,6 +309,14 @@ def _execute(run: ConsensusRun) -> ConsensusRun:
         run.code_version = code_version()
         run.mark_done(f"flagged for adjudication: {reasons[0]['message']}" if run.flagged else "done")
         run.save()
+        agreement_rows_write(
+            run=run,
+            rater_ids=[r.created_by_id for r in revisions],
+            performances=[
+                (revision.created_by_id, perf["dice"], perf["sensitivity"], perf["specificity"])
+                for revision, perf in zip(revisions, performances, strict=True)
+            ],
+        )
         _scan_decide(run=run, file_name=labels_name, sha=sha256_hex(labels_bytes), counts=label_counts(fusion.labels))
         audit_log(
             actor=None,
@@ -312,3 +331,117 @@ def _execute(run: ConsensusRun) -> ConsensusRun:
             },
         )
     return run
+
+
+# --- agreement aggregates: what the project's agreement dashboard reads -------------------------
+
+_AGREEMENT_MODELS = (AgreementRun, AgreementLabel, AgreementPair, AgreementRaterScore)
+_PAIR_FIGURES = ("dice", "jaccard", "hausdorff95", "assd", "surface_dice")
+
+
+def _finite(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def agreement_rows(
+    *, run: ConsensusRun, project_id: int, rater_ids: list[int], performances: list[tuple], current: bool
+) -> list:
+    """The agreement rows of a finished run (unsaved): its :class:`AgreementRun`, one
+    :class:`AgreementLabel` per label of its report, one :class:`AgreementPair` per label and
+    rater pair, one :class:`AgreementRaterScore` per rater and label (background left out).
+
+    ``rater_ids`` is the user of each rater index (who made each input revision); each of
+    ``performances`` is ``(annotator id, dice, sensitivity, specificity)`` with label-keyed dicts.
+    """
+    report = run.agreement or {}
+    common = {"run_id": run.pk, "project_id": project_id, "scan_id": run.scan_id, "current": current}
+    day = run.finished_at.date()
+    rows: list = []
+    dice = []
+    for pair in report.get("pairs", []):
+        figures = {k: _finite(pair.get(k)) for k in _PAIR_FIGURES}
+        dice.append(figures["dice"])
+        rows.append(
+            AgreementPair(
+                **common,
+                finished_on=day,
+                label=int(pair["label"]),
+                rater_a_id=rater_ids[pair["rater_a"]],
+                rater_b_id=rater_ids[pair["rater_b"]],
+                **figures,
+            )
+        )
+    known = [d for d in dice if d is not None]
+    overall = report.get("overall", {})
+    every = overall.get("all", {})
+    rows.append(
+        AgreementRun(
+            **common,
+            finished_on=day,
+            mean_pairwise_dice=sum(known) / len(known) if known else None,
+            fleiss_kappa=_finite(every.get("fleiss_kappa")),
+            krippendorff_alpha=_finite(every.get("krippendorff_alpha")),
+        )
+    )
+    for key, figures in overall.items():
+        if key.lstrip("-").isdigit():
+            rows.append(
+                AgreementLabel(
+                    **common,
+                    label=int(key),
+                    fleiss_kappa=_finite(figures.get("fleiss_kappa")),
+                    krippendorff_alpha=_finite(figures.get("krippendorff_alpha")),
+                )
+            )
+    for annotator_id, dice_by_label, sensitivity, specificity in performances:
+        for label, value in dice_by_label.items():
+            if label == "0":
+                continue
+            rows.append(
+                AgreementRaterScore(
+                    **common,
+                    annotator_id=annotator_id,
+                    label=int(label),
+                    dice=_finite(value),
+                    sensitivity=_finite(sensitivity.get(label)),
+                    specificity=_finite(specificity.get(label)),
+                )
+            )
+    return rows
+
+
+def agreement_rows_create(*, rows: list) -> None:
+    """Insert rows of :func:`agreement_rows` (of any number of runs), a bulk insert per table."""
+    for model in _AGREEMENT_MODELS:
+        model.objects.bulk_create([row for row in rows if type(row) is model], batch_size=2000)
+
+
+def agreement_current_refresh(*, scan_id: int) -> None:
+    """Mark the rows of the scan's newest finished run ``current``, and no others."""
+    latest = (
+        ConsensusRun.objects.filter(scan_id=scan_id, status=JobStatus.DONE)
+        .order_by("-finished_at", "-id")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    for model in _AGREEMENT_MODELS:
+        model.objects.filter(scan_id=scan_id, current=True).exclude(run_id=latest).update(current=False)
+        if latest is not None:
+            model.objects.filter(run_id=latest, current=False).update(current=True)
+
+
+def agreement_rows_write(*, run: ConsensusRun, rater_ids: list[int], performances: list[tuple]) -> None:
+    """Write a run's agreement rows as it finishes (inside its transaction; a second write of the
+    same run replaces them) and make the scan's newest finished run the current one."""
+    for model in _AGREEMENT_MODELS:
+        model.objects.filter(run_id=run.pk).delete()
+    agreement_rows_create(
+        rows=agreement_rows(
+            run=run, project_id=run.scan.project_id, rater_ids=rater_ids, performances=performances, current=False
+        )
+    )
+    agreement_current_refresh(scan_id=run.scan_id)

@@ -44,7 +44,8 @@ def test_tables_cover_every_scan_label_and_rater(rated_project):
     data = world.client(world.lead).get(f"/api/v1/projects/{world.project.pk}/agreement/").json()
     assert len(data["scans"]) == 3
     assert [row["label"] for row in data["per_label"]] == [1, 2, 3]
-    assert len(data["pairs"]) == 3 * 3 * 6  # scans x labels x C(4, 2)
+    assert data["totals"]["pairs"] == 3 * 3 * 6  # scans x labels x C(4, 2)
+    assert data["totals"]["scans"] == data["scans_shown"] == 3
     assert {row["rater"] for row in data["per_rater"]} == {"rater1", "rater2", "rater3", "rater4"}
     assert len(data["rater_matrix"]) == 6
     assert {row["label"] for row in data["over_time"]} == {1, 2, 3}
@@ -68,8 +69,11 @@ def test_every_table_downloads_as_csv(rated_project):
     for table in ("scans", "pairs", "per_label", "per_rater", "rater_matrix", "over_time", "by_metadata"):
         response = client.get(f"/api/v1/projects/{world.project.pk}/agreement/?table={table}")
         assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
-        rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+        body = b"".join(response.streaming_content) if response.streaming else response.content
+        rows = list(csv.DictReader(io.StringIO(body.decode())))
         assert rows, table
+    pairs = client.get(f"/api/v1/projects/{world.project.pk}/agreement/?table=pairs")
+    assert len(list(csv.DictReader(io.StringIO(b"".join(pairs.streaming_content).decode())))) == 3 * 3 * 6
     bad = client.get(f"/api/v1/projects/{world.project.pk}/agreement/?table=everything")
     assert bad.status_code == 400 and bad.json()["error"] == "unknown_table"
 

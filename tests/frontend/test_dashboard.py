@@ -112,9 +112,17 @@ def test_dashboard_draws_its_plots_from_real_data(live_server, page, lead_world,
         assert series["values"] == pytest.approx([want[d] for d in days])
     assert time_chart["datalabels"] and time_chart["yTitle"] == "Mean pairwise Dice"
 
-    # Least-agreed scans first, each linking to its review.
+    # The summary counts from the server's totals (the page is not sent every pair).
+    totals = expected["totals"]
+    summary = page.inner_text("#summary")
+    assert f"{totals['scans']} scans with a consensus" in summary
+    assert f"{totals['pairs']} scan-label-rater pairs compared" in summary
+    assert f"mean pairwise Dice {totals['mean_pairwise_dice']:.3f}" in summary
+
+    # Least-agreed scans first, each linking to its review; all of them shown, so no "more" note.
     rows = page.locator("#scans-body tr")
     assert rows.count() == 3
+    assert page.is_hidden("#scans-more")
     assert [int(rows.nth(i).get_attribute("data-scan")) for i in range(3)] == [s["scan"] for s in expected["scans"]]
     first = expected["scans"][0]
     assert f"{first['mean_pairwise_dice']:.3f}" in rows.first.inner_text()

@@ -188,6 +188,20 @@ function renderScans(data) {
     ),
   );
   fillBody($("scans-body"), rows, { empty: "No scan has a consensus yet.", columns: 8 });
+  // The answer holds the least agreed scans only; say so when there are more (the CSV has all).
+  let more = document.getElementById("scans-more");
+  if (!more) {
+    more = document.createElement("p");
+    more.id = "scans-more";
+    more.className = "muted small";
+    $("scans-body").closest("table").after(more);
+  }
+  const hidden = data.totals.scans - data.scans.length;
+  more.hidden = hidden <= 0;
+  more.textContent =
+    hidden > 0
+      ? `The ${data.scans.length} least agreed of ${data.totals.scans} scans; the CSV lists all of them.`
+      : "";
 }
 
 function renderLabels(data) {
@@ -255,12 +269,12 @@ function renderDownloads(projectId) {
 }
 
 function renderSummary(data, flaggedScans) {
-  const dice = data.pairs.map((p) => p.dice).filter((v) => typeof v === "number");
-  const mean = dice.length ? dice.reduce((a, b) => a + b, 0) / dice.length : null;
+  // Counts and the mean come from the server's aggregates: the page never holds every pair.
+  const totals = data.totals;
   $("summary").textContent =
-    `${data.scans.length} scan${data.scans.length === 1 ? "" : "s"} with a consensus · ` +
-    `${data.per_rater.length} raters · ${data.pairs.length} scan-label-rater pairs compared · ` +
-    `mean pairwise Dice ${fmt(mean)} · ${flaggedScans.length} scan${flaggedScans.length === 1 ? "" : "s"} waiting for adjudication.`;
+    `${totals.scans} scan${totals.scans === 1 ? "" : "s"} with a consensus · ` +
+    `${data.per_rater.length} raters · ${totals.pairs} scan-label-rater pairs compared · ` +
+    `mean pairwise Dice ${fmt(totals.mean_pairwise_dice)} · ${flaggedScans.length} scan${flaggedScans.length === 1 ? "" : "s"} waiting for adjudication.`;
   const review = $("review-flagged");
   review.hidden = flaggedScans.length === 0;
   if (flaggedScans.length) {
