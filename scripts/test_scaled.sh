@@ -8,7 +8,8 @@ bash scripts/system-deps.sh --scaled
 ensure_requirements requirements-dev.txt
 build_frontend
 # The API (less its permission matrix, which does not depend on the layout), the tasks (real
-# workers on a real Redis), exports, job recovery, paging and query counts, one browser workflow.
+# workers on a real Redis), exports, job recovery, paging and query counts, the aggregates the
+# agreement dashboard and the People page read in SQL, one browser workflow.
 # Sized for CI's budget: at most 4 minutes with the servers' start (docs/scale.md).
 SUBSET=(
   tests/labeling/test_apis.py
@@ -17,6 +18,8 @@ SUBSET=(
   tests/consensus/test_export.py
   tests/test_jobs.py
   tests/test_scale_queries.py
+  tests/consensus/test_agreement_aggregates.py
+  tests/labeling/test_people_summary.py
   tests/frontend/test_workflow.py::test_submit_freezes_and_opens_the_next_scan
   -k "not test_permission_matrix"
 )
