@@ -436,7 +436,11 @@ def agreement_current_refresh(*, scan_id: int) -> None:
 
 def agreement_rows_write(*, run: ConsensusRun, rater_ids: list[int], performances: list[tuple]) -> None:
     """Write a run's agreement rows as it finishes (inside its transaction; a second write of the
-    same run replaces them) and make the scan's newest finished run the current one."""
+    same run replaces them) and make the scan's newest finished run the current one.
+
+    The scan's row is locked first (as :func:`_scan_decide` locks it after): two runs of one scan
+    finishing at once take turns, and the second sees the first's rows, so one run stays current."""
+    Scan.objects.select_for_update().filter(pk=run.scan_id).values_list("pk", flat=True).first()
     for model in _AGREEMENT_MODELS:
         model.objects.filter(run_id=run.pk).delete()
     agreement_rows_create(
