@@ -307,7 +307,7 @@ def export_model_cards(*, project: Project, revision_ids) -> list[dict]:
 
     One dict per version: ``model_version`` (id), ``version``, ``current``, ``prelabel_scans``
     (scan ids), ``card`` (:func:`model_card`) and ``markdown`` (the same card rendered). The answer
-    to :data:`consensus.services.exports.model_cards_requested`.
+    to :data:`consensus.signals.model_cards_requested`.
     """
     from .model_card import card_markdown
 
