@@ -17,7 +17,16 @@ def log_in(page, base_url: str, username: str, password: str) -> None:
     page.fill("#username", username)
     page.fill("#password", password)
     page.click("#login-button")
-    page.wait_for_url(lambda url: url.split(base_url, 1)[-1].split("?")[0] == "/" or "/projects/" in url)
+    # "commit", not "load": the landing page's readiness is what the test needs, and a slow static
+    # file on a busy machine must not read as a failed log-in.
+    try:
+        page.wait_for_url(
+            lambda url: url.split(base_url, 1)[-1].split("?")[0] == "/" or "/projects/" in url, wait_until="commit"
+        )
+    except Exception as error:
+        raise AssertionError(
+            f"Log-in as {username} did not leave {page.url}: {page.inner_text('#login-error')!r}"
+        ) from error
     if "/projects/" in page.url:
         page.wait_for_selector("body[data-ready]")
     else:
