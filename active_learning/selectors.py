@@ -197,7 +197,7 @@ def model_card(*, version: ModelVersion) -> dict:
     version, validation Dice per label and per metadata group, calibration, intended use, limits."""
     from consensus.models import GroundTruth
 
-    from .model_card import CARD_FORMAT, INTENDED_USE, KNOWN_LIMITS
+    from .model_card import CARD_FORMAT, INTENDED_USE, known_limits
 
     project = version.project
     hyper = version.hyperparameters or {}
@@ -216,6 +216,7 @@ def model_card(*, version: ModelVersion) -> dict:
     network = hyper.get("network", {})
     mode = network.get("mode", "whole") if network else None
     calibration = hyper.get("calibration") or {}
+    labels = {str(k): v for k, v in project.label_classes.order_by("value").values_list("value", "name")}
     return {
         "format": CARD_FORMAT,
         "id": version.pk,
@@ -225,7 +226,7 @@ def model_card(*, version: ModelVersion) -> dict:
         "trigger": version.trigger,
         "finished_at": version.finished_at.isoformat() if version.finished_at else None,
         "code_version": version.code_version,
-        "labels": {str(k): v for k, v in project.label_classes.order_by("value").values_list("value", "name")},
+        "labels": labels,
         "model": {
             "mode": mode,
             "description": _MODE_DESCRIPTION.get(mode),
@@ -246,7 +247,7 @@ def model_card(*, version: ModelVersion) -> dict:
             "calibration": calibration,
         },
         "intended_use": INTENDED_USE,
-        "known_limits": KNOWN_LIMITS,
+        "known_limits": known_limits(label_names=labels.values(), channels=version.channel_roles),
     }
 
 

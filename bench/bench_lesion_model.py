@@ -43,18 +43,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 DETECT_RADIUS_MM = 3.0
 
 
-def lesion_cohort(n: int, *, first_seed: int, resolution: int = 2):
-    """SIMULATED lesion cases: (ids, images, labels, spacing, n lesions per case)."""
+def lesion_cohort(n: int, *, first_seed: int, resolution: int = 2, channels=("T1w",)):
+    """SIMULATED lesion cases: (ids, images, labels, spacing, each case's lesions: the simulation's list).
+
+    One sequence per name in ``channels``: an image (X, Y, Z) for one, (C, X, Y, Z) for several
+    (the same case in each contrast; the labels are the same)."""
     import simulation as sim
 
     anatomy = sim.mni152_anatomy(resolution=resolution)
-    cases = [sim.simulate_lesion_case(anatomy, seed=first_seed + i) for i in range(n)]
+    cases = [sim.simulate_lesion_case(anatomy, seed=first_seed + i, contrast=channels[0]) for i in range(n)]
+    images = [c.image for c in cases]
+    if len(channels) > 1:
+        images = [
+            np.stack([image] + [sim.simulate_lesion_case(anatomy, seed=c.seed, contrast=r).image for r in channels[1:]])
+            for image, c in zip(images, cases, strict=True)
+        ]
     return (
         [f"sim{c.seed}" for c in cases],
-        [c.image for c in cases],
+        images,
         [c.labels for c in cases],
         tuple(float(s) for s in anatomy.spacing),
-        [len(c.parameters["lesions"]) for c in cases],
+        [list(c.parameters["lesions"]) for c in cases],
     )
 
 
@@ -82,10 +91,11 @@ def lesion_detection(prediction: np.ndarray, truth: np.ndarray, spacing, *, min_
 
 
 def f1(found: int, missed: int, false_positive: int) -> dict:
+    """Precision, recall and F1 = 2 TP / (2 TP + FN + FP) (0 when nothing is found; NaN with no lesions at all)."""
     recall = found / (found + missed) if found + missed else float("nan")
     precision = found / (found + false_positive) if found + false_positive else float("nan")
-    score = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": score}
+    denominator = 2 * found + missed + false_positive
+    return {"precision": precision, "recall": recall, "f1": 2 * found / denominator if denominator else float("nan")}
 
 
 def spearman(a, b) -> float:
@@ -110,6 +120,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--patch", type=int, nargs=3, default=(48, 48, 48))
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument(
+        "--channels", default="T1w", help="lesion cohort: sequences, comma-separated (T1w, T2w, PDw, FLAIR)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--mc", type=int, default=8, help="MC-dropout passes for the scoring check (0: skip)")
     parser.add_argument("--top-k", type=int, default=200)
@@ -135,7 +148,9 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     if args.cohort == "lesion":
-        ids, images, labels, spacing, n_lesions = lesion_cohort(args.n, first_seed=args.first_seed)
+        channels = tuple(args.channels.split(","))
+        ids, images, labels, spacing, lesions = lesion_cohort(args.n, first_seed=args.first_seed, channels=channels)
+        n_lesions = [len(case) for case in lesions]
         values = (0, 1)
         spacings = [spacing] * len(ids)
     else:
@@ -144,9 +159,15 @@ def main(argv=None) -> dict:
         n = 12 if args.quick else 35
         ids, images, labels, spacings, values, _ = simulated_cohort(n, n_test=args.n_test)
         n_lesions = [None] * len(ids)
+        channels = ("T1w",)
     log(f"{len(ids)} SIMULATED cases in {time.perf_counter() - t0:.0f} s")
     n_train = len(ids) - args.n_test
-    config = NetworkConfig(labels=tuple(values), mode="patch", patch_shape=tuple(args.patch))
+    config = NetworkConfig(
+        labels=tuple(values),
+        mode="patch",
+        patch_shape=tuple(args.patch),
+        input_roles=channels if len(channels) > 1 else (),
+    )
     training = TrainingConfig(
         steps=args.steps,
         steps_per_scan=0,

@@ -29,16 +29,18 @@ NO_LESION_PROBABILITY = 0.15
 _MAX_LESIONS = 8
 
 
-def simulate_lesion_case(anatomy: Anatomy, *, seed: int) -> Subject:
+def simulate_lesion_case(anatomy: Anatomy, *, seed: int, contrast: str = "T1w") -> Subject:
     """One SIMULATED lesion case: ``labels`` is 1 on lesion voxels, 0 elsewhere.
 
     The lesion count is drawn from its own stream (``SeedSequence([seed, 31])``), so the
     subject's deformation, contrast and noise are those of ``simulate_subject(seed=seed)``.
     ``parameters["lesions"]`` lists each lesion (semi-axes in mm, contrast, voxels).
+    ``contrast`` (``simulate_subject``'s) gives another sequence of the same case: the same
+    lesions and labels, a co-registered image (on "FLAIR" every lesion is bright).
     """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 31]))
     n_lesions = 0 if rng.random() < NO_LESION_PROBABILITY else int(rng.integers(1, _MAX_LESIONS + 1))
-    subject = simulate_subject(anatomy, seed=seed, n_lesions=n_lesions)
+    subject = simulate_subject(anatomy, seed=seed, n_lesions=n_lesions, contrast=contrast)
     return Subject(
         image=subject.image,
         labels=(subject.labels == LESION).astype(np.uint8),

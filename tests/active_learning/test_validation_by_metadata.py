@@ -80,3 +80,20 @@ def test_training_records_the_validation_dice_of_every_scan(world, settings):
         ("SITE-A", 1),
         ("SITE-B", 1),
     }
+
+
+@pytest.mark.parametrize(("roles", "warned"), [(["T1w"], True), ([], True), (["T1w", "FLAIR"], False)])
+def test_the_model_card_warns_when_a_lesion_label_is_learnt_without_flair(world, roles, warned):
+    from active_learning.model_card import LESION_WITHOUT_FLAIR
+    from labeling import services as labeling_services
+
+    labeling_services.label_class_create(
+        project=world.project, actor=world.lead, value=4, name="Lesion", color="#ff8800"
+    )
+    version = ModelVersion.objects.create(
+        project=world.project, version=1, status=JobStatus.DONE, hyperparameters={"network": {"input_roles": roles}}
+    )
+    client = world.client(world.lead)
+    limits = client.get(f"/api/v1/models/{version.pk}/card/").json()["known_limits"]
+    assert (LESION_WITHOUT_FLAIR in limits) is warned
+    assert (LESION_WITHOUT_FLAIR in client.get(f"/api/v1/models/{version.pk}/card.md").content.decode()) is warned
