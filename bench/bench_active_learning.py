@@ -433,7 +433,14 @@ def plot(panels, strategies, path, title):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"random": "#7f7f7f", "entropy": "#0072B2", "bald": "#D55E00", "combined": "#009E73"}
+    colours = {
+        "random": "#7f7f7f",
+        "entropy": "#0072B2",
+        "bald": "#D55E00",
+        "combined": "#009E73",
+        "lesion_load": "#CC79A7",
+        "diversity": "#E69F00",
+    }
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), dpi=110)
     axes = np.atleast_1d(axes)
     for ax, (summary, ylabel) in zip(axes, panels, strict=True):
