@@ -18,7 +18,9 @@ Protocol (as ``bench_active_learning.py``, ALGORITHMS.md section 3), per seed:
   predicted foreground dilated by 3 voxels); ``lesion_load`` (the model's expected lesion
   volume, the sum of its mean lesion probability: the cases that hold most lesion to learn
   from, as the model sees them); ``diversity`` (greedy k-centre on cheap image features with
-  the labelled cases as centres, the product's cold-start order, no model).
+  the labelled cases as centres, the product's cold-start order, no model); ``entropy_random``
+  (half of each batch by entropy, the rest at random: uncertain cases without giving up the
+  typical ones, lesion-free cases included).
 * Training: the product's patch recipe (``TrainingConfig``: Dice + CE, foreground
   oversampling, MONAI intensity augmentation, loss-prioritised case sampling) with the step
   count ``--steps-per-scan`` x labelled cases, at least ``--min-steps``, at most
@@ -58,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_active_learning import analyse, markdown, plot
 from bench_lesion_model import DETECT_RADIUS_MM, f1, lesion_cohort, lesion_detection, log
 
-STRATEGIES = ("random", "entropy", "bald", "lesion_load", "diversity")
+STRATEGIES = ("random", "entropy", "bald", "lesion_load", "diversity", "entropy_random")
 SPLIT_SEED = 19
 
 
@@ -151,18 +153,32 @@ def scores_for(strategy, model, config, pool, unlabelled, labelled, args, *, see
         return np.array([rank[i] for i in unlabelled], dtype=float)
     from active_learning.training import mc_dropout_moments
 
+    key = "entropy" if strategy == "entropy_random" else strategy
     values = []
     for i in unlabelled:
         if i not in cache:
             mean, expected = mc_dropout_moments(model, pool[i]["volume"], n_samples=args.mc, seed=i, config=config)
             summary = uncertainty.uncertainty_from_moments(mean, expected, margin=3, top_k=args.top_k)
             cache[i] = {"entropy": summary.entropy, "bald": summary.bald, "lesion_load": float(mean[1].sum())}
-        values.append(cache[i][strategy])
+        values.append(cache[i][key])
     return np.array(values, dtype=float)
 
 
-def run_seed(seed, pool, test, config, args) -> dict:
+def choose(strategy, values, k, *, seed, round_index) -> list[int]:
+    """Positions (in the unlabelled list) of the ``k`` cases to label: the top ``k`` of ``values``;
+    for ``entropy_random`` the top half (rounded up) and a seeded random draw from the rest."""
     from active_learning import uncertainty
+
+    order = [int(j) for j in uncertainty.rank_order(values)]
+    if strategy != "entropy_random":
+        return order[:k]
+    top = order[: (k + 1) // 2]
+    rest = [j for j in range(len(values)) if j not in top]
+    draw = uncertainty.random_scores(len(rest), seed=seed * 1000 + 500 + round_index)
+    return top + [rest[j] for j in uncertainty.rank_order(draw)[: k - len(top)]]
+
+
+def run_seed(seed, pool, test, config, args) -> dict:
     from active_learning.training import TrainingConfig, train_segmentation
 
     def recipe(n):
@@ -208,7 +224,7 @@ def run_seed(seed, pool, test, config, args) -> dict:
                 strategy, model, config, pool, unlabelled, labelled, args, seed=seed, round_index=r, cache=cache
             )
             score_s.append(time.perf_counter() - t1)
-            chosen = [unlabelled[j] for j in uncertainty.rank_order(values)[: target - len(labelled)]]
+            chosen = [unlabelled[j] for j in choose(strategy, values, target - len(labelled), seed=seed, round_index=r)]
             labelled = labelled + chosen
             result = fit(labelled)
             out["train_s"].append(result.seconds)
@@ -220,13 +236,35 @@ def run_seed(seed, pool, test, config, args) -> dict:
                 f"f1 {evaluation['f1']:.3f} ({result.seconds:.0f} s train)"
             )
         out["strategies"][strategy] = rounds
-    full = fit(list(range(len(pool))))
-    out["train_s"].append(full.seconds)
-    out["full"] = {"n": len(pool), **evaluate(full.model, config, test)}
-    log(f"seed {seed} full n={len(pool)} dice {out['full']['dice']:.4f} f1 {out['full']['f1']:.3f}")
+    if not args.no_full:
+        full = fit(list(range(len(pool))))
+        out["train_s"].append(full.seconds)
+        out["full"] = {"n": len(pool), **evaluate(full.model, config, test)}
+        log(f"seed {seed} full n={len(pool)} dice {out['full']['dice']:.4f} f1 {out['full']['f1']:.3f}")
     out["seconds"] = time.perf_counter() - t0
     out["score_s_per_round"] = float(np.mean(score_s)) if score_s else None
     return out
+
+
+def merge_seeds(records: list[dict]) -> list[dict]:
+    """One record per seed: runs of the same seed (other strategies, or without the full-data model)
+    are joined; they must share the starting cases and the round-0 model's figures (the training
+    is deterministic for a seed and thread count), else the merge stops."""
+    merged: dict[int, dict] = {}
+    for record in records:
+        seed = record["seed"]
+        if seed not in merged:
+            merged[seed] = {**record, "strategies": dict(record["strategies"])}
+            continue
+        into = merged[seed]
+        first = next(iter(record["strategies"].values()))[0]
+        known = next(iter(into["strategies"].values()))[0]
+        if record["initial"] != into["initial"] or abs(first["dice"] - known["dice"]) > 1e-6:
+            raise SystemExit(f"seed {seed}: the runs to merge start differently (cases or round-0 model)")
+        into["strategies"].update(record["strategies"])
+        if "full" not in into and "full" in record:
+            into["full"] = record["full"]
+    return [merged[seed] for seed in sorted(merged)]
 
 
 def picks_table(results, strategies) -> str:
@@ -309,11 +347,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--merge", type=Path, nargs="*", default=(), help="with --analyse-only: JSONs to merge")
     parser.add_argument("--png", type=Path, default=None)
     parser.add_argument("--analyse-only", action="store_true")
+    parser.add_argument(
+        "--no-full",
+        action="store_true",
+        help="skip the full-data model (merge with a run of the same seeds that has it)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke test: 10 cases, 2 seeds, 20-40 steps, 32^3")
     args = parser.parse_args(argv)
     if args.analyse_only:
         parts = [json.loads(p.read_text()) for p in (args.merge or [args.json])]
-        results = {**parts[0], "seeds": sorted((s for p in parts for s in p["seeds"]), key=lambda s: s["seed"])}
+        seeds = merge_seeds([s for p in parts for s in p["seeds"]])
+        if args.seeds:  # e.g. only the seeds that every strategy ran
+            wanted = {int(s) for s in args.seeds.split(",")}
+            seeds = [s for s in seeds if s["seed"] in wanted]
+        results = {**parts[0], "seeds": seeds}
         return report(results, args.png)
     if args.quick:
         args.n, args.n_test, args.schedule = 10, 3, "2,3,5"
