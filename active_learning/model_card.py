@@ -16,6 +16,7 @@ Examples
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 __all__ = ["INTENDED_USE", "KNOWN_LIMITS", "card_markdown", "known_limits"]
@@ -50,6 +51,11 @@ LESION_WITHOUT_FLAIR = (
 )
 
 
+# Label names that mean white-matter lesions: "lesion", "WMH", "white matter hyperintensities",
+# "MS plaque", "demyelination", "leukoaraiosis".
+LESION_NAME = re.compile(r"lesion|hyperintens|plaque|demyelin|leuko|\b(?:wmh|ms)\b", re.IGNORECASE)
+
+
 def known_limits(*, label_names, channels) -> list[str]:
     """The card's known limits: :data:`KNOWN_LIMITS`, and a warning when a label named like a lesion
     is learnt from none of :data:`LESION_SEQUENCES` (a version with no declared channels reads the
@@ -61,10 +67,12 @@ def known_limits(*, label_names, channels) -> list[str]:
     1
     >>> len(known_limits(label_names=["White matter lesion"], channels=["T1w", "FLAIR"])) - len(KNOWN_LIMITS)
     0
+    >>> len(known_limits(label_names=["WMH"], channels=[])) - len(KNOWN_LIMITS)
+    1
     >>> len(known_limits(label_names=["CSF"], channels=[])) - len(KNOWN_LIMITS)
     0
     """
-    lesion = any("lesion" in str(name).lower() for name in label_names)
+    lesion = any(LESION_NAME.search(str(name)) for name in label_names)
     if lesion and not set(channels or ()) & set(LESION_SEQUENCES):
         return [*KNOWN_LIMITS, LESION_WITHOUT_FLAIR]
     return list(KNOWN_LIMITS)

@@ -20,7 +20,10 @@ Protocol (as ``bench_active_learning.py``, ALGORITHMS.md section 3), per seed:
   from, as the model sees them); ``diversity`` (greedy k-centre on cheap image features with
   the labelled cases as centres, the product's cold-start order, no model); ``entropy_random``
   (half of each batch by entropy, the rest at random: uncertain cases without giving up the
-  typical ones, lesion-free cases included).
+  typical ones, lesion-free cases included); ``stratified`` (the unlabelled cases cut into as
+  many strata of the model's expected lesion volume as the batch has cases, equal counts, and
+  the most uncertain case (entropy) of each: the batch keeps the pool's spread of lesion load,
+  lesion-free-looking cases included, and uncertainty chooses within it).
 * Training: the product's patch recipe (``TrainingConfig``: Dice + CE, foreground
   oversampling, MONAI intensity augmentation, loss-prioritised case sampling) with the step
   count ``--steps-per-scan`` x labelled cases, at least ``--min-steps``, at most
@@ -60,7 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_active_learning import analyse, markdown, plot
 from bench_lesion_model import DETECT_RADIUS_MM, f1, lesion_cohort, lesion_detection, log
 
-STRATEGIES = ("random", "entropy", "bald", "lesion_load", "diversity", "entropy_random")
+STRATEGIES = ("random", "entropy", "bald", "lesion_load", "diversity", "entropy_random", "stratified")
 SPLIT_SEED = 19
 
 
@@ -131,7 +134,8 @@ def evaluate(model, config, test) -> dict:
 
 
 def scores_for(strategy, model, config, pool, unlabelled, labelled, args, *, seed, round_index, cache):
-    """Higher = label first, for each unlabelled case (``cache`` keeps one MC pass per model and case)."""
+    """Higher = label first, for each unlabelled case (``cache`` keeps one MC pass per model and case);
+    for ``stratified`` one row (entropy, lesion load) per case."""
     from active_learning import uncertainty
 
     if strategy == "random":
@@ -153,22 +157,28 @@ def scores_for(strategy, model, config, pool, unlabelled, labelled, args, *, see
         return np.array([rank[i] for i in unlabelled], dtype=float)
     from active_learning.training import mc_dropout_moments
 
-    key = "entropy" if strategy == "entropy_random" else strategy
+    keys = {"entropy_random": ("entropy",), "stratified": ("entropy", "lesion_load")}.get(strategy, (strategy,))
     values = []
     for i in unlabelled:
         if i not in cache:
             mean, expected = mc_dropout_moments(model, pool[i]["volume"], n_samples=args.mc, seed=i, config=config)
             summary = uncertainty.uncertainty_from_moments(mean, expected, margin=3, top_k=args.top_k)
             cache[i] = {"entropy": summary.entropy, "bald": summary.bald, "lesion_load": float(mean[1].sum())}
-        values.append(cache[i][key])
-    return np.array(values, dtype=float)
+        values.append([cache[i][key] for key in keys])
+    values = np.array(values, dtype=float)
+    return values if strategy == "stratified" else values[:, 0]
 
 
 def choose(strategy, values, k, *, seed, round_index) -> list[int]:
     """Positions (in the unlabelled list) of the ``k`` cases to label: the top ``k`` of ``values``;
-    for ``entropy_random`` the top half (rounded up) and a seeded random draw from the rest."""
+    for ``entropy_random`` the top half (rounded up) and a seeded random draw from the rest; for
+    ``stratified`` (``values`` = rows of entropy, lesion load) the most uncertain case of each of
+    ``k`` equal-count strata of lesion load."""
     from active_learning import uncertainty
 
+    if strategy == "stratified":
+        by_load = np.argsort(values[:, 1], kind="stable")
+        return [int(s[np.argmax(values[s, 0])]) for s in np.array_split(by_load, k) if len(s)]
     order = [int(j) for j in uncertainty.rank_order(values)]
     if strategy != "entropy_random":
         return order[:k]

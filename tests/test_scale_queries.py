@@ -8,24 +8,17 @@ queries at both, and no more than a small bound, and at most a page of items.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from mriannot.paging import PAGE_DEFAULT, PAGE_MAX
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.bench import load_bench
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_scale", ROOT / "bench" / "bench_scale.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench_scale")
 
 
 @pytest.fixture

@@ -97,3 +97,23 @@ def test_the_model_card_warns_when_a_lesion_label_is_learnt_without_flair(world,
     limits = client.get(f"/api/v1/models/{version.pk}/card/").json()["known_limits"]
     assert (LESION_WITHOUT_FLAIR in limits) is warned
     assert (LESION_WITHOUT_FLAIR in client.get(f"/api/v1/models/{version.pk}/card.md").content.decode()) is warned
+
+
+@pytest.mark.parametrize(
+    ("name", "warned"),
+    [
+        ("WMH", True),
+        ("White matter hyperintensities", True),
+        ("MS plaque", True),
+        ("Demyelination", True),
+        ("CSF", False),
+        ("Thalamus", False),
+        ("Plasma", False),
+    ],
+)
+def test_labels_named_as_lesions_by_other_words_get_the_warning(name, warned):
+    from active_learning.model_card import KNOWN_LIMITS, LESION_WITHOUT_FLAIR, known_limits
+
+    limits = known_limits(label_names=["Background", name], channels=["T1w"])
+    assert (LESION_WITHOUT_FLAIR in limits) is warned
+    assert limits[: len(KNOWN_LIMITS)] == KNOWN_LIMITS

@@ -7,7 +7,6 @@ stop with a clear message on a folder that breaks the layout's rules.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -17,17 +16,14 @@ import pytest
 import torch
 
 from tests import factories
+from tests.bench import load_bench
 
-ROOT = Path(__file__).resolve().parents[2]
 SHAPE = (24, 20, 16)
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_active_learning", ROOT / "bench" / "bench_active_learning.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench_active_learning")
 
 
 def _nnunet_folder(folder: Path, n: int, *, labels: dict) -> Path:

@@ -4,28 +4,23 @@ schedule, and the merged report prints the tables and writes the plot."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location("bench_lesion_al", ROOT / "bench" / "bench_lesion_al.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench_lesion_al")
 
 
 def test_a_quick_run_follows_the_protocol_and_merges(bench, tmp_path, capsys):
     out = tmp_path / "al.json"
-    bench.main(["--quick", "--seeds", "0", "--strategies", "random,lesion_load,diversity", "--json", str(out)])
+    bench.main(
+        ["--quick", "--seeds", "0", "--strategies", "random,lesion_load,diversity,stratified", "--json", str(out)]
+    )
     results = json.loads(out.read_text())
     assert [s["seed"] for s in results["seeds"]] == [0]
     assert len(results["pool_ids"]) == 7 and len(results["test_ids"]) == 3

@@ -4,9 +4,7 @@ shapes, and the API's contract (who may, what comes back, nothing saved)."""
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import math
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -17,8 +15,8 @@ from skimage.morphology import remove_small_objects
 
 from labeling import editing
 from labeling.editing import EditRefused
+from tests.bench import load_bench
 
-ROOT = Path(__file__).resolve().parents[2]
 ANISOTROPIC = (0.8, 1.0, 2.5)
 
 
@@ -347,10 +345,7 @@ def test_grow_refusals(kwargs, code):
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_grow_from_seeds", ROOT / "bench" / "bench_grow_from_seeds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench_grow_from_seeds")
 
 
 @pytest.mark.slow

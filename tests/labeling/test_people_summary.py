@@ -6,9 +6,7 @@ every assignment); and the open assignments it lists, a page with each scan's ra
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import random
-from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -21,8 +19,7 @@ from rest_framework.test import APIClient
 from labeling import selectors, services
 from labeling.models import AnnotationRevision, Assignment, AssignmentStatus, Membership, Role
 from tests import factories
-
-ROOT = Path(__file__).resolve().parent.parent.parent
+from tests.bench import load_bench
 
 
 def _client(user) -> APIClient:
@@ -129,10 +126,7 @@ def test_the_summary_counts_and_times_each_rater_as_the_page_did(world):
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_scale", ROOT / "bench" / "bench_scale.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("bench_scale")
 
 
 def _spread_times(project, seed: int) -> None:
