@@ -58,6 +58,9 @@ class ScanScore(models.Model):
     whole_volume = models.BooleanField(default=False, help_text="nothing predicted: scored over the whole volume")
     prelabel = models.FileField(max_length=255, blank=True)
     features = models.JSONField(null=True, blank=True, help_text="cold-start image features (no model)")
+    expected_volume_ml = models.JSONField(
+        null=True, blank=True, help_text="label value -> the model's expected volume (sum of its mean softmax), mL"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

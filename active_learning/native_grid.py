@@ -63,6 +63,7 @@ __all__ = [
     "network_prelabel",
     "network_target",
     "to_native",
+    "voxel_volume_ml",
 ]
 
 _SPACING_TOLERANCE = 0.01
@@ -220,6 +221,20 @@ def native_probabilities_to_labels(
 # --------------------------------------------------------------------------------------
 # Either grid, by the network's mode
 # --------------------------------------------------------------------------------------
+
+
+def voxel_volume_ml(geometry: NativeGeometry | WorkingGeometry) -> float:
+    """Volume of one voxel of the network grid a scan was mapped to (``network_input``), mL
+    (approximate for the whole-volume working grid, whose voxels are nearly isotropic).
+
+    Examples
+    --------
+    >>> voxel_volume_ml(NativeGeometry((4, 4, 4), ((0, 4),) * 3, (4, 4, 4), (2.0, 2.0, 2.0), False, 0.0, 1.0))
+    0.008
+    """
+    if isinstance(geometry, NativeGeometry):
+        return float(np.prod(geometry.spacing_mm)) / 1000.0
+    return float(geometry.working_spacing_mm) ** 3 / 1000.0
 
 
 def network_input(

@@ -56,6 +56,7 @@ STRATEGY_KERNEL = {  # project strategy -> the score it ranks by
     ALStrategy.ENTROPY: "entropy",
     ALStrategy.BALD: "bald",
     ALStrategy.ENTROPY_DISAGREEMENT: "combined",
+    ALStrategy.ENTROPY_STRATIFIED: "stratified",
 }
 
 
@@ -303,6 +304,19 @@ def _disagreement(scan: Scan) -> float:
     return float(uncertainty.rater_disagreement(np.stack([_read_volume(h.file)[0] for h in heads])))
 
 
+def _rarest_label_volumes(volumes: list[dict]) -> tuple[str, np.ndarray]:
+    """The label the model expects least of over these scans (mean expected volume) and each scan's
+    expected volume of it, mL."""
+    labels = sorted(volumes[0], key=int)
+    label = min(labels, key=lambda value: float(np.mean([v[value] for v in volumes])))
+    return label, np.array([v[label] for v in volumes], dtype=np.float64)
+
+
+def _label_name(project: Project, value: str) -> str:
+    label = project.label_classes.filter(value=int(value)).first()
+    return f"{label.name} (label {value})" if label is not None else f"label {value}"
+
+
 def scores_update(*, project_id: int) -> dict:
     """Score the project's open scans with the latest model (or order them for a cold start),
     store the scores and pre-labels, and set the open assignments' worklist priorities.
@@ -332,9 +346,7 @@ def scores_update(*, project_id: int) -> dict:
             working = working_grid.to_working(_read_volume(scan.image)[0], config=config, spacing=scan.spacing)[0]
             features.append(uncertainty.image_features(working))
             computed += 1
-        order = uncertainty.diversity_order(np.stack(features))
-        scores = np.empty(len(scans))
-        scores[order] = np.linspace(1.0, 0.0, len(scans)) if len(scans) > 1 else [1.0]
+        scores = uncertainty.scores_from_order(uncertainty.diversity_order(np.stack(features)))
         rows = [
             dict(scan=s, score=float(v), strategy="diversity", features=[float(x) for x in f])
             for s, v, f in zip(scans, scores, features, strict=True)
@@ -349,11 +361,19 @@ def scores_update(*, project_id: int) -> dict:
             except MissingChannels as missing:
                 unscorable[scan.pk] = missing.roles
         scorable = [s for s in scans if s.pk not in unscorable]
-        to_score = [s for s in scorable if s.pk not in known or not known[s.pk].prelabel]
+
+        def reusable(cached):  # scored by this version; stratifying needs the expected volumes too
+            return (
+                cached is not None
+                and bool(cached.prelabel)
+                and (strategy != "stratified" or cached.expected_volume_ml is not None)
+            )
+
+        to_score = [s for s in scorable if not reusable(known.get(s.pk))]
         rows = []
         for scan in scorable:
             cached = known.get(scan.pk)
-            if cached is not None and cached.prelabel:
+            if reusable(cached):
                 rows.append(
                     dict(
                         scan=scan,
@@ -362,6 +382,7 @@ def scores_update(*, project_id: int) -> dict:
                         disagreement=_disagreement(scan),
                         whole_volume=cached.whole_volume,
                         prelabel=cached.prelabel.name,
+                        expected_volume_ml=cached.expected_volume_ml,
                     )
                 )
                 continue
@@ -380,6 +401,7 @@ def scores_update(*, project_id: int) -> dict:
             top_k = SCORE_TOP_K if config.mode == "patch" else None  # whole-volume versions: as before
             summary = uncertainty.uncertainty_from_moments(mean, aleatoric, margin=3, top_k=top_k)
             prelabel = native_grid.network_prelabel(mean, geometry, config=config)
+            voxel_ml = native_grid.voxel_volume_ml(geometry)
             name = write_file(
                 f"prelabels/{scan.pk}/{model_version.version}.nii.gz",
                 volumes.label_map_to_bytes(prelabel, np.asarray(scan.affine, dtype=np.float64)),
@@ -392,6 +414,9 @@ def scores_update(*, project_id: int) -> dict:
                     disagreement=_disagreement(scan),
                     whole_volume=bool(summary.whole_volume),
                     prelabel=name,
+                    expected_volume_ml={
+                        str(value): float(mean[c].sum()) * voxel_ml for c, value in enumerate(config.labels) if c
+                    },
                 )
             )
         if not rows:
@@ -402,6 +427,16 @@ def scores_update(*, project_id: int) -> dict:
             values = uncertainty.combined_scores(
                 np.array([r["entropy"] for r in rows]), np.array([r["disagreement"] for r in rows])
             )
+        elif strategy == "stratified":
+            label, expected = _rarest_label_volumes([r["expected_volume_ml"] for r in rows])
+            order = uncertainty.stratified_order(
+                np.array([r["entropy"] for r in rows]), expected, n_strata=project.al_retrain_every
+            )
+            values = uncertainty.scores_from_order(order)
+            stratified_note = (
+                f" One scan of each of {min(project.al_retrain_every, len(rows))} strata of the expected volume"
+                f" of {_label_name(project, label)} in every {project.al_retrain_every}."
+            )
         else:
             values = np.array([r[strategy] for r in rows])
         for row, value in zip(rows, values, strict=True):
@@ -411,6 +446,8 @@ def scores_update(*, project_id: int) -> dict:
                 row["disagreement"] = None
         label = dict(ALStrategy.choices)[project.al_strategy]
         note = f"Model v{model_version.version}: scans ordered by {label}."
+        if strategy == "stratified" and rows:
+            note += stratified_note
         if unscorable:
             lacking = sorted({role for missing in unscorable.values() for role in missing})
             note += f" {len(unscorable)} not scored (no {', '.join(lacking)})."

@@ -60,12 +60,14 @@ __all__ = [
     "rank_order",
     "rater_disagreement",
     "scan_uncertainty",
+    "scores_from_order",
     "scoring_region",
+    "stratified_order",
     "uncertainty_from_moments",
 ]
 
 #: Strategy names understood by the project (the Django layer maps them to functions).
-STRATEGIES: tuple[str, ...] = ("random", "entropy", "bald", "combined")
+STRATEGIES: tuple[str, ...] = ("random", "entropy", "bald", "combined", "stratified")
 
 _SUM_TOLERANCE = 1e-3
 
@@ -598,6 +600,69 @@ def combined_scores(uncertainty: Any, disagreement: Any, *, weight: float = 0.5)
         raise ValueError(f"weight: expected a number in [0, 1], got {weight!r}")
     ranked = rank_normalise(u)
     return np.where(known, (1.0 - weight) * ranked + weight * np.nan_to_num(d), ranked)
+
+
+def scores_from_order(order: Any) -> np.ndarray:
+    """Scores for a labelling order: 1.0 for ``order[0]`` down to 0.0 for the last (one scan: 1.0).
+
+    Examples
+    --------
+    >>> scores_from_order([2, 0, 1]).tolist()
+    [0.5, 0.0, 1.0]
+    """
+    order = _as_numpy(order).astype(np.int64)
+    if order.ndim != 1 or sorted(order.tolist()) != list(range(order.size)):
+        raise ValueError(f"order: expected a permutation of range(n), got {order.tolist()[:10]}")
+    scores = np.empty(order.size)
+    scores[order] = np.linspace(1.0, 0.0, order.size) if order.size > 1 else [1.0] * order.size
+    return scores
+
+
+def stratified_order(scores: Any, strata_by: Any, *, n_strata: int) -> np.ndarray:
+    """Scans in labelling order, spread over strata of ``strata_by``, by ``scores`` within each.
+
+    The scans are cut into ``n_strata`` strata of equal count by ``strata_by`` (lowest first,
+    ties in index order); the order takes the best-scored scan of every stratum, then the
+    second of every stratum, and so on, each round best score first. So any ``n_strata``
+    consecutive scans from the top hold one scan of each stratum: a batch keeps the spread of
+    ``strata_by`` (for lesions, the expected lesion volume, lesion-free-looking scans included)
+    and uncertainty chooses within it. On the SIMULATED lesion cohort plain uncertainty picked
+    lesion-rich cases and few negatives, and its models over-called (docs/active_learning.md).
+
+    Parameters
+    ----------
+    scores : ndarray of shape (N,), float
+        Higher = more worth labelling (entropy, BALD); finite.
+    strata_by : ndarray of shape (N,), float
+        The quantity to spread the batch over; finite.
+    n_strata : int
+        At least 1; more than N gives N strata of one scan (the order of ``scores``).
+
+    Returns
+    -------
+    ndarray of shape (N,), int64
+        A permutation of ``range(N)``.
+
+    Examples
+    --------
+    >>> stratified_order([0.1, 0.9, 0.5, 0.2, 0.8, 0.3], [0, 0.1, 5, 6, 10, 11], n_strata=3).tolist()
+    [1, 4, 2, 5, 3, 0]
+    """
+    scores = _check_scores(scores, "scores")
+    strata_by = _check_scores(strata_by, "strata_by")
+    if strata_by.shape != scores.shape:
+        raise ValueError(f"strata_by: expected one value per scan ({scores.size}), got {strata_by.size}")
+    if isinstance(n_strata, bool) or not isinstance(n_strata, numbers.Integral) or n_strata < 1:
+        raise ValueError(f"n_strata: expected an integer >= 1, got {n_strata!r}")
+    if scores.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    strata = np.array_split(np.argsort(strata_by, kind="stable"), min(int(n_strata), scores.size))
+    ranked = [stratum[np.argsort(-scores[stratum], kind="stable")] for stratum in strata]
+    order = []
+    for depth in range(max(len(r) for r in ranked)):
+        layer = np.array([r[depth] for r in ranked if depth < len(r)])
+        order.extend(layer[np.argsort(-scores[layer], kind="stable")].tolist())
+    return np.asarray(order, dtype=np.int64)
 
 
 # --------------------------------------------------------------------------------------

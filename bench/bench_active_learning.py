@@ -441,6 +441,7 @@ def plot(panels, strategies, path, title):
         "lesion_load": "#CC79A7",
         "diversity": "#E69F00",
         "entropy_random": "#56B4E9",
+        "stratified": "#000000",
     }
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), dpi=110)
     axes = np.atleast_1d(axes)

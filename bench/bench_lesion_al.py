@@ -173,12 +173,13 @@ def choose(strategy, values, k, *, seed, round_index) -> list[int]:
     """Positions (in the unlabelled list) of the ``k`` cases to label: the top ``k`` of ``values``;
     for ``entropy_random`` the top half (rounded up) and a seeded random draw from the rest; for
     ``stratified`` (``values`` = rows of entropy, lesion load) the most uncertain case of each of
-    ``k`` equal-count strata of lesion load."""
+    ``k`` equal-count strata of lesion load (:func:`active_learning.uncertainty.stratified_order`)."""
     from active_learning import uncertainty
 
-    if strategy == "stratified":
-        by_load = np.argsort(values[:, 1], kind="stable")
-        return [int(s[np.argmax(values[s, 0])]) for s in np.array_split(by_load, k) if len(s)]
+    if strategy == "stratified":  # the product's order; the batch listed by stratum, as it was measured
+        picks = uncertainty.stratified_order(values[:, 0], values[:, 1], n_strata=k)[:k]
+        load_rank = np.argsort(np.argsort(values[:, 1], kind="stable"))
+        return sorted((int(j) for j in picks), key=lambda j: load_rank[j])
     order = [int(j) for j in uncertainty.rank_order(values)]
     if strategy != "entropy_random":
         return order[:k]

@@ -38,6 +38,7 @@ class ALStrategy(models.TextChoices):
     ENTROPY = "entropy", "MC-dropout entropy"
     BALD = "bald", "BALD"
     ENTROPY_DISAGREEMENT = "entropy_disagreement", "Entropy weighed with rater disagreement"
+    ENTROPY_STRATIFIED = "entropy_stratified", "Entropy spread over the rarest label's expected volume"
 
 
 class PrelabelPolicy(models.TextChoices):

@@ -233,3 +233,41 @@ def test_combined_strategy_weighs_model_uncertainty_with_rater_disagreement():
     assert scores[scans[3].pk].score == pytest.approx(0.5 * entropy_rank[0] + 0.5 * expected)
     assert scores[scans[4].pk].score == pytest.approx(entropy_rank[1])
     assert all(s.strategy == "combined" for s in scores.values())
+
+
+@pytest.mark.django_db
+def test_stratified_strategy_spreads_each_batch_over_the_rarest_labels_expected_volume():
+    splits = (Split.TRAIN, Split.TRAIN, Split.VALIDATION) + (Split.UNASSIGNED,) * 5
+    world, scans = _project(n_scans=8, splits=splits)
+    for scan in scans[:3]:
+        _ground_truth(world, scan)
+    version, _ = services.model_version_request(project=world.project)
+    services.model_version_train(version_id=version.pk)
+    assert services.scores_update(project_id=world.project.pk)["computed"] == 5  # entropy: no volumes needed
+    assert all(s.expected_volume_ml is not None for s in ScanScore.objects.filter(model_version=version))
+    ScanScore.objects.filter(model_version=version).update(expected_volume_ml=None)  # scored by older code
+
+    world.project.al_strategy = ALStrategy.ENTROPY_STRATIFIED
+    world.project.al_retrain_every = 2
+    world.project.save()
+    result = services.scores_update(project_id=world.project.pk)
+    assert (result["scored"], result["computed"]) == (5, 5)  # the volumes are computed again, once
+    assert services.scores_update(project_id=world.project.pk)["computed"] == 0
+    scores = list(ScanScore.objects.filter(model_version=version).order_by("scan_id"))
+    labels = {str(v) for v in world.project.label_classes.values_list("value", flat=True)}
+    assert all(set(s.expected_volume_ml) == labels for s in scores)
+    assert all(v >= 0 for s in scores for v in s.expected_volume_ml.values())
+    mean = {v: np.mean([s.expected_volume_ml[v] for s in scores]) for v in labels}
+    rarest = min(labels, key=lambda v: mean[v])
+    order = uncertainty.stratified_order(
+        [s.entropy for s in scores], [s.expected_volume_ml[rarest] for s in scores], n_strata=2
+    )
+    assert [scores[i].scan_id for i in order] == [
+        s.scan_id for s in sorted(scores, key=lambda s: s.score, reverse=True)
+    ]
+    assert all(s.strategy == "stratified" for s in scores)
+    world.project.refresh_from_db()
+    name = world.project.label_classes.get(value=int(rarest)).name
+    assert f"One scan of each of 2 strata of the expected volume of {name} (label {rarest}) in every 2." in (
+        world.project.priority_note
+    )

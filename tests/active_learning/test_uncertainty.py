@@ -28,6 +28,7 @@ from active_learning.uncertainty import (
     rater_disagreement,
     scan_uncertainty,
     scoring_region,
+    stratified_order,
 )
 
 H_09 = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))  # 0.325083
@@ -179,7 +180,7 @@ def test_scan_uncertainty_empty_prediction_uses_whole_volume():
 
 
 def test_strategy_names():
-    assert STRATEGIES == ("random", "entropy", "bald", "combined")
+    assert STRATEGIES == ("random", "entropy", "bald", "combined", "stratified")
 
 
 def test_random_scores_and_order_are_seeded():
@@ -233,6 +234,45 @@ def test_combined_scores_hand_values():
         combined_scores([0.1, 0.2], [0.5])
     with pytest.raises(ValueError, match="weight"):
         combined_scores([0.1, 0.2], [0.5, 0.5], weight=2)
+
+
+def test_stratified_order_hand_example():
+    # Strata by volume: {0, 1}, {2, 3}, {4, 5}; the best of each (1, 2, 4) by score, then the rest.
+    order = stratified_order([0.1, 0.9, 0.5, 0.2, 0.8, 0.3], [0.0, 0.1, 5.0, 6.0, 10.0, 11.0], n_strata=3)
+    assert order.tolist() == [1, 4, 2, 5, 3, 0]
+    # Plain entropy would take 1, 4, 2: here the same; with the scores moved into one stratum it differs.
+    skewed = stratified_order([0.1, 0.2, 0.3, 0.4, 0.8, 0.9], [0.0, 0.1, 5.0, 6.0, 10.0, 11.0], n_strata=3)
+    assert skewed.tolist() == [5, 3, 1, 4, 2, 0]
+    assert rank_order([0.1, 0.2, 0.3, 0.4, 0.8, 0.9]).tolist()[:3] == [5, 4, 3]
+
+
+def test_stratified_order_batches_cover_every_stratum():
+    rng = np.random.default_rng(0)
+    scores, volume = rng.random(40), rng.gamma(1.0, 5.0, 40)
+    order = stratified_order(scores, volume, n_strata=8)
+    assert sorted(order.tolist()) == list(range(40))
+    stratum = np.empty(40, dtype=int)
+    for k, members in enumerate(np.array_split(np.argsort(volume, kind="stable"), 8)):
+        stratum[members] = k
+    for start in range(0, 40, 8):
+        assert sorted(stratum[order[start : start + 8]].tolist()) == list(range(8))
+    # Within a stratum the higher score comes first.
+    for k in range(8):
+        in_order = [i for i in order if stratum[i] == k]
+        assert list(scores[in_order]) == sorted(scores[in_order], reverse=True)
+
+
+def test_stratified_order_limits():
+    scores = [0.3, 0.1, 0.2]
+    assert stratified_order(scores, [1.0, 2.0, 3.0], n_strata=1).tolist() == rank_order(scores).tolist()
+    assert stratified_order(scores, [1.0, 2.0, 3.0], n_strata=10).tolist() == rank_order(scores).tolist()
+    assert stratified_order([], [], n_strata=3).tolist() == []
+    with pytest.raises(ValueError, match="n_strata"):
+        stratified_order(scores, [1.0, 2.0, 3.0], n_strata=0)
+    with pytest.raises(ValueError, match="strata_by"):
+        stratified_order(scores, [1.0, 2.0], n_strata=2)
+    with pytest.raises(ValueError, match="strata_by"):
+        stratified_order(scores, [1.0, np.nan, 2.0], n_strata=2)
 
 
 def test_diversity_order_hand_example_and_selected():

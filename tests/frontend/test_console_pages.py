@@ -108,15 +108,17 @@ def test_a_lead_creates_a_project_writes_its_schema_adds_raters_and_reads_its_ho
     }
 
     page.select_option("#f-prelabel", "applied")
+    page.select_option("#f-strategy", "entropy_stratified")  # a lesion project: batches spread over lesion load
     page.fill("#f-min-dice", "")  # off
     page.fill("#f-ambiguity", "0.1")
     page.click("#project-save")
     saved = result_says(page, "project-result", "Saved")
-    assert "prelabel_policy" in saved and "flag_min_label_dice" in saved
+    assert "prelabel_policy" in saved and "flag_min_label_dice" in saved and "al_strategy" in saved
     project.refresh_from_db()
     assert (project.prelabel_policy, project.flag_min_label_dice, project.ambiguity_threshold) == ("applied", None, 0.1)
+    assert project.al_strategy == "entropy_stratified"
     event = AuditEvent.objects.filter(project=project, action="project.update").get()
-    assert event.data["changed"] == ["ambiguity_threshold", "flag_min_label_dice", "prelabel_policy"]
+    assert event.data["changed"] == ["al_strategy", "ambiguity_threshold", "flag_min_label_dice", "prelabel_policy"]
     shot(page, "settings")
 
     # --- people: three annotators, one role change ---------------------------------------------------

@@ -19,6 +19,7 @@ const STRATEGIES = [
   ["entropy", "MC-dropout entropy (most uncertain first)"],
   ["bald", "BALD (where the model's samples disagree)"],
   ["entropy_disagreement", "Entropy weighed with rater disagreement"],
+  ["entropy_stratified", "Entropy spread over the rarest label's expected volume (lesion load: keeps lesion-free-looking scans in each batch)"],
   ["random", "Random"],
 ];
 
