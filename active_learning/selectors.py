@@ -81,6 +81,7 @@ def ranking_rows(*, scans: list[Scan], model: ModelVersion | None) -> list[dict]
                 "entropy": score.entropy if score else None,
                 "bald": score.bald if score else None,
                 "disagreement": score.disagreement if score else None,
+                "expected_volume_ml": score.expected_volume_ml if score else None,
                 "strategy": score.strategy if score else None,
                 "unscored_reason": None if score else unscored_reason(scan=scan, model=model),
             }

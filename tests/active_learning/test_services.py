@@ -271,3 +271,8 @@ def test_stratified_strategy_spreads_each_batch_over_the_rarest_labels_expected_
     assert f"One scan of each of 2 strata of the expected volume of {name} (label {rarest}) in every 2." in (
         world.project.priority_note
     )
+    ranking = world.client(world.lead).get(f"/api/v1/projects/{world.project.pk}/ranking/").json()
+    assert ranking["strategy"] == "entropy_stratified" and "strata of the expected volume" in ranking["note"]
+    by_scan = {s.scan_id: s for s in scores}
+    assert [r["scan"] for r in ranking["scans"]] == [scores[i].scan_id for i in order]
+    assert all(r["expected_volume_ml"] == by_scan[r["scan"]].expected_volume_ml for r in ranking["scans"])
