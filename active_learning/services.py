@@ -419,6 +419,7 @@ def scores_update(*, project_id: int) -> dict:
                     },
                 )
             )
+        how = ""  # what the order does, for the note
         if not rows:
             values = np.empty(0)
         elif strategy == "random":
@@ -433,7 +434,7 @@ def scores_update(*, project_id: int) -> dict:
                 np.array([r["entropy"] for r in rows]), expected, n_strata=project.al_retrain_every
             )
             values = uncertainty.scores_from_order(order)
-            stratified_note = (
+            how = (
                 f" One scan of each of {min(project.al_retrain_every, len(rows))} strata of the expected volume"
                 f" of {_label_name(project, label)} in every {project.al_retrain_every}."
             )
@@ -445,9 +446,7 @@ def scores_update(*, project_id: int) -> dict:
             if not np.isfinite(row["disagreement"]):
                 row["disagreement"] = None
         label = dict(ALStrategy.choices)[project.al_strategy]
-        note = f"Model v{model_version.version}: scans ordered by {label}."
-        if strategy == "stratified" and rows:
-            note += stratified_note
+        note = f"Model v{model_version.version}: scans ordered by {label}.{how}"
         if unscorable:
             lacking = sorted({role for missing in unscorable.values() for role in missing})
             note += f" {len(unscorable)} not scored (no {', '.join(lacking)})."

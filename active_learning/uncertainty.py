@@ -614,7 +614,7 @@ def scores_from_order(order: Any) -> np.ndarray:
     if order.ndim != 1 or sorted(order.tolist()) != list(range(order.size)):
         raise ValueError(f"order: expected a permutation of range(n), got {order.tolist()[:10]}")
     scores = np.empty(order.size)
-    scores[order] = np.linspace(1.0, 0.0, order.size) if order.size > 1 else [1.0] * order.size
+    scores[order] = np.linspace(1.0, 0.0, order.size)
     return scores
 
 

@@ -35,11 +35,6 @@ CLASSES = {1: "CSF", 2: "grey", 3: "white"}
 RESEARCH_TEST_SEEDS = (1025, 1026, 1027, 1028)  # bench_active_learning.simulated_cohort's research-site test scans
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 2.0 * int((a & b).sum()) / total if total else float("nan")
-
-
 def template_priors(sigma: float) -> np.ndarray:
     """(CSF, GM, WM) probabilities of the MNI152 template on the 2 mm grid of ``mni152_anatomy``."""
     import nibabel as nib
@@ -56,6 +51,8 @@ def template_priors(sigma: float) -> np.ndarray:
 
 
 def oracles(image: np.ndarray, truth: np.ndarray, atlas: np.ndarray, prior: np.ndarray) -> dict:
+    from active_learning.training import dice_per_label
+
     truth = np.where(truth == 4, 3, truth)
     brain = truth > 0
     log_likelihood = []
@@ -69,7 +66,7 @@ def oracles(image: np.ndarray, truth: np.ndarray, atlas: np.ndarray, prior: np.n
         "intensity": np.where(brain, np.argmax(log_likelihood, axis=0) + 1, 0),
         "posterior": np.where(brain, np.argmax(log_likelihood + np.log(prior), axis=0) + 1, 0),
     }
-    return {name: {c: dice(pred == c, truth == c) for c in CLASSES} for name, pred in labels.items()}
+    return {name: dice_per_label(pred, truth, labels=list(CLASSES)) for name, pred in labels.items()}
 
 
 def main(argv=None) -> dict:
